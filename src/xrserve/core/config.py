@@ -1,0 +1,149 @@
+"""`model.toml`: how a model is declared, and how a mistake in it is reported.
+
+A repository directory holds `<model>/<version>/model.toml` plus the weights. The
+file is parsed into `ModelConfig`; any mistake becomes a `ConfigError` that names
+the file, the field and what is wrong, so one broken model never stops the rest of
+the repository from loading.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from xrserve.core.tensors import DATATYPES, TensorSpec
+
+Runtime = Literal["onnx", "torchscript", "python"]
+Priority = Literal["interactive", "bulk"]
+Isolation = Literal["process", "thread"]
+
+DEFAULT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt", "python": "model.py"}
+
+
+class ConfigError(Exception):
+    """A `model.toml` that cannot be used: says which file, which field, what is wrong."""
+
+    def __init__(self, path: Path | str, field: str, problem: str) -> None:
+        self.path, self.field, self.problem = str(path), field, problem
+        super().__init__(f"{path}: field '{field}': {problem}")
+
+
+class TensorDecl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    datatype: str
+    shape: list[int]
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"'{value}' is not a datatype; use one of {', '.join(DATATYPES)}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _valid_dims(cls, value: list[int]) -> list[int]:
+        if any(d == 0 or d < -1 for d in value):
+            raise ValueError(f"{value} has a dimension that is neither positive nor -1 (any size)")
+        return value
+
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+
+
+class ModelConfig(BaseModel):
+    """Everything the server needs to know about one version of one model.
+
+    Shapes are written as the client sends them. With `max_batch_size > 0` the first
+    dimension of every input and output is the batch dimension (write it as -1) and
+    the scheduler may concatenate requests along it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    version: str = Field(default="1", pattern=r"^[0-9]+$")
+    runtime: Runtime
+    file: str | None = None
+    entrypoint: str | None = Field(
+        default=None, description="python runtime: 'model.py:ClassName' or 'package.module:ClassName'"
+    )
+    description: str = ""
+    inputs: list[TensorDecl] = Field(default_factory=list)
+    outputs: list[TensorDecl] = Field(default_factory=list)
+    max_batch_size: int = Field(default=0, ge=0, le=4096)
+    max_queue_delay_ms: float = Field(default=0.0, ge=0, le=10_000)
+    default_deadline_ms: float | None = Field(default=None, gt=0)
+    instances: int = Field(default=1, ge=1, le=64)
+    priority: Priority = "interactive"
+    isolation: Isolation = "process"
+    queue_size: int = Field(default=256, ge=1, le=1_000_000)
+    threads: int = Field(default=1, ge=1, le=256, description="intra-op threads per instance")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    directory: str | None = Field(default=None, description="set by the repository, not by the file")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelConfig":
+        names = [t.name for t in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"inputs: names must be unique, got {names}")
+        if self.max_batch_size > 0:
+            for tensor in self.inputs + self.outputs:
+                if not tensor.shape or tensor.shape[0] != -1:
+                    raise ValueError(
+                        f"'{tensor.name}': with max_batch_size > 0 the first dimension is the batch "
+                        f"dimension and must be -1, got shape {tensor.shape}"
+                    )
+        if self.runtime == "python" and not self.entrypoint:
+            raise ValueError("runtime 'python' needs entrypoint = \"model.py:ClassName\"")
+        return self
+
+    @property
+    def input_specs(self) -> dict[str, TensorSpec]:
+        return {t.name: t.spec() for t in self.inputs}
+
+    @property
+    def output_specs(self) -> dict[str, TensorSpec]:
+        return {t.name: t.spec() for t in self.outputs}
+
+    def weights_path(self) -> Path | None:
+        """The file this version loads from; None for a built-in Python class."""
+        base = Path(self.directory or ".")
+        if self.runtime == "python":
+            module = (self.entrypoint or "").partition(":")[0]
+            return base / module if module.endswith(".py") else None
+        return base / (self.file or DEFAULT_FILES[self.runtime])
+
+
+def load_model_toml(path: Path, *, name: str, version: str) -> ModelConfig:
+    """Parse one `model.toml`; name and version default to the directories it sits in."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "(syntax)", f"not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "(file)", f"cannot be read: {exc}") from None
+    if raw.get("name", name) != name:
+        raise ConfigError(path, "name", f"is '{raw['name']}' but the directory says '{name}'; make them match")
+    if str(raw.get("version", version)) != version:
+        raise ConfigError(path, "version", f"is '{raw['version']}' but the directory says '{version}'")
+    raw.update(name=name, version=version, directory=str(path.parent))
+    try:
+        config = ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(model)"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "is not a model.toml field (check the spelling)"
+        raise ConfigError(path, field, message) from None
+    weights = config.weights_path()
+    if weights is not None and not weights.is_file():
+        field = "entrypoint" if config.runtime == "python" else "file"
+        raise ConfigError(path, field, f"{weights} does not exist")
+    return config

@@ -1,0 +1,66 @@
+"""Errors that carry their own HTTP status.
+
+Every layer raises these; the transports turn them into `{"error": "..."}` with the
+status below. The message is written for the person reading it: it names the thing
+that is wrong and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class XRServeError(Exception):
+    """Base class: a message for a person and the HTTP status that goes with it."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(XRServeError):
+    status_code = 400
+
+
+class Unauthorized(XRServeError):
+    status_code = 401
+
+
+class Forbidden(XRServeError):
+    status_code = 403
+
+
+class NotFound(XRServeError):
+    status_code = 404
+
+
+class DeadlineExceeded(XRServeError):
+    """The request's own deadline passed before it could be computed.
+
+    408 rather than 504: the server did not fail, the client said the answer was
+    worth nothing after a point in time and that point has passed (a camera frame
+    the headset has already drawn past). It is a 4xx so that clients and fuzzers
+    do not mistake a dropped frame for a server fault.
+    """
+
+    status_code = 408
+
+
+class PayloadTooLarge(XRServeError):
+    status_code = 413
+
+
+class Unavailable(XRServeError):
+    """Temporarily cannot serve: queue full, model restarting. Retry later."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_s)))})
+
+
+class ModelFailed(XRServeError):
+    """The model itself raised while computing a valid request."""
+
+    status_code = 500

@@ -1,0 +1,36 @@
+"""Prometheus metrics, one registry per server, labelled by model and version."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("model", "version")
+        r = self.registry
+        self.requests = Counter("xrserve_inference_requests", "Inference requests submitted", labels, registry=r)
+        self.failures = Counter(
+            "xrserve_inference_failures", "Inference requests that failed", (*labels, "reason"), registry=r
+        )
+        self.queue_time = Histogram(
+            "xrserve_queue_seconds", "Time from submission to the start of compute", labels, buckets=_SECONDS, registry=r
+        )
+        self.compute_time = Histogram(
+            "xrserve_compute_seconds", "Time one batch spent in the model", labels, buckets=_SECONDS, registry=r
+        )
+        self.batch_size = Histogram(
+            "xrserve_batch_size", "Requests per executed batch", labels, buckets=_BATCH, registry=r
+        )
+        self.queue_depth = Gauge("xrserve_queue_depth", "Requests waiting in the queue", labels, registry=r)
+        self.restarts = Counter("xrserve_worker_restarts", "Model worker processes restarted", labels, registry=r)
+        self.http_requests = Counter(
+            "xrserve_http_requests", "HTTP requests by route and status", ("route", "status"), registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

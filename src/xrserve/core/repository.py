@@ -1,0 +1,55 @@
+"""The model repository: built-in models plus any `--model-repository` directories.
+
+Layout of a user directory: `<model>/<version>/model.toml` (+ weights). A user model
+with a built-in's name replaces the built-in. Mistakes are collected, not raised, so
+one broken `model.toml` never keeps the others from loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xrserve.core.config import ConfigError, ModelConfig, load_model_toml
+from xrserve.models import builtin_configs
+
+
+@dataclass
+class RepositoryScan:
+    configs: list[ModelConfig] = field(default_factory=list)
+    errors: list[ConfigError] = field(default_factory=list)
+
+
+def scan_directory(root: Path) -> RepositoryScan:
+    scan = RepositoryScan()
+    if not root.is_dir():
+        scan.errors.append(ConfigError(root, "(repository)", "is not a directory"))
+        return scan
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            if not version_dir.name.isdigit():
+                continue  # Triton-style repositories hold other folders too
+            toml = version_dir / "model.toml"
+            if not toml.exists():
+                scan.errors.append(ConfigError(toml, "(file)", "is missing; every version directory needs one"))
+                continue
+            try:
+                scan.configs.append(load_model_toml(toml, name=model_dir.name, version=version_dir.name))
+            except ConfigError as error:
+                scan.errors.append(error)
+    return scan
+
+
+def scan_repository(directories: list[Path], *, builtins: bool = True) -> RepositoryScan:
+    scan = RepositoryScan()
+    user = RepositoryScan()
+    for root in directories:
+        found = scan_directory(root)
+        user.configs += found.configs
+        user.errors += found.errors
+    overridden = {c.name for c in user.configs}
+    if builtins:
+        scan.configs += [c for c in builtin_configs() if c.name not in overridden]
+    scan.configs += user.configs
+    scan.errors += user.errors
+    return scan

@@ -1,0 +1,200 @@
+"""Where a model instance computes: a thread in the server, or its own process.
+
+`ThreadRunner` is for pure-Python and PyTorch adapters we trust. `ProcessRunner` is
+for native code that can crash (ONNX Runtime, TorchScript, user Python): the model
+lives in a spawned worker; the event loop waits on the pipe with `add_reader` (no
+thread hop per request), and a dead worker is restarted with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import pickle
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+
+from xrserve.core import worker
+from xrserve.core.config import ModelConfig
+from xrserve.core.errors import ModelFailed, Unavailable
+from xrserve.runtimes import create_model
+
+Outputs = dict[str, np.ndarray]
+LOAD_TIMEOUT_S = 600.0
+MAX_RESTARTS_PER_MINUTE = 5
+_LARGE_MESSAGE = 1 << 20  # bigger sends go through a thread so the event loop never blocks on the pipe
+
+
+class ThreadRunner:
+    """Runs `Model.infer` in a dedicated thread (PyTorch and NumPy release the GIL)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{config.name}")
+
+    async def start(self) -> ModelConfig:
+        self.model = create_model(self.config)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.model.load)
+        return self.model.config
+
+    async def wait_ready(self) -> None:
+        return None
+
+    async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self.model.infer, inputs, parameters)
+        except Exception as exc:
+            raise ModelFailed(f"model '{self.config.name}' failed: {type(exc).__name__}: {exc}") from exc
+
+    async def stop(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ProcessRunner:
+    """One model instance in a worker process, restarted when it dies."""
+
+    def __init__(self, config: ModelConfig, on_restart: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self._ctx = mp.get_context("spawn")
+        self._on_restart = on_restart
+        self._process: Any = None
+        self._conn: Any = None
+        self._pending: asyncio.Future | None = None
+        self._seq = 0
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._restarts: list[float] = []
+        self.failure: str | None = None  # set when restarting has been given up
+
+    @property
+    def label(self) -> str:
+        return f"model '{self.config.name}' version {self.config.version}"
+
+    async def start(self) -> ModelConfig:
+        loop = asyncio.get_running_loop()
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker.serve, args=(child, self.config.model_dump()), daemon=True,
+            name=f"xrserve-{self.config.name}-{self.config.version}",
+        )
+        process.start()
+        child.close()
+        self._process, self._conn = process, parent
+        first = loop.create_future()
+        self._pending = first
+        loop.add_reader(parent.fileno(), self._on_readable)
+        try:
+            kind, ok, payload = await asyncio.wait_for(first, LOAD_TIMEOUT_S)
+        except (TimeoutError, Unavailable) as exc:
+            self._discard()
+            raise RuntimeError(f"{self.label} did not load: {getattr(exc, 'message', 'timed out')}") from None
+        if kind != worker.READY:
+            self._discard()
+            raise RuntimeError(payload)
+        self._ready.set()
+        return ModelConfig.model_validate(payload)
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+        if self.failure:
+            raise Unavailable(self.failure, retry_after_s=30)
+
+    async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
+        if not self._ready.is_set() or self._conn is None:
+            raise Unavailable(f"{self.label} is restarting after a crash; retry in a moment", retry_after_s=2)
+        loop = asyncio.get_running_loop()
+        self._seq += 1
+        future = loop.create_future()
+        self._pending = future
+        message = pickle.dumps((self._seq, inputs, parameters), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            if len(message) > _LARGE_MESSAGE:
+                await asyncio.to_thread(self._conn.send_bytes, message)
+            else:
+                self._conn.send_bytes(message)
+        except OSError:
+            self._crashed()
+        seq, ok, payload = await future
+        if not ok:
+            raise ModelFailed(f"{self.label} failed: {payload}")
+        return payload
+
+    def _on_readable(self) -> None:
+        try:
+            reply = pickle.loads(self._conn.recv_bytes())
+        except (EOFError, OSError):
+            self._crashed()
+            return
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.set_result(reply)
+
+    def _describe_exit(self) -> str:
+        self._process.join(timeout=1)
+        code = self._process.exitcode
+        if code is not None and code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    def _crashed(self) -> None:
+        """The worker died: fail what it held, then bring up a new one."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._conn.fileno())
+        how = self._describe_exit()
+        was_serving = self._ready.is_set()  # a crash while loading is start()'s to report
+        self._ready.clear()
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.set_exception(Unavailable(
+                f"{self.label}: its worker process crashed ({how}) while computing this request; "
+                f"it is being restarted, retry in a moment", retry_after_s=2,
+            ))
+        self._conn.close()
+        self._conn = None
+        if was_serving and not self._stopping:
+            self._restart_task = loop.create_task(self._restart(how))
+
+    async def _restart(self, how: str) -> None:
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < 60] + [now]
+        if len(self._restarts) > MAX_RESTARTS_PER_MINUTE:
+            self.failure = f"{self.label} crashed {len(self._restarts)} times in a minute (last: {how}); not restarted"
+            self._ready.set()  # wake the dispatcher so it can fail queued requests
+            return
+        await asyncio.sleep(0.1 * 2 ** (len(self._restarts) - 1))
+        self._on_restart()
+        try:
+            await self.start()
+        except Exception as exc:  # noqa: BLE001
+            self.failure = f"{self.label} could not be restarted: {exc}"
+            self._ready.set()
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self._conn.fileno())
+            except (ValueError, OSError):
+                pass
+            self._conn.close()
+            self._conn = None
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._ready.clear()
+        self._discard()
+        if self._process is not None:
+            await asyncio.to_thread(self._process.join, 5)
+
+
+def make_runner(config: ModelConfig, on_restart: Callable[[], None]) -> ThreadRunner | ProcessRunner:
+    return ProcessRunner(config, on_restart) if config.isolation == "process" else ThreadRunner(config)

@@ -1,0 +1,336 @@
+"""The one scheduler: every request from every transport is computed through here.
+
+Per model version it keeps a bounded, deadline-ordered queue and one dispatch loop
+per instance. A dispatch loop takes the most urgent request, gathers compatible
+ones into a batch (up to `max_batch_size`, for at most `max_queue_delay_ms`, and
+never past the earliest deadline in the batch minus the model's usual compute
+time), runs it, and splits the answer. Bulk work yields to interactive work across
+all models: a bulk batch waits (bounded) while any interactive request is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from xrserve.core.config import ModelConfig
+from xrserve.core.errors import BadRequest, DeadlineExceeded, NotFound, Unavailable, XRServeError
+from xrserve.core.metrics import Metrics
+from xrserve.core.queue import Pending, RequestQueue
+from xrserve.core.request import InferenceRequest, InferenceResponse
+from xrserve.core.runners import make_runner
+from xrserve.core.tensors import NUMPY_DTYPES
+
+log = logging.getLogger("xrserve.scheduler")
+
+BULK_YIELD_MAX_S = 0.05  # longest a bulk batch waits for interactive work to drain
+
+
+class ModelVersion:
+    """One loaded version of one model: its config, queue, instances and state."""
+
+    def __init__(self, config: ModelConfig, scheduler: "Scheduler") -> None:
+        self.config = config
+        self.scheduler = scheduler
+        self.state = "LOADING"
+        self.reason = ""
+        labels = scheduler.metrics
+        self._m_requests = labels.requests.labels(config.name, config.version)
+        self._m_queue = labels.queue_time.labels(config.name, config.version)
+        self._m_compute = labels.compute_time.labels(config.name, config.version)
+        self._m_batch = labels.batch_size.labels(config.name, config.version)
+        self._m_depth = labels.queue_depth.labels(config.name, config.version)
+        self.queue = RequestQueue(config.queue_size, on_expired=self._expired)
+        self.runners = [
+            make_runner(config, labels.restarts.labels(config.name, config.version).inc)
+            for _ in range(config.instances)
+        ]
+        self._tasks: list[asyncio.Task] = []
+        self.compute_ema_s = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "READY"
+
+    async def load(self) -> None:
+        try:
+            configs = await asyncio.gather(*(runner.start() for runner in self.runners))
+        except Exception as exc:
+            self.state, self.reason = "UNAVAILABLE", f"failed to load: {exc}"
+            await asyncio.gather(*(runner.stop() for runner in self.runners), return_exceptions=True)
+            raise
+        self.config = configs[0]  # a runtime may fill in tensors the file left out (ONNX)
+        self._tasks = [asyncio.create_task(self._dispatch(runner)) for runner in self.runners]
+        self.state = "READY"
+
+    async def unload(self) -> None:
+        self.state = "UNAVAILABLE"
+        for task in self._tasks:
+            task.cancel()
+        self.queue.fail_all(Unavailable(f"model '{self.name}' version {self.version} was unloaded"))
+        await asyncio.gather(*(runner.stop() for runner in self.runners), return_exceptions=True)
+
+    # -- admission ---------------------------------------------------------------------
+
+    def admit(self, request: InferenceRequest) -> Pending:
+        """Check the request against the declared tensors and queue it."""
+        specs = self.config.input_specs
+        missing = [name for name in specs if name not in request.inputs]
+        if missing:
+            raise BadRequest(
+                f"model '{self.name}' needs input(s) {missing}; the request has {sorted(request.inputs)}"
+            )
+        unknown = [name for name in request.inputs if name not in specs]
+        if unknown:
+            raise BadRequest(f"model '{self.name}' has no input(s) {unknown}; its inputs are {sorted(specs)}")
+        batch_size = 1
+        if self.config.max_batch_size > 0:
+            sizes = {name: array.shape[0] if array.ndim else 0 for name, array in request.inputs.items()}
+            if len(set(sizes.values())) != 1:
+                raise BadRequest(f"inputs disagree on the batch size (first dimension): {sizes}")
+            batch_size = next(iter(sizes.values()))
+            if not 1 <= batch_size <= self.config.max_batch_size:
+                raise BadRequest(
+                    f"batch size {batch_size} is outside 1..{self.config.max_batch_size} "
+                    f"(max_batch_size of model '{self.name}')"
+                )
+        if request.outputs is not None:
+            outputs = self.config.output_specs
+            bad = [name for name in request.outputs if name not in outputs]
+            if bad:
+                raise BadRequest(f"model '{self.name}' has no output(s) {bad}; its outputs are {sorted(outputs)}")
+        if request.deadline is None and self.config.default_deadline_ms:
+            request.deadline = request.arrival + self.config.default_deadline_ms / 1000
+        if request.deadline is not None and request.deadline <= time.monotonic():
+            raise DeadlineExceeded(f"deadline exceeded before the request to '{self.name}' was queued")
+        parameters = request.model_parameters()
+        signature = (
+            tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(request.inputs.items())),
+            repr(sorted(parameters.items())) if parameters else "",
+        )
+        interactive = (request.priority or self.config.priority) == "interactive"
+        pending = Pending(request, asyncio.get_running_loop().create_future(), batch_size, signature, interactive)
+        self.queue.put(pending, retry_after_s=max(1.0, self.compute_ema_s * len(self.queue)))
+        self._m_requests.inc()
+        self._m_depth.set(len(self.queue))
+        if interactive:
+            self.scheduler.interactive_started()
+            pending.future.add_done_callback(self.scheduler.interactive_finished)
+        return pending
+
+    def _expired(self, pending: Pending) -> None:
+        self.scheduler.metrics.failures.labels(self.name, self.version, "deadline").inc()
+        self._m_depth.set(len(self.queue))
+
+    # -- execution ---------------------------------------------------------------------
+
+    async def _dispatch(self, runner: Any) -> None:
+        while True:
+            try:
+                await runner.wait_ready()
+            except Unavailable as exc:  # the instance is gone for good
+                self.state, self.reason = "UNAVAILABLE", exc.message
+                self.queue.fail_all(exc)
+                return
+            first = await self.queue.take_first()
+            batch = [first]
+            if self.config.max_batch_size > 1:
+                await self._gather(batch)
+            self._m_depth.set(len(self.queue))
+            if not first.interactive:
+                await self.scheduler.yield_to_interactive()
+            try:
+                await self._run(runner, batch)
+            except asyncio.CancelledError:
+                for pending in batch:
+                    pending.finish(error=Unavailable(f"model '{self.name}' was unloaded"))
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything
+                log.exception("dispatch loop of %s failed", self.name)
+                for pending in batch:
+                    pending.finish(error=exc if isinstance(exc, XRServeError) else Unavailable(str(exc)))
+
+    async def _gather(self, batch: list[Pending]) -> None:
+        first = batch[0]
+        size = first.batch_size
+        limit = self.config.max_batch_size
+        window_end = first.request.arrival + self.config.max_queue_delay_ms / 1000
+        while True:
+            more = self.queue.take_compatible(first, limit - size)
+            batch.extend(more)
+            size += sum(p.batch_size for p in more)
+            deadlines = [p.request.deadline for p in batch if p.request.deadline is not None]
+            end = min([window_end, *(d - self.compute_ema_s for d in deadlines)])
+            remaining = end - time.monotonic()
+            if size >= limit or remaining <= 0:
+                return
+            await self.queue.wait_for_more(remaining)
+
+    async def _run(self, runner: Any, batch: list[Pending]) -> None:
+        now = time.monotonic()
+        live = []
+        for pending in batch:
+            if pending.done or pending.future.cancelled():
+                continue
+            if pending.request.deadline is not None and pending.request.deadline <= now:
+                self._expired(pending)
+                pending.finish(error=DeadlineExceeded(
+                    f"deadline exceeded: the request to '{self.name}' reached the model after its deadline, "
+                    "so it was not computed"
+                ))
+                continue
+            live.append(pending)
+        if not live:
+            return
+        for pending in live:
+            self._m_queue.observe(now - pending.request.arrival)
+        if len(live) == 1:
+            inputs = live[0].request.inputs
+        else:
+            inputs = {name: np.concatenate([p.request.inputs[name] for p in live]) for name in live[0].request.inputs}
+        started = time.monotonic()
+        try:
+            outputs = await runner.run(inputs, live[0].request.model_parameters())
+        except XRServeError as exc:
+            reason = "crash" if exc.status_code == 503 else "model_error"
+            self.scheduler.metrics.failures.labels(self.name, self.version, reason).inc(len(live))
+            for pending in live:
+                pending.finish(error=exc)
+            return
+        compute_s = time.monotonic() - started
+        self.compute_ema_s = compute_s if not self.compute_ema_s else 0.8 * self.compute_ema_s + 0.2 * compute_s
+        self._m_compute.observe(compute_s)
+        self._m_batch.observe(len(live))
+        self._answer(live, outputs, now, compute_s)
+
+    def _answer(self, live: list[Pending], outputs: dict[str, np.ndarray], started: float, compute_s: float) -> None:
+        outputs = self._checked_outputs(outputs, sum(p.batch_size for p in live))
+        offset = 0
+        for pending in live:
+            request = pending.request
+            wanted = request.outputs or list(outputs)
+            if self.config.max_batch_size > 0 and len(live) > 1:
+                rows = slice(offset, offset + pending.batch_size)
+                mine = {name: outputs[name][rows] for name in wanted}
+            else:
+                mine = {name: outputs[name] for name in wanted}
+            offset += pending.batch_size
+            pending.finish(InferenceResponse(
+                self.name, self.version, mine, request.id, started - request.arrival, compute_s
+            ))
+
+    def _checked_outputs(self, outputs: Any, rows: int) -> dict[str, np.ndarray]:
+        from xrserve.core.errors import ModelFailed
+
+        if not isinstance(outputs, dict):
+            raise ModelFailed(f"model '{self.name}' returned {type(outputs).__name__}, not a dict of arrays")
+        declared = self.config.output_specs
+        checked = {}
+        for name, value in outputs.items():
+            array = np.asarray(value)
+            spec = declared.get(name)
+            if spec is not None and spec.datatype != "BYTES" and array.dtype != NUMPY_DTYPES[spec.datatype]:
+                array = array.astype(NUMPY_DTYPES[spec.datatype])
+            if self.config.max_batch_size > 0 and (array.ndim == 0 or array.shape[0] != rows):
+                raise ModelFailed(f"model '{self.name}' returned {name} with shape {array.shape} for a batch of {rows}")
+            checked[name] = array
+        return checked
+
+
+class Scheduler:
+    """Owns every loaded model version and is the only way to reach one."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
+        self.models: dict[str, dict[str, ModelVersion]] = {}
+        self.failed: dict[str, str] = {}  # model name -> why it could not load
+        self._interactive_pending = 0
+        self._interactive_idle = asyncio.Event()
+        self._interactive_idle.set()
+
+    # -- model lifecycle -----------------------------------------------------------------
+
+    async def load(self, config: ModelConfig) -> ModelVersion:
+        version = ModelVersion(config, self)
+        self.models.setdefault(config.name, {})[config.version] = version
+        try:
+            await version.load()
+        except Exception as exc:
+            self.failed[f"{config.name}/{config.version}"] = str(exc)
+            raise
+        self.failed.pop(f"{config.name}/{config.version}", None)
+        return version
+
+    async def unload(self, name: str, version: str | None = None) -> None:
+        versions = self.models.get(name, {})
+        for key in [version] if version else list(versions):
+            model = versions.pop(key, None)
+            if model is not None:
+                await model.unload()
+        if not versions:
+            self.models.pop(name, None)
+
+    async def close(self) -> None:
+        for name in list(self.models):
+            await self.unload(name)
+
+    def resolve(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version a request means: the one asked for, else the newest ready one."""
+        versions = self.models.get(name)
+        if not versions:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"unknown model '{name}'; the models here are: {known}")
+        if version:
+            found = versions.get(version)
+            if found is None:
+                raise NotFound(
+                    f"model '{name}' has no version '{version}'; its versions are {sorted(versions, key=int)}"
+                )
+            return found
+        ready = [v for v in versions.values() if v.ready]
+        if not ready:
+            return max(versions.values(), key=lambda v: int(v.version))
+        return max(ready, key=lambda v: int(v.version))
+
+    def all_versions(self) -> list[ModelVersion]:
+        return [v for versions in self.models.values() for v in versions.values()]
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def submit(self, request: InferenceRequest) -> InferenceResponse:
+        model = self.resolve(request.model, request.version)
+        if not model.ready:
+            raise Unavailable(f"model '{model.name}' version {model.version} is not ready: {model.state} {model.reason}")
+        pending = model.admit(request)
+        return await pending.future
+
+    # -- interactive before bulk ----------------------------------------------------------
+
+    def interactive_started(self) -> None:
+        self._interactive_pending += 1
+        self._interactive_idle.clear()
+
+    def interactive_finished(self, _future: Any = None) -> None:
+        self._interactive_pending -= 1
+        if self._interactive_pending <= 0:
+            self._interactive_pending = 0
+            self._interactive_idle.set()
+
+    async def yield_to_interactive(self) -> None:
+        if not self._interactive_idle.is_set():
+            try:
+                await asyncio.wait_for(self._interactive_idle.wait(), BULK_YIELD_MAX_S)
+            except TimeoutError:
+                pass

@@ -1,0 +1,11 @@
+"""Built-in model adapters, one file each. `BUILTIN_MODELS` is the built-in repository."""
+
+from __future__ import annotations
+
+from xrserve.core.config import ModelConfig
+from xrserve.models.minilm import MiniLM
+
+
+def builtin_configs() -> list[ModelConfig]:
+    """Configs of the models that ship with the package (fresh copies: loading may fill them in)."""
+    return [MiniLM.default_config()]
