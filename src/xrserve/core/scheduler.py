@@ -23,7 +23,7 @@ from xrserve.core.metrics import Metrics
 from xrserve.core.queue import Pending, RequestQueue
 from xrserve.core.request import InferenceRequest, InferenceResponse
 from xrserve.core.runners import make_runner
-from xrserve.core.tensors import NUMPY_DTYPES
+from xrserve.core.tensors import NUMPY_DTYPES, datatype_of
 
 log = logging.getLogger("xrserve.scheduler")
 
@@ -95,6 +95,9 @@ class ModelVersion:
         unknown = [name for name in request.inputs if name not in specs]
         if unknown:
             raise BadRequest(f"model '{self.name}' has no input(s) {unknown}; its inputs are {sorted(specs)}")
+        empty = [name for name, array in request.inputs.items() if array.size == 0]
+        if empty:
+            raise BadRequest(f"input(s) {empty} are empty; send at least one element")
         batch_size = 1
         if self.config.max_batch_size > 0:
             sizes = {name: array.shape[0] if array.ndim else 0 for name, array in request.inputs.items()}
@@ -115,6 +118,8 @@ class ModelVersion:
             request.deadline = request.arrival + self.config.default_deadline_ms / 1000
         if request.deadline is not None and request.deadline <= time.monotonic():
             raise DeadlineExceeded(f"deadline exceeded before the request to '{self.name}' was queued")
+        for name, spec in specs.items():
+            spec.check(request.inputs[name], datatype_of(request.inputs[name]))
         parameters = request.model_parameters()
         signature = (
             tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(request.inputs.items())),

@@ -49,6 +49,9 @@ class MiniLM(Model):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the server shows its own progress
 
         self.encoder = SentenceTransformer(str(model_directory()), device="cpu", local_files_only=True)
         self.encoder.encode(["warm up"])

@@ -1,0 +1,1 @@
+"""Thin transports: each turns its wire format into `InferenceRequest`s for the scheduler."""

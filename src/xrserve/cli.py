@@ -1,0 +1,270 @@
+"""The `xrserve` command: serve, models, infer, keys, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xrserve import __version__
+
+try:  # typer >= 0.20 vendors click; older releases use click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError
+from xrserve.settings import DEFAULT_MAX_BODY_BYTES, Settings, default_data_dir
+
+app = typer.Typer(help="xrserve: AI models as a service for VR and AR.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read the audit trail.", no_args_is_help=True)
+models_app = typer.Typer(help="List the models of a running server.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Where keys and the audit trail live "
+                                        "(default: $XRSERVE_DATA_DIR or ~/.local/share/xrserve).",
+                                        file_okay=False)]
+Url = Annotated[str, typer.Option("--url", envvar="XRSERVE_URL", help="The server to talk to.")]
+Key = Annotated[Optional[str], typer.Option("--key", envvar="XRSERVE_API_KEY", help="API key (xrs_...).")]
+
+
+def fail(message: str) -> None:
+    err.print(f"xrserve: error: {message}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
+    model_repository: Annotated[Optional[list[Path]], typer.Option(
+        "--model-repository", help="Directory of <model>/<version>/model.toml; repeatable.",
+        exists=True, file_okay=False, dir_okay=True)] = None,
+    data_dir: DataDir = default_data_dir(),
+    dev: Annotated[bool, typer.Option("--dev", help="Allow requests without an API key (loopback only).")] = False,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted, in MiB.", min=0.001)]
+    = DEFAULT_MAX_BODY_BYTES / 2**20,
+    no_builtins: Annotated[bool, typer.Option("--no-builtins", help="Serve only the --model-repository models.")]
+    = False,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Load only these models; repeatable.")] = None,
+) -> None:
+    """Start the server with the built-in models and any model repositories."""
+    from xrserve.server import serve as run_server
+
+    try:
+        settings = Settings(host=host, port=port, data_dir=data_dir, model_repositories=model_repository or [],
+                            builtins=not no_builtins, dev=dev, max_body_bytes=int(max_body_mb * 2**20),
+                            only_models=only)
+    except ValueError as exc:
+        fail(str(exc))
+    run_server(settings)
+
+
+def _client(url: str, key: str | None):  # noqa: ANN202 - httpx is imported lazily to keep --help fast
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=60)
+
+
+def _call(url: str, key: str | None, method: str, path: str, **kwargs):  # noqa: ANN202
+    import httpx
+
+    try:
+        with _client(url, key) as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the server at {url}: {exc}")
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        fail(f"{response.status_code}: {message}")
+    return response
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, url: Url = "http://127.0.0.1:8000", key: Key = None) -> None:
+    """List every model version on a running server, with its state and, if it failed, why."""
+    if ctx.invoked_subcommand is not None:
+        return
+    entries = _call(url, key, "POST", "/v2/repository/index").json()
+    table = Table("model", "version", "state", "reason")
+    for entry in entries:
+        table.add_row(entry["name"], entry.get("version") or "-", entry["state"], entry.get("reason") or "")
+    out.print(table)
+
+
+@app.command()
+def infer(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    inputs: Annotated[Optional[list[str]], typer.Option(
+        "--input", "-i", help="NAME=JSON, e.g. -i text='[\"hello\"]'. Datatype comes from the model.")] = None,
+    request_file: Annotated[Optional[Path], typer.Option(
+        "--request", help="A JSON file with a whole Open Inference Protocol request.", exists=True, dir_okay=False)]
+    = None,
+    version: Annotated[Optional[str], typer.Option(help="Model version (default: the newest).")] = None,
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = None,
+) -> None:
+    """Send one inference request and print the outputs."""
+    if request_file is not None:
+        try:
+            document = json.loads(request_file.read_text())
+        except ValueError as exc:
+            fail(f"{request_file} is not JSON: {exc}")
+    else:
+        if not inputs:
+            fail("give inputs with -i NAME=JSON or a whole request with --request FILE")
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
+        declared = {t["name"]: t for t in _call(url, key, "GET", path).json()["inputs"]}
+        tensors = []
+        for item in inputs:
+            name, sep, raw = item.partition("=")
+            if not sep or name not in declared:
+                fail(f"--input '{item}': expected NAME=JSON with NAME one of {sorted(declared)}")
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = [raw] if declared[name]["datatype"] == "BYTES" else fail(f"--input {name}: '{raw}' is not JSON")
+            import numpy as np
+
+            shape = list(np.array(value, dtype=object).shape) or [1]
+            tensors.append({"name": name, "datatype": declared[name]["datatype"], "shape": shape,
+                            "data": value if isinstance(value, list) else [value]})
+        document = {"inputs": tensors}
+    path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+    result = _call(url, key, "POST", path, json=document).json()
+    for output in result["outputs"]:
+        data = output.get("data", [])
+        shown = data if len(data) <= 16 else [*data[:16], f"... {len(data) - 16} more"]
+        out.print(f"[bold]{output['name']}[/] {output['datatype']} {output['shape']}: {shown}")
+
+
+def _duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if not match:
+        fail(f"--expires-in '{text}': use a number and a unit, e.g. 30m, 12h, 90d")
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def _when(timestamp: float | None) -> str:
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[list[str], typer.Option("--scope", "-s", help="A model name, '*' (all models) or 'admin'; "
+                                              "repeatable.")],
+    name: Annotated[str, typer.Option(help="A label for people.")] = "",
+    expires_in: Annotated[Optional[str], typer.Option(help="Lifetime, e.g. 30m, 12h, 90d (default: never).")]
+    = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the key.")] = False,
+    data_dir: DataDir = default_data_dir(),
+) -> None:
+    """Create an API key. The key is printed once; only its hash is stored."""
+    from xrserve.security.keys import KeyStore
+
+    token, record = KeyStore(data_dir / "keys.db").create(name or "", scope, _duration(expires_in))
+    if quiet:
+        print(token)
+        return
+    out.print(f"key id {record.id}, scopes {list(record.scopes)}, expires {_when(record.expires)}")
+    out.print("store it now, it is not shown again:")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = default_data_dir()) -> None:
+    """List API keys (never the secrets)."""
+    from xrserve.security.keys import KeyStore
+
+    table = Table("id", "name", "scopes", "created", "expires", "status")
+    for key in KeyStore(data_dir / "keys.db").list():
+        table.add_row(key.id, key.name, ", ".join(key.scopes), _when(key.created), _when(key.expires), key.status)
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`.")],
+                data_dir: DataDir = default_data_dir()) -> None:
+    """Revoke a key; a running server stops accepting it within a second."""
+    from xrserve.security.keys import KeyStore
+
+    if not KeyStore(data_dir / "keys.db").revoke(key_id):
+        fail(f"no active key with id '{key_id}' (see `xrserve keys list`)")
+    out.print(f"revoked {key_id}")
+
+
+@audit_app.command("tail")
+def audit_tail(
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many of the newest records.", min=1)] = 20,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    data_dir: DataDir = default_data_dir(),
+) -> None:
+    """Show the newest audit records: time, key, route, model, version, status, latency."""
+    from dataclasses import asdict
+
+    from xrserve.security.audit import tail
+
+    path = data_dir / "audit.db"
+    if not path.exists() and not follow:
+        fail(f"no audit trail at {path}; has a server run with --data-dir {data_dir}?")
+    records = tail(path, lines)
+    while True:
+        for record in records:
+            if as_json:
+                print(json.dumps(asdict(record)), flush=True)
+            else:
+                print(f"{_when(record.time)}  {record.key_id or '-':10} {record.status:3}  {record.latency_ms:8.2f} ms  "
+                      f"{record.method:4} {record.route}  {record.model or ''} {record.version or ''}", flush=True)
+        if not follow:
+            return
+        last = records[-1].time if records else time.time()
+        time.sleep(0.5)
+        records = tail(path, after=last)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click's multi-line usage errors become one line naming the fix."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="xrserve", standalone_mode=False)
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "xrserve"
+        if exc.format_message():  # empty when click has just shown the help for a bare group
+            err.print(f"{where}: error: {exc.format_message()} (see '{where} --help')",
+                      highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except ClickException as exc:
+        err.print(f"xrserve: error: {exc.format_message()}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,68 @@
+"""Who may call what: the check every protected route makes, as a FastAPI dependency.
+
+401 when no valid key is presented, 403 when the key lacks the scope. With `--dev` on
+a loopback address a request with no key at all is let through as `anonymous`; a
+request that presents a key always has it checked.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from xrserve.core.errors import Forbidden, Unauthorized
+from xrserve.security.keys import ANONYMOUS, ApiKey, KeyStore
+
+bearer = HTTPBearer(auto_error=False, description="An API key from `xrserve keys create`: xrs_<id>_<secret>")
+
+KEY_SCOPE = "xrserve.key_id"
+MODEL_SCOPE = "xrserve.model"
+
+
+class Guard:
+    def __init__(self, keys: KeyStore, anonymous_allowed: bool) -> None:
+        self.keys = keys
+        self.anonymous_allowed = anonymous_allowed
+
+    def authorize(self, request: Request, model: str | None = None, *, admin: bool = False) -> ApiKey:
+        key = self.identify(request)
+        request.scope[KEY_SCOPE] = key.id
+        if model is not None:
+            request.scope[MODEL_SCOPE] = model
+        if not key.allows(model, admin=admin):
+            need = "admin" if admin else f"'{model}' (or '*')"
+            raise Forbidden(f"API key {key.id} lacks the scope {need}; its scopes are {list(key.scopes)}")
+        return key
+
+    def identify(self, request: Request) -> ApiKey:
+        header = request.headers.get("authorization")
+        if not header:
+            if self.anonymous_allowed:
+                return ANONYMOUS
+            raise Unauthorized("this route needs an API key: send 'Authorization: Bearer xrs_...' "
+                               "(create one with `xrserve keys create --scope <model>`)")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <API key>'")
+        try:
+            return self.keys.verify(token.strip())
+        except PermissionError as exc:
+            raise Unauthorized(str(exc)) from None
+
+
+def guard_of(request: Request) -> Guard:
+    return request.app.state.guard
+
+
+async def require_key(request: Request) -> ApiKey:
+    """Any valid key (or anonymous in --dev)."""
+    return guard_of(request).authorize(request)
+
+
+async def require_admin(request: Request) -> ApiKey:
+    return guard_of(request).authorize(request, admin=True)
+
+
+async def require_model_scope(request: Request) -> ApiKey:
+    """A key whose scopes cover the model named in the path."""
+    return guard_of(request).authorize(request, request.path_params.get("model_name"))

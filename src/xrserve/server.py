@@ -1,0 +1,73 @@
+"""Assembling the server: settings in, a FastAPI app with every transport and the scheduler out."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from rich.console import Console
+
+from xrserve import __version__
+from xrserve.api import admin, oip, openai
+from xrserve.api.errors import install_error_handlers
+from xrserve.api.middleware import AuditMiddleware
+from xrserve.core.loader import RepositoryState, load_all
+from xrserve.core.metrics import Metrics
+from xrserve.core.scheduler import Scheduler
+from xrserve.security.audit import AuditLog
+from xrserve.security.guard import Guard
+from xrserve.security.keys import KeyStore
+from xrserve.security.limits import BodyLimitMiddleware
+from xrserve.settings import Settings
+
+log = logging.getLogger("xrserve")
+
+
+def create_app(settings: Settings, console: Console | None = None) -> FastAPI:
+    console = console or Console(stderr=True)
+    metrics = Metrics()
+    audit = AuditLog(settings.audit_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.scheduler = Scheduler(metrics)
+        await load_all(app.state.scheduler, settings, app.state.repository, console)
+        app.state.started = True
+        try:
+            yield
+        finally:
+            app.state.started = False
+            await app.state.scheduler.close()
+            audit.close()
+
+    app = FastAPI(
+        title="xrserve",
+        version=__version__,
+        description="AI models as a service for VR and AR: Open Inference Protocol v2, OpenAI-compatible API, "
+        "XR sessions. Send an API key as `Authorization: Bearer xrs_...`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.started = False
+    app.state.repository = RepositoryState()
+    app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed)
+    install_error_handlers(app)
+    for router in (oip.router, openai.router, admin.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(AuditMiddleware, audit=audit, metrics=metrics)  # outermost: audits even a 413
+    return app
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    console = Console(stderr=True)
+    app = create_app(settings, console)
+    mode = "dev mode: requests without a key are allowed" if settings.anonymous_allowed else "API keys required"
+    console.print(f"[bold]xrserve {__version__}[/] on http://{settings.host}:{settings.port} ({mode}); "
+                  f"data in {settings.data_dir}")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools", timeout_graceful_shutdown=5)

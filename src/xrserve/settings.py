@@ -1,0 +1,54 @@
+"""Server settings: one object built by the CLI (or a test) and handed to the app."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("XRSERVE_DATA_DIR", Path.home() / ".local" / "share" / "xrserve"))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=default_data_dir)
+    model_repositories: list[Path] = field(default_factory=list)
+    builtins: bool = True
+    dev: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    only_models: list[str] | None = None  # load just these (fast start for tests and benches)
+
+    def __post_init__(self) -> None:
+        if self.dev and not is_loopback(self.host):
+            raise ValueError(
+                f"--dev allows requests without an API key, so it only works on a loopback address; "
+                f"--host {self.host} is not one. Create a key with `xrserve keys create` instead."
+            )
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        return self.dev and is_loopback(self.host)
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.db"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.db"
