@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="xrserve", standalone_mode=False)
+        code = command.main(args=argv, prog_name="xrserve", standalone_mode=False)
+        if isinstance(code, int):  # click returns an Exit's code instead of raising it here
+            sys.exit(code)
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "xrserve"
         if exc.format_message():  # empty when click has just shown the help for a bare group

@@ -14,8 +14,21 @@ from xrserve.core.errors import XRServeError
 log = logging.getLogger("xrserve.api")
 
 
-def error_response(error: XRServeError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=error.status_code, headers=error.headers)
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 408: "timeout_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_body(message: str, status: int, path: str) -> dict:
+    """OIP's `{"error": "..."}`; on /v1 routes OpenAI's shape, which its client libraries read."""
+    if path.startswith("/v1/"):
+        kind = _OPENAI_TYPES.get(status, "server_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return {"error": message}
+
+
+def error_response(error: XRServeError, path: str = "") -> JSONResponse:
+    return JSONResponse(error_body(error.message, error.status_code, path), status_code=error.status_code,
+                        headers=error.headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -32,11 +45,11 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(XRServeError)
     async def _ours(request: Request, exc: XRServeError) -> JSONResponse:
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": _validation_message(exc)}, status_code=400)
+        return JSONResponse(error_body(_validation_message(exc), 400, request.url.path), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -45,10 +58,11 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {request.url.path}; see /docs for the API"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(error_body(message, exc.status_code, request.url.path), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has details"},
-                            status_code=500)
+        message = f"internal error ({type(exc).__name__}); the server log has details"
+        return JSONResponse(error_body(message, 500, request.url.path), status_code=500)

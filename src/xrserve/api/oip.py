@@ -101,7 +101,7 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
     limit = request.app.state.settings.max_body_bytes
     body = decompress(await request.body(), request.headers.get("content-encoding"), limit)
     document, binary = oip_codec.parse_body(body, request.headers.get("inference-header-content-length"))
-    parameters = document.get("parameters") or {}
+    parameters = document.get("parameters", {})
     if not isinstance(parameters, dict):
         raise BadRequest("'parameters' must be an object")
     outputs, binary_outputs, all_binary = oip_codec.requested_outputs(document)

@@ -59,7 +59,7 @@ def decode_inputs(document: dict[str, Any], binary: memoryview) -> dict[str, np.
         if name in arrays:
             raise BadRequest(f"input '{name}' appears twice")
         datatype, shape = _datatype_and_shape(tensor, f"input '{name}'")
-        parameters = tensor.get("parameters") or {}
+        parameters = tensor.get("parameters", {})
         if not isinstance(parameters, dict):
             raise BadRequest(f"input '{name}': 'parameters' must be an object")
         size = parameters.get("binary_data_size")
@@ -159,7 +159,7 @@ def _flatten(data: list[Any], out: list[Any], limit: int, name: str) -> None:
 
 def requested_outputs(document: dict[str, Any]) -> tuple[list[str] | None, set[str], bool]:
     """Output names asked for (None = all), those wanted in binary, and the all-binary flag."""
-    parameters = document.get("parameters") or {}
+    parameters = document.get("parameters", {})
     if not isinstance(parameters, dict):
         raise BadRequest("'parameters' must be an object")
     all_binary = parameters.get("binary_data_output") is True

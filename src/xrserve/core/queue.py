@@ -76,6 +76,14 @@ class RequestQueue:
             item.timer = loop.call_at(loop.time() + delay, self._expire, item)
         self._wakeup.set()
 
+    @staticmethod
+    def _taken(item: Pending) -> Pending:
+        """Out of the queue: from here the batch that holds it watches its deadline."""
+        if item.timer is not None:
+            item.timer.cancel()
+            item.timer = None
+        return item
+
     def _expire(self, item: Pending) -> None:
         item.timer = None
         if not item.done:
@@ -103,7 +111,7 @@ class RequestQueue:
             if self._heap:
                 item = heapq.heappop(self._heap)[3]
                 self._live -= 1
-                return item
+                return self._taken(item)
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -119,7 +127,7 @@ class RequestQueue:
                     self._live -= 1
                 continue
             if item.signature == first.signature and item.batch_size <= room:
-                taken.append(item)
+                taken.append(self._taken(item))
                 room -= item.batch_size
                 self._live -= 1
             else:

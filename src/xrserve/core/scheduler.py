@@ -28,6 +28,7 @@ from xrserve.core.tensors import NUMPY_DTYPES, datatype_of
 log = logging.getLogger("xrserve.scheduler")
 
 BULK_YIELD_MAX_S = 0.05  # longest a bulk batch waits for interactive work to drain
+DEADLINE_MARGIN_S = 0.002  # a forming batch closes this long before the usual compute would miss a deadline
 
 
 class ModelVersion:
@@ -177,7 +178,7 @@ class ModelVersion:
             batch.extend(more)
             size += sum(p.batch_size for p in more)
             deadlines = [p.request.deadline for p in batch if p.request.deadline is not None]
-            end = min([window_end, *(d - self.compute_ema_s for d in deadlines)])
+            end = min([window_end, *(d - self.compute_ema_s - DEADLINE_MARGIN_S for d in deadlines)])
             remaining = end - time.monotonic()
             if size >= limit or remaining <= 0:
                 return

@@ -32,7 +32,7 @@ class BodyLimitMiddleware:
                     from xrserve.api.errors import error_response
 
                     response = error_response(too_large(self.limit) if value.isdigit() else BadRequest(
-                        "Content-Length must be a whole number of bytes"))
+                        "Content-Length must be a whole number of bytes"), scope["path"])
                     return await response(scope, receive, send)
                 return await self.app(scope, receive, send)
         seen = 0

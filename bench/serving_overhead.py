@@ -1,0 +1,879 @@
+"""Serving overhead, side by side: xrserve vs MLServer vs Ray Serve vs a bare FastAPI route vs no HTTP at all.
+
+Every server runs the same tiny ONNX model (torch.nn.Linear 64 -> 16) and the same
+"10 ms model" (sleep 10 ms per batch, then the linear), behind the same OIP v2 JSON
+route, so what differs between rows is only what each server does around the model.
+One server runs at a time; each is ended with its whole process tree.
+
+    .venv/bin/python bench/serving_overhead.py            # ~5 minutes
+    .venv/bin/python bench/serving_overhead.py --quick    # ~2 minutes, noisier
+    .venv/bin/python bench/serving_overhead.py --only xrserve,mlserver
+
+Throughput comes from wrk (one thread, keep-alive, Lua POST); latency percentiles from
+our own keep-alive client (wrk's are stall-corrected); server CPU from /proc over the
+wrk window, summed over the server's whole process tree. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PEERS = BENCH / "peers"
+VENVS = BENCH / ".venvs"
+RESULTS = BENCH / "results" / "serving_overhead.json"
+sys.path.insert(0, str(PEERS))
+
+from tinymodel import IN_FEATURES, OUT_FEATURES, SLOW_DELAY_S, LinearModel  # noqa: E402
+
+SERVERS = ("xrserve", "mlserver", "ray", "fastapi")
+MAX_BATCH = 16
+BATCH_WINDOW_MS = 2  # every server's batching window for the 10 ms model
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+QUIET_CORES = 0.15  # CPU other processes may use while we measure before a window counts as disturbed
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+# -- run lengths ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each measurement runs; --quick trades precision for a ~2 minute run."""
+
+    warmup_s: int = 2  # wrk takes whole seconds
+    wrk_s: int = 6
+    latency_s: float = 4.0
+    latency_max_requests: int = 6000
+
+    @classmethod
+    def quick(cls) -> "Plan":
+        return cls(warmup_s=1, wrk_s=2, latency_s=1.5, latency_max_requests=2000)
+
+
+# -- the model and the request ---------------------------------------------------------------
+
+
+def export_linear(path: Path) -> None:
+    """Export torch.nn.Linear(64, 16) with a dynamic batch axis: the model every server runs."""
+    import warnings
+
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(IN_FEATURES, OUT_FEATURES).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is asked for: the classic exporter
+        torch.onnx.export(layer, (torch.randn(1, IN_FEATURES),), str(path), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+
+
+def request_input() -> np.ndarray:
+    """The one [1, 64] input sent in every request (rounded so its JSON is short and exact)."""
+    return np.round(np.random.default_rng(0).standard_normal((1, IN_FEATURES)), 4).astype(np.float32)
+
+
+def request_body(x: np.ndarray) -> bytes:
+    """OIP v2 JSON for `x`, identical for every server."""
+    document = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+# -- peer virtual environments -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Venv:
+    """A peer server's own venv: created with pip from PyPI when missing, reused when it imports."""
+
+    name: str
+    requirements: tuple[str, ...]
+    probe: str  # a module whose import proves the venv is complete
+
+    @property
+    def path(self) -> Path:
+        return VENVS / self.name
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    def ready(self) -> bool:
+        return self.python.exists() and subprocess.run(
+            [self.python, "-c", f"import {self.probe}"], capture_output=True).returncode == 0
+
+    def ensure(self, progress: Progress) -> None:
+        if self.ready():
+            return
+        task = progress.add_task(f"creating venv {self.name} (pip, once)", total=None)
+        base_python = Path(sys.base_prefix) / "bin" / "python3"
+        subprocess.run([base_python, "-m", "venv", "--clear", self.path], check=True)
+        subprocess.run([self.python, "-m", "pip", "install", "-q", *self.requirements], check=True)
+        progress.remove_task(task)
+
+    def version_of(self, distribution: str) -> str:
+        code = f"import importlib.metadata as m; print(m.version('{distribution}'))"
+        return subprocess.run([self.python, "-c", code], capture_output=True, text=True).stdout.strip()
+
+
+MLSERVER_VENV = Venv("mlserver", ("mlserver==1.7.1", "uvloop<0.22", "onnxruntime", "numpy"), "mlserver")
+RAY_VENV = Venv("ray", ("ray[serve]==2.60.0", "onnxruntime", "numpy"), "ray.serve")
+
+
+# -- process trees: CPU accounting and clean shutdown ---------------------------------------------
+
+
+def _proc_stats() -> dict[int, list[str]]:
+    """Fields of /proc/<pid>/stat after the command name, for every live process."""
+    stats = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                raw = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            stats[int(entry.name)] = raw[raw.rfind(")") + 2:].split()
+    return stats
+
+
+def tree_pids(root: int, stats: dict[int, list[str]] | None = None) -> set[int]:
+    """The root, its descendants, and anything still in its session (children that were re-parented)."""
+    stats = stats if stats is not None else _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats and pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    found |= {pid for pid, fields in stats.items() if int(fields[3]) == root}
+    return found
+
+
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of the live processes of a tree (utime and stime of /proc/<pid>/stat)."""
+    stats = _proc_stats()
+    return sum(int(stats[p][11]) + int(stats[p][12]) for p in tree_pids(root, stats)) / CLK_TCK
+
+
+def system_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat), to see load that is not ours."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / CLK_TCK  # all but idle and iowait
+
+
+def own_cpu_s() -> float:
+    """CPU of this process and of the children it has reaped (wrk): load we cause that is not the server's."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def wait_for_quiet(server_pid: int, progress: Progress, max_wait_s: float = 120) -> float:
+    """Wait (bounded) until processes other than the server and us use under QUIET_CORES; return their load.
+
+    The machine has 2 cores: a test suite running beside the benchmark halves a
+    server's throughput, so a measurement is started only once the others are quiet.
+    """
+    task = None
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        foreign = foreign_cores(server_pid, 0.5)
+        if foreign < QUIET_CORES or time.monotonic() > deadline:
+            if task is not None:
+                progress.remove_task(task)
+            return foreign
+        description = f"  waiting for other processes to go quiet ({foreign:.2f} cores busy)"
+        if task is None:
+            task = progress.add_task(description, total=None)
+        progress.update(task, description=description)
+
+
+class CpuWindow:
+    """CPU over a stretch of time: the server tree's, and everyone else's but ours (wrk and this client)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.started = time.monotonic()
+        self._before = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        return tree_cpu_s(self.server_pid), system_busy_s(), own_cpu_s()
+
+    def close(self) -> tuple[float, float]:
+        """Server CPU seconds, and the cores used meanwhile by processes that are neither the server nor ours."""
+        server, busy, own = (a - b for a, b in zip(self._sample(), self._before))
+        return server, max(busy - server - own, 0.0) / (time.monotonic() - self.started)
+
+
+def foreign_cores(server_pid: int, seconds: float) -> float:
+    """Cores used over `seconds` by everything but the server's tree and this process."""
+    window = CpuWindow(server_pid)
+    time.sleep(seconds)
+    return window.close()[1]
+
+
+def end_tree(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group and every process of its tree, then SIGKILL what is left.
+
+    MLServer and Ray leave children behind after SIGTERM to the parent alone, so the
+    pids are collected first (the tree falls apart once its root is gone).
+    """
+    pids = tree_pids(process.pid)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids | tree_pids(process.pid):
+        _signal(pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait()
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the servers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One model on one server: one row of a table."""
+
+    key: str
+    label: str
+    model: str
+    kind: str  # "linear" or "slow"
+
+
+@dataclass
+class ServerSpec:
+    """How to start one server, where it listens, and which rows it serves."""
+
+    name: str
+    label: str
+    argv: list[str]
+    port: int
+    targets: list[Target]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+    headers: dict[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = 90.0
+
+
+def _peer_env(**extra: str) -> dict[str, str]:
+    """The environment every server starts with: bench/peers importable, nothing phoning home."""
+    env = {**os.environ, "PYTHONPATH": str(PEERS), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+    env.pop("VIRTUAL_ENV", None)
+    return {**env, **extra}
+
+
+def _write_toml(directory: Path, onnx: Path, body: str) -> None:
+    """One xrserve model version: model.toml plus the ONNX file it (or its Python model) reads."""
+    directory.mkdir(parents=True)
+    shutil.copy(onnx, directory / "model.onnx")
+    tensors = (f'inputs = [{{ name = "x", datatype = "FP32", shape = [-1, {IN_FEATURES}] }}]\n'
+               f'outputs = [{{ name = "y", datatype = "FP32", shape = [-1, {OUT_FEATURES}] }}]\n')
+    (directory / "model.toml").write_text(body + tensors)
+
+
+def xrserve_spec(work: Path, onnx: Path) -> ServerSpec:
+    """xrserve with keys, audit and metrics on; the linear model three ways and the 10 ms model two ways."""
+    repo, data = work / "xrserve-repo", work / "xrserve-data"
+    linear = f'runtime = "onnx"\nmax_batch_size = {MAX_BATCH}\n'
+    _write_toml(repo / "linear" / "1", onnx, linear + 'max_queue_delay_ms = 1\n')
+    _write_toml(repo / "linear_thread" / "1", onnx, linear + 'max_queue_delay_ms = 1\nisolation = "thread"\n')
+    _write_toml(repo / "linear_nodelay" / "1", onnx, linear + 'max_queue_delay_ms = 0\n')
+    slow = (f'runtime = "python"\nentrypoint = "model.py:SlowLinear"\nmax_batch_size = {MAX_BATCH}\n'
+            f'max_queue_delay_ms = {BATCH_WINDOW_MS}\nparameters = {{ delay_ms = {SLOW_DELAY_S * 1000:g} }}\n')
+    for name, extra in (("slow", ""), ("slow_thread", 'isolation = "thread"\n')):
+        _write_toml(repo / name / "1", onnx, slow + extra)
+        shutil.copy(PEERS / "xrserve_slow.py", repo / name / "1" / "model.py")
+    xrserve = str(ROOT / ".venv" / "bin" / "xrserve")
+    key = subprocess.run([xrserve, "keys", "create", "--data-dir", str(data), "--scope", "*", "--quiet"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    port = free_port()
+    return ServerSpec(
+        "xrserve", "xrserve", [xrserve, "serve", "--port", str(port), "--no-builtins", "--model-repository", str(repo),
+                               "--data-dir", str(data)],
+        port, [Target("xrserve", "xrserve (process, delay 1 ms)", "linear", "linear"),
+               Target("xrserve_thread", "xrserve (thread, delay 1 ms)", "linear_thread", "linear"),
+               Target("xrserve_nodelay", "xrserve (process, delay 0)", "linear_nodelay", "linear"),
+               Target("xrserve", "xrserve (process, batch 16)", "slow", "slow"),
+               Target("xrserve_thread", "xrserve (thread, batch 16)", "slow_thread", "slow")],
+        env=_peer_env(), headers={"Authorization": f"Bearer {key}"})
+
+
+def mlserver_spec(work: Path, onnx: Path) -> ServerSpec:
+    """MLServer in its fastest mode: no parallel workers, no access log; adaptive batching for the 10 ms model."""
+    repo, port = work / "mlserver-repo", free_port()
+    repo.mkdir()
+    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "parallel_workers": 0,
+                "debug": False}
+    (repo / "settings.json").write_text(json.dumps(settings))
+    models = {"linear": {"extra": {"delay_ms": 0}},
+              "slow": {"extra": {"delay_ms": SLOW_DELAY_S * 1000}, "max_batch_size": MAX_BATCH,
+                       "max_batch_time": BATCH_WINDOW_MS / 1000}}
+    for name, options in models.items():
+        (repo / name).mkdir()
+        model_settings = {"name": name, "implementation": "mlserver_runtime.LinearRuntime",
+                          "parameters": {"uri": str(onnx), "extra": options.pop("extra")}, **options}
+        (repo / name / "model-settings.json").write_text(json.dumps(model_settings))
+    label = f"MLServer {MLSERVER_VENV.version_of('mlserver')}"
+    return ServerSpec("mlserver", label, [str(MLSERVER_VENV.path / "bin" / "mlserver"), "start", str(repo)], port,
+                      [Target("mlserver", f"{label} (fastest)", "linear", "linear"),
+                       Target("mlserver", f"{label} (adaptive batching 16)", "slow", "slow")],
+                      env=_peer_env(), cwd=repo)
+
+
+def ray_spec(work: Path, onnx: Path) -> ServerSpec:
+    """Ray Serve: one replica per model, `@serve.batch` for the 10 ms model."""
+    port = free_port()
+    label = f"Ray Serve {RAY_VENV.version_of('ray')}"
+    return ServerSpec("ray", label, [str(RAY_VENV.python), str(PEERS / "ray_app.py"), str(port), str(onnx)], port,
+                      [Target("ray", label, "linear", "linear"),
+                       Target("ray", f"{label} (@serve.batch 16)", "slow", "slow")],
+                      env=_peer_env(), startup_timeout_s=240)
+
+
+def fastapi_spec(work: Path, onnx: Path) -> ServerSpec:
+    """The floor: FastAPI + uvicorn (uvloop, httptools) and the model on the event loop, nothing else."""
+    port = free_port()
+    argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+            "--no-access-log"]
+    return ServerSpec("fastapi", "bare FastAPI", argv, port, [Target("fastapi", "bare FastAPI (in-process ONNX)",
+                                                                     "linear", "linear")],
+                      env=_peer_env(BENCH_ONNX=str(onnx)), cwd=PEERS)
+
+
+SPECS: dict[str, Callable[[Path, Path], ServerSpec]] = {
+    "xrserve": xrserve_spec, "mlserver": mlserver_spec, "ray": ray_spec, "fastapi": fastapi_spec}
+
+
+@contextmanager
+def running(spec: ServerSpec, work: Path, body: bytes, expected: np.ndarray) -> Iterator[subprocess.Popen]:
+    """Start a server in its own session, wait until every target answers correctly, end its tree after."""
+    log_path = work / f"{spec.name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(spec.argv, cwd=spec.cwd, env=spec.env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_until_answering(spec, process, body, expected, log_path)
+        yield process
+    finally:
+        end_tree(process)
+
+
+def _wait_until_answering(spec: ServerSpec, process: subprocess.Popen, body: bytes, expected: np.ndarray,
+                          log_path: Path) -> None:
+    """Poll each target's infer route until it returns the in-process answer; fail with the server's log."""
+    import httpx
+
+    deadline = time.monotonic() + spec.startup_timeout_s
+    with httpx.Client(base_url=f"http://127.0.0.1:{spec.port}", headers=spec.headers, timeout=30) as client:
+        for target in spec.targets:
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{spec.label} did not start serving '{target.model}'; log tail:\n{tail}")
+                try:
+                    response = client.post(f"/v2/models/{target.model}/infer", content=body,
+                                           headers={"Content-Type": "application/json"})
+                except httpx.HTTPError:
+                    response = None
+                if response is not None and response.status_code == 200:
+                    _check_answer(spec, target, response.json(), expected)
+                    break
+                time.sleep(0.5)
+
+
+def _check_answer(spec: ServerSpec, target: Target, document: dict[str, Any], expected: np.ndarray) -> None:
+    """Every server must compute the same y, or the comparison is meaningless."""
+    output = document["outputs"][0]
+    y = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+    if not np.allclose(y, expected, atol=1e-5):
+        raise RuntimeError(f"{spec.label} '{target.model}' answered {y.ravel()[:4]}..., expected {expected.ravel()[:4]}...")
+
+
+# -- load: wrk for throughput and CPU, our own client for latency ----------------------------------
+
+
+@dataclass
+class WrkRun:
+    """One wrk window: requests served, errors, and the server tree's CPU over the window."""
+
+    connections: int
+    requests: int
+    duration_s: float
+    errors: int
+    server_cpu_s: float
+    wrk_p50_ms: float
+    wrk_p99_ms: float
+    foreign_cores: float  # CPU used meanwhile by processes that are neither the server, wrk nor us
+
+    @property
+    def disturbed(self) -> bool:
+        return self.foreign_cores >= QUIET_CORES
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu_s / max(self.requests, 1) * 1e6
+
+
+def run_wrk(url: str, body_file: Path, headers: dict[str, str], connections: int, seconds: int,
+            server_pid: int, progress: Progress, task: Any) -> WrkRun:
+    """One wrk thread, `connections` keep-alive connections; CPU of the server tree read before and after."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(PEERS / "wrk_post.lua"),
+            url, "--", str(body_file), headers.get("Authorization", "")]
+    window = CpuWindow(server_pid)
+    wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while wrk.poll() is None:
+        progress.update(task, completed=min(time.monotonic() - window.started, seconds))
+        time.sleep(0.1)
+    cpu, foreign = window.close()
+    output = wrk.stdout.read() if wrk.stdout else ""
+    line = next((ln for ln in output.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if wrk.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed on {url}:\n{output}")
+    data = json.loads(line.removeprefix("WRK_JSON "))
+    errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return WrkRun(connections, data["requests"], data["duration_us"] / 1e6, errors, cpu,
+                  data["p50_us"] / 1000, data["p99_us"] / 1000, foreign)
+
+
+@dataclass
+class LatencyRun:
+    """Latencies seen by our client: a request written to its whole response read, keep-alive."""
+
+    concurrency: int
+    count: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    foreign_cores: float
+
+    @property
+    def disturbed(self) -> bool:
+        return self.foreign_cores >= QUIET_CORES
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length or chunked) and return its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length, chunked = 0, False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if not chunked:
+        await reader.readexactly(length)
+        return status
+    while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
+        await reader.readexactly(size + 2)
+    await reader.readline()
+    return status
+
+
+def _raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _latency_worker(port: int, request: bytes, state: dict[str, Any], latencies: list[float]) -> None:
+    """One keep-alive connection sending requests back to back until the budget is spent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while state["left"] > 0 and time.perf_counter() < state["deadline"]:
+            state["left"] -= 1
+            started = time.perf_counter()
+            writer.write(request)
+            status = await _read_response(reader)
+            latencies.append(time.perf_counter() - started)
+            state["errors"] += status != 200
+    finally:
+        writer.close()
+
+
+async def _latency(port: int, request: bytes, concurrency: int, seconds: float, max_requests: int,
+                   tick: Callable[[float], None]) -> tuple[list[float], int]:
+    state = {"left": max_requests, "deadline": time.perf_counter() + seconds, "errors": 0}
+    latencies: list[float] = []
+    workers = asyncio.gather(*(_latency_worker(port, request, state, latencies) for _ in range(concurrency)))
+    started = time.perf_counter()
+    while not workers.done():
+        tick(time.perf_counter() - started)
+        await asyncio.wait([workers], timeout=0.1)
+    await workers
+    return latencies, state["errors"]
+
+
+def measure_latency(port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int, plan: Plan,
+                    server_pid: int, progress: Progress, task: Any) -> LatencyRun:
+    """Closed-loop latency at a given concurrency, bounded by time and by count; the first 5% are warm-up."""
+    import uvloop
+
+    request = _raw_request(port, path, body, headers)
+    tick = lambda elapsed: progress.update(task, completed=min(elapsed, plan.latency_s))  # noqa: E731
+    window = CpuWindow(server_pid)
+    latencies, errors = uvloop.run(_latency(port, request, concurrency, plan.latency_s, plan.latency_max_requests, tick))
+    foreign = window.close()[1]
+    kept = np.array(latencies[len(latencies) // 20:]) * 1000
+    return LatencyRun(concurrency, len(kept), errors, float(np.percentile(kept, 50)), float(np.percentile(kept, 99)),
+                      float(kept.mean()), foreign)
+
+
+# -- in-process reference ---------------------------------------------------------------------------
+
+
+@dataclass
+class InProcess:
+    """onnxruntime session.run on one [1, 64] input, no HTTP: what serving is an overhead on top of."""
+
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    slow_batch16_ms: float  # one call of the 10 ms model on a batch of 16
+
+    @property
+    def slow_ideal_rps(self) -> float:
+        """The 10 ms model's ceiling at c=16: one full batch per call, no serving cost at all."""
+        return MAX_BATCH / (self.slow_batch16_ms / 1000)
+
+
+def measure_in_process(onnx: Path, x: np.ndarray, calls: int) -> InProcess:
+    model, slow = LinearModel(onnx), LinearModel(onnx, SLOW_DELAY_S)
+    for _ in range(200):
+        model(x)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        model(x)
+        times.append(time.perf_counter_ns() - started)
+    batch = np.repeat(x, MAX_BATCH, axis=0)
+    slow_ms = statistics.median(_timed(lambda: slow(batch)) for _ in range(20)) * 1000
+    ms = np.array(times) / 1e6
+    return InProcess(float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), float(ms.mean()), slow_ms)
+
+
+def _timed(call: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+# -- one row ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """Everything measured for one target."""
+
+    key: str
+    label: str
+    server: str
+    model: str
+    kind: str
+    wrk: dict[int, WrkRun] = field(default_factory=dict)
+    latency: dict[int, LatencyRun] = field(default_factory=dict)
+
+    def rps(self, c: int) -> float | None:
+        return self.wrk[c].rps if c in self.wrk else None
+
+
+def steps_of(target: Target) -> list[tuple[str, int]]:
+    """The measurements a target gets: the linear model at c=1 and c=16, the 10 ms model at c=16."""
+    if target.kind == "linear":
+        return [("warmup", 16), ("wrk", 1), ("wrk", 16), ("latency", 1), ("latency", 16)]
+    return [("warmup", 16), ("wrk", 16), ("latency", 16)]
+
+
+def measure_target(spec: ServerSpec, target: Target, server: subprocess.Popen, body: bytes, body_file: Path,
+                   plan: Plan, progress: Progress, overall: Any) -> Row:
+    row = Row(target.key, target.label, spec.name, target.model, target.kind)
+    path = f"/v2/models/{target.model}/infer"
+    url = f"http://127.0.0.1:{spec.port}{path}"
+    for step, c in steps_of(target):
+        seconds = {"warmup": plan.warmup_s, "wrk": plan.wrk_s, "latency": plan.latency_s}[step]
+        if step != "warmup":
+            wait_for_quiet(server.pid, progress)
+        task = progress.add_task(f"  {target.label}: {step} c={c}", total=seconds)
+        if step == "latency":
+            row.latency[c] = measure_latency(spec.port, path, body, spec.headers, c, plan, server.pid, progress, task)
+        else:
+            run = run_wrk(url, body_file, spec.headers, c, seconds, server.pid, progress, task)
+            if step == "wrk":
+                row.wrk[c] = run
+        progress.remove_task(task)
+        progress.advance(overall)
+    return row
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+def _marks(run: WrkRun | LatencyRun) -> str:
+    """Flags that make a number suspect: failed requests, or other processes busy during the window."""
+    marks = f" [red]({run.errors} err)[/]" if run.errors else ""
+    return marks + (" [yellow]*[/]" if run.disturbed else "")
+
+
+def _fmt_rps(run: WrkRun | None) -> str:
+    return "-" if run is None else f"{run.rps:,.0f}" + _marks(run)
+
+
+def _fmt_lat(run: LatencyRun | None) -> str:
+    return "-" if run is None else f"{run.p50_ms:.2f} / {run.p99_ms:.2f}" + _marks(run)
+
+
+def _fmt_cpu(run: WrkRun | None) -> str:
+    return f"{run.cpu_us_per_request:,.0f}" if run else "-"
+
+
+def linear_table(rows: list[Row], reference: InProcess) -> Table:
+    table = Table(title="Tiny ONNX model (Linear 64->16), OIP v2 JSON over HTTP/1.1 keep-alive, loopback")
+    for column in ("server", "req/s c=1", "req/s c=16", "p50 / p99 ms c=1", "p50 / p99 ms c=16",
+                   "CPU µs/req c=1", "CPU µs/req c=16"):
+        table.add_column(column, justify="left" if column == "server" else "right")
+    for row in rows:
+        table.add_row(row.label, _fmt_rps(row.wrk.get(1)), _fmt_rps(row.wrk.get(16)), _fmt_lat(row.latency.get(1)),
+                      _fmt_lat(row.latency.get(16)), _fmt_cpu(row.wrk.get(1)), _fmt_cpu(row.wrk.get(16)))
+    table.add_row("in-process session.run (no HTTP)", f"{1000 / reference.mean_ms:,.0f}", "-",
+                  f"{reference.p50_ms:.3f} / {reference.p99_ms:.3f}", "-", "-", "-", style="dim")
+    return table
+
+
+def slow_table(rows: list[Row], reference: InProcess) -> Table:
+    table = Table(title=f"10 ms model (sleep 10 ms per batch + linear), c=16, batches up to {MAX_BATCH}, "
+                        f"{BATCH_WINDOW_MS} ms window")
+    for column in ("server", "req/s c=16", "p50 / p99 ms c=16", "CPU µs/req c=16"):
+        table.add_column(column, justify="left" if column == "server" else "right")
+    for row in rows:
+        table.add_row(row.label, _fmt_rps(row.wrk.get(16)), _fmt_lat(row.latency.get(16)), _fmt_cpu(row.wrk.get(16)))
+    table.add_row("ideal: one full batch per in-process call", f"{reference.slow_ideal_rps:,.0f}", "-", "-",
+                  style="dim")
+    return table
+
+
+def _find(rows: list[Row], key: str, kind: str) -> Row | None:
+    return next((r for r in rows if r.key == key and r.kind == kind), None)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def ratios(rows: list[Row], reference: InProcess) -> dict[str, float | None]:
+    """The numbers the goals are about, for every xrserve variant against each peer."""
+    out: dict[str, float | None] = {}
+    for variant in ("xrserve", "xrserve_thread", "xrserve_nodelay"):
+        ours = _find(rows, variant, "linear")
+        if ours is None:
+            continue
+        for peer in ("mlserver", "ray", "fastapi"):
+            theirs = _find(rows, peer, "linear")
+            for c in (1, 16):
+                out[f"{variant}/{peer} req/s c={c}"] = _ratio(ours.rps(c), theirs.rps(c) if theirs else None)
+        if 1 in ours.latency:
+            out[f"{variant} p50 c=1 minus in-process p50 (ms)"] = ours.latency[1].p50_ms - reference.p50_ms
+    for variant in ("xrserve", "xrserve_thread"):
+        ours = _find(rows, variant, "slow")
+        for peer in ("mlserver", "ray"):
+            theirs = _find(rows, peer, "slow")
+            if ours and theirs:
+                out[f"10 ms model: {variant}/{peer} req/s c=16"] = _ratio(ours.rps(16), theirs.rps(16))
+    return out
+
+
+def goals(rows: list[Row], found: dict[str, float | None]) -> list[tuple[str, str, bool | None]]:
+    """The issue's goals against the default xrserve configuration (process isolation)."""
+    ours = _find(rows, "xrserve", "linear")
+    cpu = max((ours.wrk[c].cpu_us_per_request for c in ours.wrk), default=None) if ours else None
+
+    def at_least(keys: list[str], floor: float) -> tuple[str, bool | None]:
+        values = [found.get(k) for k in keys]
+        if any(v is None for v in values):
+            return "not measured", None
+        return ", ".join(f"{v:.2f}x" for v in values), all(v >= floor for v in values)  # type: ignore[operator]
+
+    overhead = found.get("xrserve p50 c=1 minus in-process p50 (ms)")
+    slow = found.get("10 ms model: xrserve/mlserver req/s c=16")
+    return [
+        ("server CPU per request < 200 µs (c=1 and c=16)", f"{cpu:,.0f} µs" if cpu else "not measured",
+         None if cpu is None else cpu < 200),
+        ("req/s >= 1.5x MLServer fastest (c=1, c=16)",
+         *at_least(["xrserve/mlserver req/s c=1", "xrserve/mlserver req/s c=16"], 1.5)),
+        ("req/s >= 10x Ray Serve (c=1, c=16)", *at_least(["xrserve/ray req/s c=1", "xrserve/ray req/s c=16"], 10)),
+        ("p50 at c=1 within 1 ms of the in-process call", "not measured" if overhead is None else f"+{overhead:.2f} ms",
+         None if overhead is None else overhead <= 1.0),
+        ("10 ms model at c=16 >= 1.2x MLServer adaptive batching", "not measured" if slow is None else f"{slow:.2f}x",
+         None if slow is None else slow >= 1.2),
+    ]
+
+
+def report(rows: list[Row], reference: InProcess) -> dict[str, Any]:
+    """Print the tables, ratios and goals; return the same as a JSON-able dict."""
+    console.print(linear_table([r for r in rows if r.kind == "linear"], reference))
+    console.print(slow_table([r for r in rows if r.kind == "slow"], reference))
+    found = ratios(rows, reference)
+    table = Table(title="Ratios")
+    table.add_column("ratio")
+    table.add_column("value", justify="right")
+    for name, value in found.items():
+        table.add_row(name, "-" if value is None else f"{value:.2f}")
+    console.print(table)
+    runs = [run for row in rows for run in (*row.wrk.values(), *row.latency.values())]
+    disturbed = [run for run in runs if run.disturbed]
+    if disturbed:
+        worst = max(run.foreign_cores for run in disturbed)
+        console.print(f"[yellow]*[/] {len(disturbed)} of {len(runs)} windows ran while other processes used "
+                      f">= {QUIET_CORES} cores (up to {worst:.2f}): those numbers are low.")
+    checked = goals(rows, found)
+    table = Table(title="Goals (default xrserve: process isolation, max_queue_delay_ms = 1)")
+    for column in ("goal", "measured", "met"):
+        table.add_column(column)
+    for goal, measured, met in checked:
+        table.add_row(goal, measured, "-" if met is None else ("[green]yes[/]" if met else "[red]no[/]"))
+    console.print(table)
+    return {"in_process": asdict(reference), "rows": [_row_json(r) for r in rows], "ratios": found,
+            "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in checked]}
+
+
+def _row_json(row: Row) -> dict[str, Any]:
+    data = asdict(row)
+    for c, run in row.wrk.items():
+        data["wrk"][c].update(rps=run.rps, cpu_us_per_request=run.cpu_us_per_request)
+    return data
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (~2 minutes, noisier)")
+    parser.add_argument("--only", default=",".join(SERVERS),
+                        help=f"comma-separated servers to run, from {', '.join(SERVERS)} (default: all)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (repositories, logs)")
+    args = parser.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.only) - set(SERVERS))
+    if unknown:
+        parser.error(f"--only: unknown server(s) {unknown}; choose from {', '.join(SERVERS)}")
+    return args
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `running`, which ends the server's tree
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    plan = Plan.quick() if args.quick else Plan()
+    onnx = work / "model.onnx"
+    export_linear(onnx)
+    x = request_input()
+    body = request_body(x)
+    body_file = work / "request.json"
+    body_file.write_bytes(body)
+    expected = LinearModel(onnx)(x)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn())
+    rows: list[Row] = []
+    with Progress(*columns, console=console, refresh_per_second=4) as progress:
+        for venv, server in ((MLSERVER_VENV, "mlserver"), (RAY_VENV, "ray")):
+            if server in args.only:
+                venv.ensure(progress)
+        specs = [SPECS[name](work, onnx) for name in SERVERS if name in args.only]
+        total = 1 + sum(1 + len(steps_of(t)) for spec in specs for t in spec.targets)
+        overall = progress.add_task("serving overhead", total=total)
+        reference = measure_in_process(onnx, x, 20000 if not args.quick else 5000)
+        progress.advance(overall)
+        for spec in specs:
+            task = progress.add_task(f"starting {spec.label}", total=None)
+            with running(spec, work, body, expected) as server:
+                progress.remove_task(task)
+                progress.advance(overall)
+                for target in spec.targets:
+                    rows.append(measure_target(spec, target, server, body, body_file, plan, progress, overall))
+    result = report(rows, reference)
+    result["plan"] = asdict(plan)
+    result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    work = Path(tempfile.mkdtemp(prefix="xrserve-bench-"))
+    try:
+        result = run(args, work)
+    finally:
+        if args.keep:
+            console.print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    console.print(f"results written to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

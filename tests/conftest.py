@@ -1,0 +1,193 @@
+"""Fixtures: a real xrserve process on 127.0.0.1 with a model repository built by the tests.
+
+One server is shared by the whole session (loading MiniLM takes seconds); tests that
+need a differently configured server start their own small one with `start_server`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+XRSERVE = [sys.executable, "-m", "xrserve"]
+MODELS = Path(__file__).parent / "models"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, data_dir: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    command = [*XRSERVE, *args]
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def write_model(repo: Path, name: str, version: str, toml: str, files: dict[str, Path] | None = None) -> Path:
+    directory = repo / name / version
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.toml").write_text(textwrap.dedent(toml))
+    for target, source in (files or {}).items():
+        shutil.copy(source, directory / target)
+    return directory
+
+
+def export_tiny_onnx(path: Path, seed: int = 0) -> None:
+    """A real ONNX file from PyTorch: Linear(64 -> 16), dynamic batch."""
+    import torch
+
+    torch.manual_seed(seed)
+    module = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh()).eval()
+    torch.onnx.export(module, (torch.randn(1, 64),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+    torch.save(module.state_dict(), path.with_suffix(".state.pt"))
+
+
+SLEEPY_IO = """
+inputs = [{ name = "x", datatype = "FP32", shape = [-1, 4] }]
+outputs = [{ name = "y", datatype = "FP32", shape = [-1, 4] }, { name = "batch", datatype = "INT32", shape = [-1] }]
+"""
+
+
+def build_repository(repo: Path) -> None:
+    tiny = write_model(repo, "tiny", "1", """
+        runtime = "onnx"
+        max_batch_size = 16
+        max_queue_delay_ms = 1
+        inputs = [{ name = "x", datatype = "FP32", shape = [-1, 64] }]
+        outputs = [{ name = "y", datatype = "FP32", shape = [-1, 16] }]
+    """)
+    export_tiny_onnx(tiny / "model.onnx")
+    write_model(repo, "crashy", "1", """
+        runtime = "python"
+        entrypoint = "crashy.py:Crashy"
+        inputs = [{ name = "x", datatype = "FP32", shape = [1] }]
+        outputs = [{ name = "y", datatype = "FP32", shape = [1] }]
+    """, {"crashy.py": MODELS / "crashy.py"})
+    # batches up to 8 requests, waiting at most 30 ms for company
+    write_model(repo, "batched", "1", """
+        runtime = "python"
+        entrypoint = "sleepy.py:Sleepy"
+        isolation = "thread"
+        max_batch_size = 8
+        max_queue_delay_ms = 30
+        parameters = { sleep_ms = 40 }
+    """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
+    # one request at a time, 150 ms each: lets tests build a queue behind it
+    write_model(repo, "serial", "1", """
+        runtime = "python"
+        entrypoint = "sleepy.py:Sleepy"
+        isolation = "thread"
+        max_batch_size = 1
+        queue_size = 4
+        parameters = { sleep_ms = 150 }
+    """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
+    write_model(repo, "broken", "1", """
+        runtime = "onnx"
+        max_batch_size = -3
+    """)
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    repo: Path
+    process: subprocess.Popen
+    log: Path
+    admin_key: str = ""
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        key = self.admin_key if key is None else key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a Prometheus sample over series matching the labels."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        text = httpx.get(f"{self.url}/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start_server(tmp: Path, *args: str, repo: Path | None = None, timeout: float = 180) -> Server:
+    data_dir = tmp / "data"
+    port = free_port()
+    log = tmp / "server.log"
+    command = [*XRSERVE, "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
+    if repo is not None:
+        command += ["--model-repository", str(repo)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", data_dir, repo or tmp, process, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("server")
+    repo = tmp / "repo"
+    build_repository(repo)
+    admin = cli("keys", "create", "--scope", "admin", "--name", "tests", "--quiet", data_dir=tmp / "data")
+    srv = start_server(tmp, "--max-body-mb", "8", repo=repo)
+    srv.admin_key = admin.stdout.strip()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def admin(server: Server) -> httpx.Client:
+    with server.client() as client:
+        yield client
+
+
+def infer_body(name: str, array, datatype: str = "FP32", **extra) -> dict:
+    import numpy as np
+
+    array = np.asarray(array)
+    return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": datatype,
+                        "data": array.ravel().tolist()}], **extra}

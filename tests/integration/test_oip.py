@@ -1,0 +1,79 @@
+"""Open Inference Protocol v2 with the real Triton client, JSON and binary tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from tests.conftest import Server, infer_body
+
+
+def triton_client(server: Server) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(server.url.removeprefix("http://"))
+
+
+def headers(server: Server) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.admin_key}"}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary_data", "json"])
+def test_minilm_bytes_in_fp32_out(server: Server, binary: bool) -> None:
+    client = triton_client(server)
+    texts = np.array(["a red apple".encode(), "ünïcode text".encode()], dtype=object)
+    text = triton.InferInput("text", [2], "BYTES")
+    text.set_data_from_numpy(texts, binary_data=binary)
+    wanted = [triton.InferRequestedOutput("embedding", binary_data=binary),
+              triton.InferRequestedOutput("tokens", binary_data=binary)]
+    result = client.infer("minilm", [text], outputs=wanted, headers=headers(server))
+    embedding = result.as_numpy("embedding")
+    assert embedding.dtype == np.float32 and embedding.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-4)
+    assert not np.allclose(embedding[0], embedding[1])
+    assert result.as_numpy("tokens").tolist()[0] == 5  # [CLS] a red apple [SEP]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary_data", "json"])
+def test_onnx_model_exported_from_pytorch(server: Server, binary: bool) -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh())
+    module.load_state_dict(torch.load(server.repo / "tiny" / "1" / "model.state.pt"))
+    x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    tensor = triton.InferInput("x", [3, 64], "FP32")
+    tensor.set_data_from_numpy(x, binary_data=binary)
+    result = triton_client(server).infer("tiny", [tensor], headers=headers(server),
+                                         outputs=[triton.InferRequestedOutput("y", binary_data=binary)])
+    expected = module(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(result.as_numpy("y"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_metadata_and_readiness(server: Server) -> None:
+    client = triton_client(server)
+    h = headers(server)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.get_server_metadata()["name"] == "xrserve"
+    assert client.is_model_ready("tiny", headers=h)
+    assert client.is_model_ready("tiny", "1", headers=h)
+    meta = client.get_model_metadata("tiny", headers=h)
+    assert meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
+    assert client.get_model_metadata("minilm", "1", headers=h)["outputs"][0]["name"] == "embedding"
+
+
+def test_version_addressing_and_unknowns(server: Server, admin) -> None:
+    ok = admin.post("/v2/models/tiny/versions/1/infer", json=infer_body("x", np.zeros((1, 64))))
+    assert ok.status_code == 200 and ok.json()["model_version"] == "1"
+    missing = admin.post("/v2/models/tiny/versions/7/infer", json=infer_body("x", np.zeros((1, 64))))
+    assert missing.status_code == 404 and "no version '7'" in missing.json()["error"]
+    unknown = admin.get("/v2/models/nope")
+    assert unknown.status_code == 404 and "unknown model 'nope'" in unknown.json()["error"]
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        triton_client(server).get_model_metadata("nope", headers=headers(server))
+
+
+def test_request_id_and_output_selection(admin) -> None:
+    body = infer_body("text", np.array(["hi"]), "BYTES", id="frame-42", outputs=[{"name": "tokens"}])
+    answer = admin.post("/v2/models/minilm/infer", json=body).json()
+    assert answer["id"] == "frame-42"
+    assert [o["name"] for o in answer["outputs"]] == ["tokens"]

@@ -1,0 +1,78 @@
+"""The OIP wire codec: binary and JSON tensors round-trip; bad data is refused by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from xrserve.api import oip_codec
+from xrserve.core.errors import BadRequest
+
+
+def roundtrip(outputs: dict[str, np.ndarray], binary: bool) -> dict[str, np.ndarray]:
+    """Encode as a response, then decode the same tensors as a request."""
+    body, header = oip_codec.encode_response("m", "1", "", outputs, set(), binary)
+    document, raw = oip_codec.parse_body(body, str(header) if header else None)
+    for tensor in document["outputs"]:
+        if "data" in tensor and tensor["datatype"] == "BYTES":
+            tensor["data"] = list(tensor["data"])
+    document["inputs"] = document.pop("outputs")
+    return oip_codec.decode_inputs(document, raw)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_every_datatype_round_trips(binary: bool) -> None:
+    arrays = {
+        "f32": np.arange(6, dtype=np.float32).reshape(2, 3) / 3,
+        "f16": np.array([0.5, -2.0], dtype=np.float16),
+        "f64": np.array([[1e-300]], dtype=np.float64),
+        "i8": np.array([-128, 127], dtype=np.int8),
+        "u64": np.array([2**63], dtype=np.uint64),
+        "b": np.array([True, False]),
+        "s": np.array([b"hello", "wörld".encode(), b""], dtype=object),
+    }
+    back = roundtrip(arrays, binary)
+    for name, array in arrays.items():
+        assert back[name].shape == array.shape
+        if array.dtype == object:
+            assert back[name].tolist() == array.tolist()
+        else:
+            np.testing.assert_array_equal(back[name], array)
+
+
+def test_nested_json_data_is_flattened() -> None:
+    document = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}]}
+    assert oip_codec.decode_inputs(document, memoryview(b""))["x"].tolist() == [[1, 2], [3, 4]]
+
+
+@pytest.mark.parametrize("tensor, words", [
+    ({"name": "x", "shape": [2], "datatype": "INT32", "data": [1, 2.5]}, "whole numbers"),
+    ({"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}, "do not fit INT8"),
+    ({"name": "x", "shape": [1], "datatype": "BOOL", "data": [1]}, "true or false"),
+    ({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1.0]}, "non-negative integers"),
+    ({"name": "x", "shape": [10**12], "datatype": "FP32", "data": [[1.0], [2.0]]}, "needs 1000000000000 elements"),
+    ({"name": "x", "shape": [1], "datatype": "BYTES", "data": [5]}, "must be strings"),
+    ({"name": "x", "shape": [1], "datatype": "FP32"}, "neither 'data' nor"),
+    ({"shape": [1], "datatype": "FP32", "data": [1]}, "needs a 'name'"),
+])
+def test_bad_tensors(tensor: dict, words: str) -> None:
+    with pytest.raises(BadRequest, match=words):
+        oip_codec.decode_inputs({"inputs": [tensor]}, memoryview(b""))
+
+
+def test_duplicate_and_unclaimed_binary() -> None:
+    twice = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}] * 2}
+    with pytest.raises(BadRequest, match="appears twice"):
+        oip_codec.decode_inputs(twice, memoryview(b""))
+    once = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+    with pytest.raises(BadRequest, match="no input claims"):
+        oip_codec.decode_inputs(once, memoryview(b"\0\0\0\0"))
+
+
+def test_header_length_must_fit() -> None:
+    body = orjson.dumps({"inputs": []})
+    with pytest.raises(BadRequest, match="must be an integer"):
+        oip_codec.parse_body(body, "ten")
+    with pytest.raises(BadRequest, match="length of the JSON part"):
+        oip_codec.parse_body(body, str(len(body) + 1))
