@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from xrserve.api.oip_schema import ERRORS, RepositoryEntry
+from xrserve.api.oip_schema import ERRORS, ModelName, RepositoryEntry
 from xrserve.core.errors import NotFound
 from xrserve.core.loader import reload_model
 from xrserve.security.guard import require_admin
@@ -28,7 +28,7 @@ async def repository_index(request: Request) -> list[RepositoryEntry]:
 
 @router.post("/v2/repository/models/{model_name}/load", response_model=list[RepositoryEntry],
              dependencies=[Depends(require_admin)], summary="Load new versions of a model from the repository")
-async def load_model(request: Request, model_name: str) -> list[RepositoryEntry]:
+async def load_model(request: Request, model_name: ModelName) -> list[RepositoryEntry]:
     state = request.app.state
     await reload_model(state.scheduler, state.settings, state.repository, model_name)
     versions = state.scheduler.models.get(model_name, {})
@@ -42,7 +42,7 @@ async def load_model(request: Request, model_name: str) -> list[RepositoryEntry]
 
 @router.post("/v2/repository/models/{model_name}/unload", dependencies=[Depends(require_admin)],
              summary="Stop serving every version of a model")
-async def unload_model(request: Request, model_name: str) -> dict[str, str]:
+async def unload_model(request: Request, model_name: ModelName) -> dict[str, str]:
     scheduler = request.app.state.scheduler
     scheduler.resolve(model_name)
     await scheduler.unload(model_name)

@@ -12,7 +12,7 @@ from xrserve import __version__
 from xrserve.api import oip_codec
 from xrserve.api.controls import deadline_from, priority_from
 from xrserve.api.oip_schema import (
-    ERRORS, INFER_REQUEST_BODY, InferResponse, ModelMetadata, Readiness, ServerMetadata,
+    ERRORS, INFER_REQUEST_BODY, InferResponse, ModelMetadata, ModelName, Readiness, ServerMetadata, VersionNumber,
 )
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
@@ -60,43 +60,43 @@ def _metadata(model: ModelVersion, scheduler: Scheduler) -> dict[str, Any]:
 
 @router.get("/v2/models/{model_name}", response_model=ModelMetadata, summary="Model metadata",
             dependencies=[Depends(require_model_scope)])
-async def model_metadata(request: Request, model_name: str) -> dict[str, Any]:
+async def model_metadata(request: Request, model_name: ModelName) -> dict[str, Any]:
     scheduler = scheduler_of(request)
     return _metadata(scheduler.resolve(model_name), scheduler)
 
 
 @router.get("/v2/models/{model_name}/versions/{model_version}", response_model=ModelMetadata,
             summary="Model version metadata", dependencies=[Depends(require_model_scope)])
-async def model_version_metadata(request: Request, model_name: str, model_version: str) -> dict[str, Any]:
+async def model_version_metadata(request: Request, model_name: ModelName, model_version: VersionNumber) -> dict[str, Any]:
     scheduler = scheduler_of(request)
     return _metadata(scheduler.resolve(model_name, model_version), scheduler)
 
 
-async def _ready(request: Request, model_name: str, model_version: str | None) -> Response:
+async def _ready(request: Request, model_name: ModelName, model_version: str | None) -> Response:
     model = scheduler_of(request).resolve(model_name, model_version)
     return JSONResponse({"name": model.name, "ready": model.ready}, status_code=200 if model.ready else 503)
 
 
 @router.get("/v2/models/{model_name}/ready", response_model=Readiness, summary="Model readiness",
             dependencies=[Depends(require_model_scope)])
-async def model_ready(request: Request, model_name: str) -> Response:
+async def model_ready(request: Request, model_name: ModelName) -> Response:
     return await _ready(request, model_name, None)
 
 
 @router.get("/v2/models/{model_name}/versions/{model_version}/ready", response_model=Readiness,
             summary="Model version readiness", dependencies=[Depends(require_model_scope)])
-async def model_version_ready(request: Request, model_name: str, model_version: str) -> Response:
+async def model_version_ready(request: Request, model_name: ModelName, model_version: VersionNumber) -> Response:
     return await _ready(request, model_name, model_version)
 
 
 @router.get("/v2/models/{model_name}/config", summary="The model's configuration (model.toml as JSON)",
             dependencies=[Depends(require_model_scope)])
-async def model_config(request: Request, model_name: str) -> dict[str, Any]:
+async def model_config(request: Request, model_name: ModelName) -> dict[str, Any]:
     model = scheduler_of(request).resolve(model_name)
     return model.config.model_dump(exclude={"directory"})
 
 
-async def _infer(request: Request, model_name: str, model_version: str | None) -> Response:
+async def _infer(request: Request, model_name: ModelName, model_version: str | None) -> Response:
     arrival = time.monotonic()
     limit = request.app.state.settings.max_body_bytes
     body = decompress(await request.body(), request.headers.get("content-encoding"), limit)
@@ -133,14 +133,14 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
 
 @router.post("/v2/models/{model_name}/infer", response_model=InferResponse, summary="Inference",
              openapi_extra={"requestBody": INFER_REQUEST_BODY}, dependencies=[Depends(require_model_scope)])
-async def infer(request: Request, model_name: str) -> Response:
+async def infer(request: Request, model_name: ModelName) -> Response:
     return await _infer(request, model_name, None)
 
 
 @router.post("/v2/models/{model_name}/versions/{model_version}/infer", response_model=InferResponse,
              summary="Inference on a given version", openapi_extra={"requestBody": INFER_REQUEST_BODY},
              dependencies=[Depends(require_model_scope)])
-async def infer_version(request: Request, model_name: str, model_version: str) -> Response:
+async def infer_version(request: Request, model_name: ModelName, model_version: VersionNumber) -> Response:
     return await _infer(request, model_name, model_version)
 
 

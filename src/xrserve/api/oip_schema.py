@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from typing import Annotated
+
+from fastapi import Path
 from pydantic import BaseModel
 
 from xrserve.core.tensors import DATATYPES
+
+ModelName = Annotated[str, Path(description="A model's name", examples=["minilm"])]
+VersionNumber = Annotated[str, Path(description="A version number of the model", examples=["1"])]
 
 
 class ErrorBody(BaseModel):
@@ -83,6 +89,8 @@ INFER_REQUEST_BODY: dict[str, Any] = {
     "raw tensor bytes and the header Inference-Header-Content-Length gives the JSON length.",
     "content": {
         "application/json": {
+            "example": {"id": "frame-1", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                                     "data": ["a red apple"]}]},
             "schema": {
                 "type": "object",
                 "required": ["inputs"],

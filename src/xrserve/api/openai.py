@@ -13,7 +13,7 @@ from fastapi.responses import Response
 import orjson
 
 from xrserve.api.controls import deadline_from
-from xrserve.api.oip_schema import ERRORS
+from xrserve.api.oip_schema import ERRORS, ModelName
 from xrserve.api.openai_protocol import EmbeddingRequest, EmbeddingResponse, ModelList, OpenAIModel
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
@@ -44,7 +44,7 @@ async def list_models(request: Request) -> ModelList:
 
 
 @router.get("/v1/models/{model_name}", response_model=OpenAIModel, summary="One model")
-async def get_model(request: Request, model_name: str) -> OpenAIModel:
+async def get_model(request: Request, model_name: ModelName) -> OpenAIModel:
     guard_of(request).authorize(request, model_name)
     return _listing(scheduler_of(request).resolve(model_name))
 

@@ -1,0 +1,33 @@
+# Two commands: `make run` (install + serve) and `make test` (install + test suite).
+# Everything lives in .venv; a second run reuses it and reinstalls only when pyproject.toml changes.
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned to the CPU build on this machine's disk: otherwise a dependency
+	# asking for plain `torch` makes pip fetch a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/xrserve serve --dev --host $(HOST) --port $(PORT)
+
+test: install
+	mkdir -p artifacts
+	$(PY) -m pytest --junitxml=artifacts/junit.xml
+
+bench: install
+	$(PY) bench/serving_overhead.py
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache
