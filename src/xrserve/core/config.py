@@ -16,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from xrserve.core.tensors import DATATYPES, TensorSpec
 
-Runtime = Literal["onnx", "torchscript", "python"]
+Runtime = Literal["onnx", "torchscript", "python", "gguf"]
 Priority = Literal["interactive", "bulk"]
 Isolation = Literal["process", "thread"]
 
-DEFAULT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt", "python": "model.py"}
+DEFAULT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt", "python": "model.py",
+                                 "gguf": "model.gguf"}
 
 
 class ConfigError(Exception):
@@ -84,6 +85,8 @@ class ModelConfig(BaseModel):
     isolation: Isolation = "process"
     queue_size: int = Field(default=256, ge=1, le=1_000_000)
     threads: int = Field(default=1, ge=1, le=256, description="intra-op threads per instance")
+    streaming: bool = Field(default=False, description="answers stream (LLM tokens, audio); set by the runtime")
+    max_streams: int = Field(default=8, ge=1, le=256, description="streams one instance runs at once")
     parameters: dict[str, Any] = Field(default_factory=dict)
     directory: str | None = Field(default=None, description="set by the repository, not by the file")
 
@@ -99,6 +102,10 @@ class ModelConfig(BaseModel):
                         f"'{tensor.name}': with max_batch_size > 0 the first dimension is the batch "
                         f"dimension and must be -1, got shape {tensor.shape}"
                     )
+        if self.runtime == "gguf":
+            self.streaming = True
+        if self.streaming and self.max_batch_size:
+            raise ValueError("a streaming model schedules its own batches; leave max_batch_size at 0")
         if self.runtime == "python" and not self.entrypoint:
             raise ValueError("runtime 'python' needs entrypoint = \"model.py:ClassName\"")
         return self

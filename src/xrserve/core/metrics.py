@@ -29,6 +29,14 @@ class Metrics:
         )
         self.queue_depth = Gauge("xrserve_queue_depth", "Requests waiting in the queue", labels, registry=r)
         self.restarts = Counter("xrserve_worker_restarts", "Model worker processes restarted", labels, registry=r)
+        self.active_streams = Gauge("xrserve_active_streams", "Streams being generated now", labels, registry=r)
+        self.generated_tokens = Counter(
+            "xrserve_generated_tokens", "Tokens (or chunks) streamed out", labels, registry=r
+        )
+        self.first_chunk_time = Histogram(
+            "xrserve_time_to_first_token_seconds", "Submission to the first streamed output", labels,
+            buckets=_SECONDS, registry=r,
+        )
         self.http_requests = Counter(
             "xrserve_http_requests", "HTTP requests by route and status", ("route", "status"), registry=r
         )

@@ -1,14 +1,16 @@
 """Where a model instance computes: a thread in the server, or its own process.
 
 `ThreadRunner` is for pure-Python and PyTorch adapters we trust. `ProcessRunner` is
-for native code that can crash (ONNX Runtime, TorchScript, user Python): the model
-lives in a spawned worker; the event loop waits on the pipe with `add_reader` (no
-thread hop per request), and a dead worker is restarted with back-off.
+for native code that can crash (ONNX Runtime, TorchScript, llama.cpp, user Python):
+the model lives in a spawned worker; the event loop waits on the pipe with
+`add_reader` (no thread hop per request), and a dead worker is restarted with
+back-off. Both run batches (`run`) and open streams (`open_stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing as mp
 import pickle
 import signal
@@ -21,16 +23,19 @@ import numpy as np
 from xrserve.core import worker
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import ModelFailed, Unavailable
+from xrserve.core.model import StreamingModel
+from xrserve.core.stream import Stream
 from xrserve.runtimes import create_model
 
 Outputs = dict[str, np.ndarray]
 LOAD_TIMEOUT_S = 600.0
 MAX_RESTARTS_PER_MINUTE = 5
 _LARGE_MESSAGE = 1 << 20  # bigger sends go through a thread so the event loop never blocks on the pipe
+_stream_ids = itertools.count(1)
 
 
 class ThreadRunner:
-    """Runs `Model.infer` in a dedicated thread (PyTorch and NumPy release the GIL)."""
+    """Runs the model inside the server: `infer` in a dedicated thread, streams on the model's own threads."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -51,7 +56,21 @@ class ThreadRunner:
         except Exception as exc:
             raise ModelFailed(f"model '{self.config.name}' failed: {type(exc).__name__}: {exc}") from exc
 
+    def open_stream(self, inputs: Outputs, parameters: dict[str, Any], on_close: Callable[[], None]) -> Stream:
+        assert isinstance(self.model, StreamingModel)
+        loop = asyncio.get_running_loop()
+        stream = Stream(next(_stream_ids), self.model.cancel_stream, on_close)
+        emit = lambda chunk: loop.call_soon_threadsafe(stream.deliver, chunk)  # noqa: E731
+        try:
+            self.model.start_stream(stream.id, inputs, parameters, emit)
+        except Exception as exc:  # noqa: BLE001
+            stream.deliver({"kind": "error", "status": 500, "message": f"{type(exc).__name__}: {exc}"})
+        return stream
+
     async def stop(self) -> None:
+        close = getattr(self.model, "close", None) if hasattr(self, "model") else None
+        if callable(close):
+            close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -64,7 +83,8 @@ class ProcessRunner:
         self._on_restart = on_restart
         self._process: Any = None
         self._conn: Any = None
-        self._pending: asyncio.Future | None = None
+        self._pending: asyncio.Future | None = None  # the batch in flight (one at a time)
+        self._streams: dict[int, Stream] = {}
         self._seq = 0
         self._ready = asyncio.Event()
         self._stopping = False
@@ -89,11 +109,11 @@ class ProcessRunner:
         self._pending = first
         loop.add_reader(parent.fileno(), self._on_readable)
         try:
-            kind, ok, payload = await asyncio.wait_for(first, LOAD_TIMEOUT_S)
+            tag, payload = await asyncio.wait_for(first, LOAD_TIMEOUT_S)
         except (TimeoutError, Unavailable) as exc:
             self._discard()
             raise RuntimeError(f"{self.label} did not load: {getattr(exc, 'message', 'timed out')}") from None
-        if kind != worker.READY:
+        if tag != worker.READY:
             self._discard()
             raise RuntimeError(payload)
         self._ready.set()
@@ -104,35 +124,67 @@ class ProcessRunner:
         if self.failure:
             raise Unavailable(self.failure, retry_after_s=30)
 
-    async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
+    def _check_ready(self) -> None:
         if not self._ready.is_set() or self._conn is None:
             raise Unavailable(f"{self.label} is restarting after a crash; retry in a moment", retry_after_s=2)
-        loop = asyncio.get_running_loop()
-        self._seq += 1
-        future = loop.create_future()
-        self._pending = future
-        message = pickle.dumps((self._seq, inputs, parameters), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _send(self, tag: str, ident: int, payload: Any) -> bytes | None:
+        message = pickle.dumps((tag, ident, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        if len(message) > _LARGE_MESSAGE:
+            return message  # the caller sends it from a thread
         try:
-            if len(message) > _LARGE_MESSAGE:
-                await asyncio.to_thread(self._conn.send_bytes, message)
-            else:
-                self._conn.send_bytes(message)
+            self._conn.send_bytes(message)
         except OSError:
             self._crashed()
-        seq, ok, payload = await future
+        return None
+
+    async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
+        self._check_ready()
+        self._seq += 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending = future
+        large = self._send(worker.INFER, self._seq, (inputs, parameters))
+        if large is not None:
+            try:
+                await asyncio.to_thread(self._conn.send_bytes, large)
+            except OSError:
+                self._crashed()
+        ok, payload = await future
         if not ok:
             raise ModelFailed(f"{self.label} failed: {payload}")
         return payload
 
+    def open_stream(self, inputs: Outputs, parameters: dict[str, Any], on_close: Callable[[], None]) -> Stream:
+        self._check_ready()
+        stream = Stream(next(_stream_ids), self._cancel_stream, lambda: self._forget(stream.id, on_close))
+        self._streams[stream.id] = stream
+        large = self._send(worker.START, stream.id, (inputs, parameters))
+        if large is not None:
+            asyncio.get_running_loop().run_in_executor(None, self._conn.send_bytes, large)
+        return stream
+
+    def _cancel_stream(self, stream_id: int) -> None:
+        if self._conn is not None and self._ready.is_set():
+            self._send(worker.CANCEL, stream_id, None)
+
+    def _forget(self, stream_id: int, on_close: Callable[[], None]) -> None:
+        self._streams.pop(stream_id, None)
+        on_close()
+
     def _on_readable(self) -> None:
         try:
-            reply = pickle.loads(self._conn.recv_bytes())
+            tag, ident, payload = pickle.loads(self._conn.recv_bytes())
         except (EOFError, OSError):
             self._crashed()
             return
+        if tag == worker.CHUNK:
+            stream = self._streams.get(ident)
+            if stream is not None:
+                stream.deliver(payload)
+            return
         pending, self._pending = self._pending, None
         if pending is not None and not pending.done():
-            pending.set_result(reply)
+            pending.set_result(payload if tag == worker.REPLY else (tag, payload))
 
     def _describe_exit(self) -> str:
         self._process.join(timeout=1)
@@ -146,17 +198,23 @@ class ProcessRunner:
 
     def _crashed(self) -> None:
         """The worker died: fail what it held, then bring up a new one."""
+        if self._conn is None:
+            return
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._conn.fileno())
         how = self._describe_exit()
         was_serving = self._ready.is_set()  # a crash while loading is start()'s to report
         self._ready.clear()
+        error = Unavailable(
+            f"{self.label}: its worker process crashed ({how}) while computing this request; "
+            f"it is being restarted, retry in a moment", retry_after_s=2,
+        )
         pending, self._pending = self._pending, None
         if pending is not None and not pending.done():
-            pending.set_exception(Unavailable(
-                f"{self.label}: its worker process crashed ({how}) while computing this request; "
-                f"it is being restarted, retry in a moment", retry_after_s=2,
-            ))
+            pending.set_exception(error)
+        for stream in list(self._streams.values()):
+            stream.deliver({"kind": "error", "status": 503, "message": error.message})
+        self._streams.clear()
         self._conn.close()
         self._conn = None
         if was_serving and not self._stopping:

@@ -23,6 +23,7 @@ from xrserve.core.metrics import Metrics
 from xrserve.core.queue import Pending, RequestQueue
 from xrserve.core.request import InferenceRequest, InferenceResponse
 from xrserve.core.runners import make_runner
+from xrserve.core.stream import Stream
 from xrserve.core.tensors import NUMPY_DTYPES, datatype_of
 
 log = logging.getLogger("xrserve.scheduler")
@@ -73,7 +74,8 @@ class ModelVersion:
             await asyncio.gather(*(runner.stop() for runner in self.runners), return_exceptions=True)
             raise
         self.config = configs[0]  # a runtime may fill in tensors the file left out (ONNX)
-        self._tasks = [asyncio.create_task(self._dispatch(runner)) for runner in self.runners]
+        dispatch = self._dispatch_streams if self.config.streaming else self._dispatch
+        self._tasks = [asyncio.create_task(dispatch(runner)) for runner in self.runners]
         self.state = "READY"
 
     async def unload(self) -> None:
@@ -167,6 +169,45 @@ class ModelVersion:
                 log.exception("dispatch loop of %s failed", self.name)
                 for pending in batch:
                     pending.finish(error=exc if isinstance(exc, XRServeError) else Unavailable(str(exc)))
+
+    async def _dispatch_streams(self, runner: Any) -> None:
+        """Streaming models: admit queued streams into the instance's free slots, most urgent first."""
+        slots = asyncio.Semaphore(self.config.max_streams)
+        active = self.scheduler.metrics.active_streams.labels(self.name, self.version)
+        while True:
+            await slots.acquire()
+            try:
+                await runner.wait_ready()
+            except Unavailable as exc:
+                self.state, self.reason = "UNAVAILABLE", exc.message
+                self.queue.fail_all(exc)
+                return
+            pending = await self.queue.take_first()
+            self._m_depth.set(len(self.queue))
+            request = pending.request
+            if pending.done or (request.deadline is not None and request.deadline <= time.monotonic()):
+                if not pending.done:
+                    self._expired(pending)
+                    pending.finish(error=DeadlineExceeded(
+                        f"deadline exceeded: the stream for '{self.name}' could not start before its deadline"))
+                slots.release()
+                continue
+            self._m_queue.observe(time.monotonic() - request.arrival)
+
+            def closed(release=slots.release) -> None:
+                active.dec()
+                release()
+
+            try:
+                stream = runner.open_stream(request.inputs, request.model_parameters(), closed)
+            except XRServeError as exc:
+                slots.release()
+                pending.finish(error=exc)
+                continue
+            active.inc()
+            stream.version = self.version
+            if not pending.finish(stream) or pending.future.cancelled():
+                stream.cancel()  # the caller left while it waited
 
     async def _gather(self, batch: list[Pending]) -> None:
         first = batch[0]
@@ -315,12 +356,47 @@ class Scheduler:
 
     # -- requests ------------------------------------------------------------------------
 
-    async def submit(self, request: InferenceRequest) -> InferenceResponse:
+    def _ready_model(self, request: InferenceRequest) -> ModelVersion:
         model = self.resolve(request.model, request.version)
         if not model.ready:
             raise Unavailable(f"model '{model.name}' version {model.version} is not ready: {model.state} {model.reason}")
+        return model
+
+    async def submit(self, request: InferenceRequest) -> InferenceResponse:
+        """Compute a request and return the whole answer (a streaming model's stream is collected)."""
+        model = self._ready_model(request)
+        if model.config.streaming:
+            return await self._collect(model, request)
         pending = model.admit(request)
         return await pending.future
+
+    async def stream(self, request: InferenceRequest) -> Stream:
+        """Open a stream on a streaming model once a slot is free; iterate it for the chunks."""
+        model = self._ready_model(request)
+        if not model.config.streaming:
+            raise BadRequest(f"model '{model.name}' does not stream; use infer")
+        pending = model.admit(request)
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            if pending.future.done() and not pending.future.cancelled() and pending.future.exception() is None:
+                pending.future.result().cancel()
+            raise
+
+    async def _collect(self, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
+        """Join a stream's text into the model's first output: OIP clients get one answer."""
+        started = time.monotonic()
+        stream = await self.stream(request)
+        parts: list[str] = []
+        try:
+            async for chunk in stream:
+                parts.append(chunk.get("text", ""))
+        finally:
+            stream.cancel()
+        name = model.config.outputs[0].name if model.config.outputs else "text_output"
+        output = np.array(["".join(parts).encode("utf-8")], dtype=object)
+        return InferenceResponse(model.name, model.version, {name: output}, request.id,
+                                 started - request.arrival, time.monotonic() - started)
 
     # -- interactive before bulk ----------------------------------------------------------
 

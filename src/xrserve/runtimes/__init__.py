@@ -21,6 +21,10 @@ def create_model(config: ModelConfig) -> Model:
         from xrserve.runtimes.torchscript import TorchScriptModel
 
         return TorchScriptModel(config)
+    if config.runtime == "gguf":
+        from xrserve.models.llm.model import LlamaModel
+
+        return LlamaModel(config)
     return _python_class(config)(config)
 
 

@@ -1,0 +1,103 @@
+"""Streaming models through the scheduler: slots, order, cancellation, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tests.conftest import MODELS
+from xrserve.core.config import ModelConfig
+from xrserve.core.errors import BadRequest, Unavailable
+from xrserve.core.request import InferenceRequest
+from xrserve.core.scheduler import Scheduler
+
+
+def streamer(isolation: str = "thread", **overrides) -> ModelConfig:
+    return ModelConfig(
+        name="streamer", runtime="python", entrypoint="streamer.py:Streamer", directory=str(MODELS),
+        isolation=isolation, streaming=True, max_streams=2, parameters={"tick_ms": 10},
+        inputs=[{"name": "text_input", "datatype": "BYTES", "shape": [1]}],
+        outputs=[{"name": "text_output", "datatype": "BYTES", "shape": [1]}], **overrides,
+    )
+
+
+def ask(text: str) -> InferenceRequest:
+    return InferenceRequest("streamer", {"text_input": np.array([text.encode()], dtype=object)})
+
+
+def run(config: ModelConfig, scenario):
+    async def main():
+        scheduler = Scheduler()
+        await scheduler.load(config)
+        try:
+            return await scenario(scheduler)
+        finally:
+            await scheduler.close()
+
+    return asyncio.run(main())
+
+
+async def drain(stream) -> str:
+    return "".join([chunk.get("text", "") async for chunk in stream])
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_stream_and_collect(isolation: str) -> None:
+    async def scenario(s: Scheduler):
+        stream = await s.stream(ask("3"))
+        assert (await stream.first())["kind"] == "started"
+        text = await drain(stream)
+        collected = await s.submit(ask("2"))
+        return text, collected.outputs["text_output"].tolist()
+
+    assert run(streamer(isolation), scenario) == ("0 1 2 ", [b"0 1 "])
+
+
+def test_slots_limit_concurrent_streams_and_cancel_frees_one() -> None:
+    async def scenario(s: Scheduler):
+        gauge = s.metrics.active_streams.labels("streamer", "1")
+        a = await s.stream(ask("100"))
+        b = await s.stream(ask("100"))
+        third = asyncio.ensure_future(s.stream(ask("1")))
+        await asyncio.sleep(0.1)
+        waiting = not third.done()
+        at_full = gauge._value.get()
+        a.cancel()
+        c = await asyncio.wait_for(third, 2)
+        text = await drain(c)
+        b.cancel()
+        await asyncio.sleep(0.05)
+        return waiting, at_full, text, gauge._value.get()
+
+    waiting, at_full, text, after = run(streamer(), scenario)
+    assert waiting and at_full == 2  # max_streams = 2: the third waited for a slot
+    assert text == "0 "
+    assert after == 0
+
+
+def test_errors_before_output_raise_with_status() -> None:
+    async def scenario(s: Scheduler):
+        stream = await s.stream(ask("many"))
+        with pytest.raises(BadRequest, match="not a number"):
+            await stream.first()
+
+    run(streamer(), scenario)
+
+
+def test_worker_crash_fails_open_streams_with_503_and_recovers() -> None:
+    async def scenario(s: Scheduler):
+        healthy = await s.stream(ask("1000"))
+        doomed = await s.stream(ask("crash"))
+        with pytest.raises(Unavailable, match="crashed"):
+            await drain(doomed)
+        with pytest.raises(Unavailable, match="crashed"):
+            await drain(healthy)
+        for _ in range(100):  # the restarted worker serves again
+            try:
+                return await drain(await s.stream(ask("2")))
+            except Unavailable:
+                await asyncio.sleep(0.1)
+
+    assert run(streamer("process"), scenario) == "0 1 "
