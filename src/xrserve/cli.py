@@ -61,6 +61,8 @@ def serve(
     no_builtins: Annotated[bool, typer.Option("--no-builtins", help="Serve only the --model-repository models.")]
     = False,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Load only these models; repeatable.")] = None,
+    moderation: Annotated[Optional[Path], typer.Option(
+        help="Content filter lists (TOML) replacing the defaults.", exists=True, dir_okay=False)] = None,
 ) -> None:
     """Start the server with the built-in models and any model repositories."""
     from xrserve.server import serve as run_server
@@ -68,7 +70,11 @@ def serve(
     try:
         settings = Settings(host=host, port=port, data_dir=data_dir, model_repositories=model_repository or [],
                             builtins=not no_builtins, dev=dev, max_body_bytes=int(max_body_mb * 2**20),
-                            only_models=only)
+                            only_models=only, moderation=moderation)
+        if moderation is not None:
+            from xrserve.security.moderation import Moderator
+
+            Moderator.from_file(moderation)  # a broken list is a start-up error, not a surprise later
     except ValueError as exc:
         fail(str(exc))
     run_server(settings)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from rich.console import Console
 
 from xrserve import __version__
-from xrserve.api import admin, oip, openai
+from xrserve.api import admin, oip, openai, openai_chat
 from xrserve.api.errors import install_error_handlers
 from xrserve.api.middleware import AuditMiddleware
 from xrserve.core.loader import RepositoryState, load_all
@@ -20,6 +20,7 @@ from xrserve.security.audit import AuditLog
 from xrserve.security.guard import Guard
 from xrserve.security.keys import KeyStore
 from xrserve.security.limits import BodyLimitMiddleware
+from xrserve.security.moderation import Moderator
 from xrserve.settings import Settings
 
 log = logging.getLogger("xrserve")
@@ -53,8 +54,9 @@ def create_app(settings: Settings, console: Console | None = None) -> FastAPI:
     app.state.started = False
     app.state.repository = RepositoryState()
     app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed)
+    app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
-    for router in (oip.router, openai.router, admin.router):
+    for router in (oip.router, openai.router, openai_chat.router, admin.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AuditMiddleware, audit=audit, metrics=metrics)  # outermost: audits even a 413

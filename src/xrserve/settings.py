@@ -33,6 +33,7 @@ class Settings:
     dev: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     only_models: list[str] | None = None  # load just these (fast start for tests and benches)
+    moderation: Path | None = None  # word/pattern lists replacing the shipped defaults
 
     def __post_init__(self) -> None:
         if self.dev and not is_loopback(self.host):

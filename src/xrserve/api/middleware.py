@@ -57,6 +57,7 @@ class AuditMiddleware:
             status=status,
             latency_ms=round(latency_ms, 3),
             client=client[0] if client else None,
+            note=scope.get("xrserve.note"),
         ))
         counter = self._counters.get((template, status))
         if counter is None:

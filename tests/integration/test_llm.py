@@ -1,0 +1,171 @@
+"""The LLM service with the official `openai` package: chat, streaming, JSON output, cancellation."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import jsonschema
+import numpy as np
+import openai
+import pytest
+
+from tests.conftest import Server, cli, infer_body, start_server
+
+MODEL = "smollm2"
+
+
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.admin_key, max_retries=0, timeout=120)
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def test_chat_answer(server: Server) -> None:
+    answer = client(server).chat.completions.create(model=MODEL, messages=ask("What color is the sky?"),
+                                                    max_tokens=24, temperature=0)
+    choice = answer.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens > 5 and 0 < answer.usage.completion_tokens <= 24
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+def test_stream_joins_to_the_same_text_with_the_same_seed(server: Server) -> None:
+    c = client(server)
+    params = dict(model=MODEL, messages=ask("Tell me about the moon."), max_tokens=32, temperature=0.8, seed=1234)
+    whole = c.chat.completions.create(**params).choices[0].message.content
+    chunks = list(c.chat.completions.create(**params, stream=True, stream_options={"include_usage": True}))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == whole and len([ch for ch in chunks if ch.choices]) > 3
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+
+
+def test_text_completion_and_oip(server: Server, admin) -> None:
+    result = client(server).completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8,
+                                               temperature=0)
+    assert result.choices[0].text.strip()
+    oip = admin.post(f"/v2/models/{MODEL}/infer", json={
+        **infer_body("text_input", np.array(["The capital of France is"]), "BYTES"),
+        "parameters": {"max_tokens": 8, "temperature": 0}})
+    assert oip.status_code == 200, oip.text
+    assert oip.json()["outputs"][0]["data"][0] == result.choices[0].text
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "mood": {"type": "string", "enum": ["happy", "sad", "calm"]},
+    },
+    "required": ["name", "age", "mood"],
+    "additionalProperties": False,
+}
+TOPICS = ["a pirate", "a baker", "a robot", "a queen", "a farmer", "a wizard", "a nurse", "a pilot", "a cat",
+          "a dragon", "a student", "a painter", "a knight", "a chef", "a sailor", "an astronaut", "a teacher",
+          "a ghost", "a detective", "a musician"]
+
+
+def test_json_schema_output_always_validates(server: Server) -> None:
+    c = client(server)
+
+    def character(topic: str) -> dict:
+        answer = c.chat.completions.create(
+            model=MODEL, messages=ask(f"Describe {topic} as JSON with name, age and mood."), max_tokens=80,
+            temperature=0.9, response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}})
+        return json.loads(answer.choices[0].message.content)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(character, TOPICS))
+    for result in results:
+        jsonschema.validate(result, SCHEMA)
+    assert len({r["name"] for r in results}) > 1  # constrained, not canned
+
+    obj = c.chat.completions.create(model=MODEL, messages=ask("Give me a JSON object about the sea."), max_tokens=60,
+                                    temperature=0, response_format={"type": "json_object"})
+    assert isinstance(json.loads(obj.choices[0].message.content), dict)
+
+
+def test_eight_concurrent_streams_complete_with_usage(server: Server) -> None:
+    c = client(server)
+
+    def stream(i: int) -> tuple[str, object, str]:
+        chunks = list(c.chat.completions.create(
+            model=MODEL, messages=ask(f"Count slowly from {i}."), max_tokens=20, temperature=0.7, seed=i,
+            stream=True, stream_options={"include_usage": True}))
+        finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), chunks[-1].usage, finish[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(stream, range(8)))
+    prompt_tokens = {usage.prompt_tokens for _, usage, _ in results}
+    for text, usage, finish in results:
+        assert text and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+        assert 0 < usage.completion_tokens <= 20
+        if finish == "length":
+            assert usage.completion_tokens == 20
+    assert min(prompt_tokens) > 5
+
+
+def test_disconnect_frees_the_sequence(server: Server) -> None:
+    def active() -> float:
+        return server.metric("xrserve_active_streams", model=MODEL)
+
+    c = client(server)
+    stream = c.chat.completions.create(model=MODEL, messages=ask("Write a very long story."), max_tokens=1500,
+                                       stream=True)
+    received = 0
+    for chunk in stream:
+        received += 1
+        if received == 3:
+            break
+    assert active() >= 1
+    stream.close()  # the client goes away mid-stream
+    deadline = time.monotonic() + 10
+    while active() > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert active() == 0
+
+
+def test_too_long_prompt_says_the_numbers(server: Server) -> None:
+    c = client(server)
+    with pytest.raises(openai.BadRequestError, match=r"\d+ tokens.*2048"):
+        c.chat.completions.create(model=MODEL, messages=ask("word " * 3000), max_tokens=10)
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        c.chat.completions.create(model=MODEL, messages=ask("hello"), max_tokens=5000)
+    with pytest.raises(openai.BadRequestError, match="n=2"):
+        c.chat.completions.create(model=MODEL, messages=ask("hello"), n=2)
+    with pytest.raises(openai.BadRequestError, match="not a text generation model"):
+        c.chat.completions.create(model="minilm", messages=ask("hello"))
+
+
+def test_moderation_masks_output_and_refuses_input(tmp_path) -> None:
+    lists = tmp_path / "moderation.toml"
+    lists.write_text('action = "mask"\n[categories.common]\nwords = ["the", "a", "is", "and", "of", "to", "it"]\n')
+    key = cli("keys", "create", "-s", MODEL, "-q", data_dir=tmp_path / "data").stdout.strip()
+    server = start_server(tmp_path, "--only", MODEL, "--moderation", str(lists))
+    try:
+        c = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+        messages = ask("Write three sentences about cats.")
+        text = c.chat.completions.create(model=MODEL, messages=messages, max_tokens=60, temperature=0
+                                         ).choices[0].message.content
+        words = {w.strip(".,!?;:").lower() for w in text.split()}
+        assert not words & {"the", "a", "is", "and", "of", "to", "it"}, text
+        assert "*" in text
+        streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=60, temperature=0, stream=True) if ch.choices)
+        assert streamed == text
+        with pytest.raises(openai.BadRequestError, match="content filter"):
+            c.chat.completions.create(model=MODEL, messages=ask("Tell me the news."), max_tokens=5)
+        time.sleep(0.6)  # the audit trail records the decision, never the text
+        records = [json.loads(line) for line in cli("audit", "tail", "-n", "10", "--json",
+                                                    data_dir=server.data_dir).stdout.splitlines()]
+        notes = [r["note"] for r in records if r["note"]]
+        assert any("output masked [common]" in n for n in notes) and any("input refused" in n for n in notes)
+    finally:
+        server.stop()
