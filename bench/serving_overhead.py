@@ -1,4 +1,4 @@
-"""Serving overhead, side by side: xrserve vs MLServer vs Ray Serve vs a bare FastAPI route vs no HTTP at all.
+"""Serving overhead, side by side: xrserve, MLServer, Ray Serve, a bare FastAPI route, raw ASGI, no HTTP at all.
 
 Every server runs the same tiny ONNX model (torch.nn.Linear 64 -> 16) and the same
 "10 ms model" (sleep 10 ms per batch, then the linear), behind the same OIP v2 JSON
@@ -48,7 +48,7 @@ sys.path.insert(0, str(PEERS))
 
 from tinymodel import IN_FEATURES, OUT_FEATURES, SLOW_DELAY_S, LinearModel  # noqa: E402
 
-SERVERS = ("xrserve", "mlserver", "ray", "fastapi")
+SERVERS = ("xrserve", "mlserver", "ray", "fastapi", "asgi")
 MAX_BATCH = 16
 BATCH_WINDOW_MS = 2  # every server's batching window for the 10 ms model
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -67,10 +67,11 @@ class Plan:
     wrk_s: int = 6
     latency_s: float = 4.0
     latency_max_requests: int = 6000
+    quiet_wait_s: float = 120.0  # most time spent, in all, waiting for other processes to go quiet
 
     @classmethod
     def quick(cls) -> "Plan":
-        return cls(warmup_s=1, wrk_s=2, latency_s=1.5, latency_max_requests=2000)
+        return cls(warmup_s=1, wrk_s=2, latency_s=1.5, latency_max_requests=2000, quiet_wait_s=30.0)
 
 
 # -- the model and the request ---------------------------------------------------------------
@@ -192,24 +193,29 @@ def own_cpu_s() -> float:
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
-def wait_for_quiet(server_pid: int, progress: Progress, max_wait_s: float = 120) -> float:
-    """Wait (bounded) until processes other than the server and us use under QUIET_CORES; return their load.
+class QuietGate:
+    """Holds each measurement until processes other than the server and us use under QUIET_CORES.
 
-    The machine has 2 cores: a test suite running beside the benchmark halves a
-    server's throughput, so a measurement is started only once the others are quiet.
+    The machine has 2 cores: a test suite or a compiler running beside the benchmark
+    halves a server's throughput. Waiting is bounded per window and per run; a window
+    that still runs beside foreign load is marked in the tables instead.
     """
-    task = None
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        foreign = foreign_cores(server_pid, 0.5)
-        if foreign < QUIET_CORES or time.monotonic() > deadline:
-            if task is not None:
-                progress.remove_task(task)
-            return foreign
-        description = f"  waiting for other processes to go quiet ({foreign:.2f} cores busy)"
-        if task is None:
-            task = progress.add_task(description, total=None)
-        progress.update(task, description=description)
+
+    def __init__(self, budget_s: float, per_window_s: float = 30.0) -> None:
+        self.budget_s = budget_s
+        self.per_window_s = per_window_s
+
+    def wait(self, server_pid: int, progress: Progress) -> None:
+        started = time.monotonic()
+        limit = min(self.per_window_s, self.budget_s)
+        task = None
+        while (foreign := foreign_cores(server_pid, 0.5)) >= QUIET_CORES and time.monotonic() - started < limit:
+            description = f"  waiting for other processes to go quiet ({foreign:.2f} cores busy)"
+            task = task if task is not None else progress.add_task(description, total=None)
+            progress.update(task, description=description)
+        if task is not None:
+            progress.remove_task(task)
+        self.budget_s -= time.monotonic() - started
 
 
 class CpuWindow:
@@ -305,6 +311,7 @@ class ServerSpec:
     cwd: Path = ROOT
     headers: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 90.0
+    batch_probe: Callable[[str], tuple[float, float]] | None = None  # model -> (rows batched, batches) so far
 
 
 def _peer_env(**extra: str) -> dict[str, str]:
@@ -347,7 +354,20 @@ def xrserve_spec(work: Path, onnx: Path) -> ServerSpec:
                Target("xrserve_nodelay", "xrserve (process, delay 0)", "linear_nodelay", "linear"),
                Target("xrserve", "xrserve (process, batch 16)", "slow", "slow"),
                Target("xrserve_thread", "xrserve (thread, batch 16)", "slow_thread", "slow")],
-        env=_peer_env(), headers={"Authorization": f"Bearer {key}"})
+        env=_peer_env(), headers={"Authorization": f"Bearer {key}"}, batch_probe=lambda model: xrserve_batches(port, model))
+
+
+def xrserve_batches(port: int, model: str) -> tuple[float, float]:
+    """Requests batched and batches run so far for a model, from xrserve's Prometheus histogram."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    totals = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for part in totals:
+            if line.startswith(f"xrserve_batch_size_{part}{{") and f'model="{model}"' in line:
+                totals[part] += float(line.rsplit(" ", 1)[1])
+    return totals["sum"], totals["count"]
 
 
 def mlserver_spec(work: Path, onnx: Path) -> ServerSpec:
@@ -382,19 +402,27 @@ def ray_spec(work: Path, onnx: Path) -> ServerSpec:
                       env=_peer_env(), startup_timeout_s=240)
 
 
-def fastapi_spec(work: Path, onnx: Path) -> ServerSpec:
-    """The floor: FastAPI + uvicorn (uvloop, httptools) and the model on the event loop, nothing else."""
+def _uvicorn_spec(name: str, label: str, app: str, onnx: Path) -> ServerSpec:
+    """A floor: uvicorn (uvloop, httptools) serving an app from bench/peers with the model on the event loop."""
     port = free_port()
-    argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1",
-            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
-            "--no-access-log"]
-    return ServerSpec("fastapi", "bare FastAPI", argv, port, [Target("fastapi", "bare FastAPI (in-process ONNX)",
-                                                                     "linear", "linear")],
+    argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+    return ServerSpec(name, label, argv, port, [Target(name, label, "linear", "linear")],
                       env=_peer_env(BENCH_ONNX=str(onnx)), cwd=PEERS)
 
 
+def fastapi_spec(work: Path, onnx: Path) -> ServerSpec:
+    """The floor the issue names: one FastAPI route, no auth, audit, metrics or queue."""
+    return _uvicorn_spec("fastapi", "bare FastAPI (in-process ONNX)", "fastapi_app:app", onnx)
+
+
+def asgi_spec(work: Path, onnx: Path) -> ServerSpec:
+    """Below FastAPI: the same route as a raw ASGI callable, to show what the framework costs."""
+    return _uvicorn_spec("asgi", "raw ASGI (in-process ONNX)", "asgi_app:app", onnx)
+
+
 SPECS: dict[str, Callable[[Path, Path], ServerSpec]] = {
-    "xrserve": xrserve_spec, "mlserver": mlserver_spec, "ray": ray_spec, "fastapi": fastapi_spec}
+    "xrserve": xrserve_spec, "mlserver": mlserver_spec, "ray": ray_spec, "fastapi": fastapi_spec, "asgi": asgi_spec}
 
 
 @contextmanager
@@ -457,6 +485,7 @@ class WrkRun:
     wrk_p50_ms: float
     wrk_p99_ms: float
     foreign_cores: float  # CPU used meanwhile by processes that are neither the server, wrk nor us
+    mean_batch: float | None = None  # requests per model call over the window, where the server tells
 
     @property
     def disturbed(self) -> bool:
@@ -645,19 +674,23 @@ def steps_of(target: Target) -> list[tuple[str, int]]:
 
 
 def measure_target(spec: ServerSpec, target: Target, server: subprocess.Popen, body: bytes, body_file: Path,
-                   plan: Plan, progress: Progress, overall: Any) -> Row:
+                   plan: Plan, gate: QuietGate, progress: Progress, overall: Any) -> Row:
     row = Row(target.key, target.label, spec.name, target.model, target.kind)
     path = f"/v2/models/{target.model}/infer"
     url = f"http://127.0.0.1:{spec.port}{path}"
     for step, c in steps_of(target):
         seconds = {"warmup": plan.warmup_s, "wrk": plan.wrk_s, "latency": plan.latency_s}[step]
         if step != "warmup":
-            wait_for_quiet(server.pid, progress)
+            gate.wait(server.pid, progress)
         task = progress.add_task(f"  {target.label}: {step} c={c}", total=seconds)
         if step == "latency":
             row.latency[c] = measure_latency(spec.port, path, body, spec.headers, c, plan, server.pid, progress, task)
         else:
+            before = spec.batch_probe(target.model) if spec.batch_probe else None
             run = run_wrk(url, body_file, spec.headers, c, seconds, server.pid, progress, task)
+            if before is not None and spec.batch_probe is not None:
+                rows_done, batches = (a - b for a, b in zip(spec.batch_probe(target.model), before))
+                run.mean_batch = rows_done / batches if batches else None
             if step == "wrk":
                 row.wrk[c] = run
         progress.remove_task(task)
@@ -689,25 +722,29 @@ def _fmt_cpu(run: WrkRun | None) -> str:
 def linear_table(rows: list[Row], reference: InProcess) -> Table:
     table = Table(title="Tiny ONNX model (Linear 64->16), OIP v2 JSON over HTTP/1.1 keep-alive, loopback")
     for column in ("server", "req/s c=1", "req/s c=16", "p50 / p99 ms c=1", "p50 / p99 ms c=16",
-                   "CPU µs/req c=1", "CPU µs/req c=16"):
+                   "CPU µs/req c=1", "CPU µs/req c=16", "batch c=16"):
         table.add_column(column, justify="left" if column == "server" else "right")
     for row in rows:
-        table.add_row(row.label, _fmt_rps(row.wrk.get(1)), _fmt_rps(row.wrk.get(16)), _fmt_lat(row.latency.get(1)),
-                      _fmt_lat(row.latency.get(16)), _fmt_cpu(row.wrk.get(1)), _fmt_cpu(row.wrk.get(16)))
+        busy = row.wrk.get(16)
+        batch = f"{busy.mean_batch:.1f}" if busy and busy.mean_batch else "-"
+        table.add_row(row.label, _fmt_rps(row.wrk.get(1)), _fmt_rps(busy), _fmt_lat(row.latency.get(1)),
+                      _fmt_lat(row.latency.get(16)), _fmt_cpu(row.wrk.get(1)), _fmt_cpu(busy), batch)
     table.add_row("in-process session.run (no HTTP)", f"{1000 / reference.mean_ms:,.0f}", "-",
-                  f"{reference.p50_ms:.3f} / {reference.p99_ms:.3f}", "-", "-", "-", style="dim")
+                  f"{reference.p50_ms:.3f} / {reference.p99_ms:.3f}", "-", "-", "-", "-", style="dim")
     return table
 
 
 def slow_table(rows: list[Row], reference: InProcess) -> Table:
     table = Table(title=f"10 ms model (sleep 10 ms per batch + linear), c=16, batches up to {MAX_BATCH}, "
                         f"{BATCH_WINDOW_MS} ms window")
-    for column in ("server", "req/s c=16", "p50 / p99 ms c=16", "CPU µs/req c=16"):
+    for column in ("server", "req/s c=16", "p50 / p99 ms c=16", "CPU µs/req c=16", "mean batch"):
         table.add_column(column, justify="left" if column == "server" else "right")
     for row in rows:
-        table.add_row(row.label, _fmt_rps(row.wrk.get(16)), _fmt_lat(row.latency.get(16)), _fmt_cpu(row.wrk.get(16)))
+        run = row.wrk.get(16)
+        batch = f"{run.mean_batch:.1f}" if run and run.mean_batch else "-"
+        table.add_row(row.label, _fmt_rps(run), _fmt_lat(row.latency.get(16)), _fmt_cpu(run), batch)
     table.add_row("ideal: one full batch per in-process call", f"{reference.slow_ideal_rps:,.0f}", "-", "-",
-                  style="dim")
+                  str(MAX_BATCH), style="dim")
     return table
 
 
@@ -719,14 +756,19 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+VARIANTS = {"xrserve": "xrserve (process, delay 1 ms)", "xrserve_thread": "xrserve (thread, delay 1 ms)",
+            "xrserve_nodelay": "xrserve (process, delay 0)"}
+PEER_NAMES = {"mlserver": "MLServer", "ray": "Ray Serve", "fastapi": "bare FastAPI", "asgi": "raw ASGI"}
+
+
 def ratios(rows: list[Row], reference: InProcess) -> dict[str, float | None]:
     """The numbers the goals are about, for every xrserve variant against each peer."""
     out: dict[str, float | None] = {}
-    for variant in ("xrserve", "xrserve_thread", "xrserve_nodelay"):
+    for variant in VARIANTS:
         ours = _find(rows, variant, "linear")
         if ours is None:
             continue
-        for peer in ("mlserver", "ray", "fastapi"):
+        for peer in PEER_NAMES:
             theirs = _find(rows, peer, "linear")
             for c in (1, 16):
                 out[f"{variant}/{peer} req/s c={c}"] = _ratio(ours.rps(c), theirs.rps(c) if theirs else None)
@@ -741,30 +783,80 @@ def ratios(rows: list[Row], reference: InProcess) -> dict[str, float | None]:
     return out
 
 
-def goals(rows: list[Row], found: dict[str, float | None]) -> list[tuple[str, str, bool | None]]:
-    """The issue's goals against the default xrserve configuration (process isolation)."""
-    ours = _find(rows, "xrserve", "linear")
-    cpu = max((ours.wrk[c].cpu_us_per_request for c in ours.wrk), default=None) if ours else None
+def ratio_table(found: dict[str, float | None]) -> Table:
+    """One line per xrserve variant: its req/s over each peer's, and its p50 overhead at c=1."""
+    table = Table(title="Ratios: xrserve req/s over the peer's (tiny model), and p50 over the in-process call")
+    table.add_column("xrserve variant")
+    peers = [p for p in ("mlserver", "ray") if any(k.endswith(f"/{p} req/s c=1") and v is not None
+                                                   for k, v in found.items())]
+    for peer in peers:
+        for c in (1, 16):
+            table.add_column(f"/ {PEER_NAMES[peer]} c={c}", justify="right")
+    table.add_column("p50 c=1 − in-process", justify="right")
+    for variant, label in VARIANTS.items():
+        overhead = found.get(f"{variant} p50 c=1 minus in-process p50 (ms)")
+        if overhead is None:
+            continue
+        cells = [found.get(f"{variant}/{peer} req/s c={c}") for peer in peers for c in (1, 16)]
+        table.add_row(label, *("-" if v is None else f"{v:.2f}x" for v in cells), f"+{overhead:.2f} ms")
+    for variant, label in (("xrserve", "xrserve (process)"), ("xrserve_thread", "xrserve (thread)")):
+        cells = {peer: found.get(f"10 ms model: {variant}/{peer} req/s c=16") for peer in ("mlserver", "ray")}
+        if any(v is not None for v in cells.values()):
+            text = ", ".join(f"{v:.2f}x {PEER_NAMES[p]}" for p, v in cells.items() if v is not None)
+            table.caption = ((table.caption + "\n") if table.caption else "") + f"10 ms model c=16, {label}: {text}"
+    return table
 
-    def at_least(keys: list[str], floor: float) -> tuple[str, bool | None]:
-        values = [found.get(k) for k in keys]
+
+GOALS = (
+    "server CPU per request < 200 µs (c=1 and c=16)",
+    "req/s >= 1.5x MLServer fastest (c=1 and c=16)",
+    "req/s >= 10x Ray Serve (c=1 and c=16)",
+    "p50 at c=1 within 1 ms of the in-process call",
+    "10 ms model at c=16 >= 1.2x MLServer adaptive batching",
+)
+
+
+def goals(rows: list[Row], found: dict[str, float | None], variant: str) -> list[tuple[str, bool | None]]:
+    """The issue's goals for one xrserve variant: (what was measured, met?) in the order of GOALS."""
+    ours = _find(rows, variant, "linear")
+    cpu = [ours.wrk[c].cpu_us_per_request for c in sorted(ours.wrk)] if ours else []
+
+    def at_least(peer: str, floor: float) -> tuple[str, bool | None]:
+        values = [found.get(f"{variant}/{peer} req/s c={c}") for c in (1, 16)]
         if any(v is None for v in values):
             return "not measured", None
-        return ", ".join(f"{v:.2f}x" for v in values), all(v >= floor for v in values)  # type: ignore[operator]
+        return " / ".join(f"{v:.2f}x" for v in values), all(v >= floor for v in values)  # type: ignore[operator]
 
-    overhead = found.get("xrserve p50 c=1 minus in-process p50 (ms)")
-    slow = found.get("10 ms model: xrserve/mlserver req/s c=16")
+    overhead = found.get(f"{variant} p50 c=1 minus in-process p50 (ms)")
+    slow_variant = "xrserve_thread" if variant == "xrserve_thread" else "xrserve"  # delay 0 has no 10 ms twin
+    slow = found.get(f"10 ms model: {slow_variant}/mlserver req/s c=16")
     return [
-        ("server CPU per request < 200 µs (c=1 and c=16)", f"{cpu:,.0f} µs" if cpu else "not measured",
-         None if cpu is None else cpu < 200),
-        ("req/s >= 1.5x MLServer fastest (c=1, c=16)",
-         *at_least(["xrserve/mlserver req/s c=1", "xrserve/mlserver req/s c=16"], 1.5)),
-        ("req/s >= 10x Ray Serve (c=1, c=16)", *at_least(["xrserve/ray req/s c=1", "xrserve/ray req/s c=16"], 10)),
-        ("p50 at c=1 within 1 ms of the in-process call", "not measured" if overhead is None else f"+{overhead:.2f} ms",
-         None if overhead is None else overhead <= 1.0),
-        ("10 ms model at c=16 >= 1.2x MLServer adaptive batching", "not measured" if slow is None else f"{slow:.2f}x",
-         None if slow is None else slow >= 1.2),
+        (" / ".join(f"{v:,.0f} µs" for v in cpu) or "not measured", all(v < 200 for v in cpu) if cpu else None),
+        at_least("mlserver", 1.5),
+        at_least("ray", 10),
+        ("not measured", None) if overhead is None else (f"+{overhead:.2f} ms", overhead <= 1.0),
+        ("not measured", None) if slow is None else (f"{slow:.2f}x", slow >= 1.2),
     ]
+
+
+def goal_table(rows: list[Row], found: dict[str, float | None]) -> tuple[Table, dict[str, Any]]:
+    """Goals by xrserve variant; the first column (process, delay 1 ms) is the configuration the issue names."""
+    variants = [v for v in VARIANTS if _find(rows, v, "linear")]
+    table = Table(title="Goals")
+    table.add_column("goal")
+    for variant in variants:
+        table.add_column(VARIANTS[variant], justify="right")
+    checked = {variant: goals(rows, found, variant) for variant in variants}
+    for index, goal in enumerate(GOALS):
+        cells = []
+        for variant in variants:
+            measured, met = checked[variant][index]
+            mark = "" if met is None else (" [green]yes[/]" if met else " [red]no[/]")
+            cells.append(measured + mark)
+        table.add_row(goal, *cells)
+    as_json = {variant: [{"goal": g, "measured": m, "met": ok} for g, (m, ok) in zip(GOALS, checked[variant])]
+               for variant in variants}
+    return table, as_json
 
 
 def report(rows: list[Row], reference: InProcess) -> dict[str, Any]:
@@ -772,27 +864,20 @@ def report(rows: list[Row], reference: InProcess) -> dict[str, Any]:
     console.print(linear_table([r for r in rows if r.kind == "linear"], reference))
     console.print(slow_table([r for r in rows if r.kind == "slow"], reference))
     found = ratios(rows, reference)
-    table = Table(title="Ratios")
-    table.add_column("ratio")
-    table.add_column("value", justify="right")
-    for name, value in found.items():
-        table.add_row(name, "-" if value is None else f"{value:.2f}")
-    console.print(table)
+    table = ratio_table(found)
+    if table.row_count:
+        console.print(table)
     runs = [run for row in rows for run in (*row.wrk.values(), *row.latency.values())]
     disturbed = [run for run in runs if run.disturbed]
     if disturbed:
         worst = max(run.foreign_cores for run in disturbed)
         console.print(f"[yellow]*[/] {len(disturbed)} of {len(runs)} windows ran while other processes used "
                       f">= {QUIET_CORES} cores (up to {worst:.2f}): those numbers are low.")
-    checked = goals(rows, found)
-    table = Table(title="Goals (default xrserve: process isolation, max_queue_delay_ms = 1)")
-    for column in ("goal", "measured", "met"):
-        table.add_column(column)
-    for goal, measured, met in checked:
-        table.add_row(goal, measured, "-" if met is None else ("[green]yes[/]" if met else "[red]no[/]"))
-    console.print(table)
+    table, checked = goal_table(rows, found)
+    if table.columns[1:]:
+        console.print(table)
     return {"in_process": asdict(reference), "rows": [_row_json(r) for r in rows], "ratios": found,
-            "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in checked]}
+            "goals": checked}
 
 
 def _row_json(row: Row) -> dict[str, Any]:
@@ -835,6 +920,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                TimeElapsedColumn())
     rows: list[Row] = []
+    gate = QuietGate(plan.quiet_wait_s)
     with Progress(*columns, console=console, refresh_per_second=4) as progress:
         for venv, server in ((MLSERVER_VENV, "mlserver"), (RAY_VENV, "ray")):
             if server in args.only:
@@ -850,11 +936,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 progress.remove_task(task)
                 progress.advance(overall)
                 for target in spec.targets:
-                    rows.append(measure_target(spec, target, server, body, body_file, plan, progress, overall))
+                    rows.append(measure_target(spec, target, server, body, body_file, plan, gate, progress, overall))
     result = report(rows, reference)
     result["plan"] = asdict(plan)
-    result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    result["provenance"] = provenance()
     return result
+
+
+def provenance() -> dict[str, Any]:
+    """What was measured: the commit, whether src/ had uncommitted edits, and the machine."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "src_dirty": bool(git("status", "--porcelain", "--", "src")),
+            "cpus": os.cpu_count(), "python": sys.version.split()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def main(argv: list[str] | None = None) -> None:

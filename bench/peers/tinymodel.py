@@ -4,6 +4,9 @@
 (x FP32 [-1, 64] -> y FP32 [-1, 16]) with one intra-op thread, the setting xrserve
 uses by default, and can sleep a fixed time per call first: the "10 ms model",
 whose cost is per batch, not per row, so batching is what decides its throughput.
+One instance computes one batch at a time (a lock), as a model that fills the
+machine does: MLServer's adaptive batcher starts batches concurrently, and without
+the lock its sleeps would overlap as if it ran several instances.
 Every peer adapter (xrserve Python model, MLServer runtime, Ray deployment, bare
 FastAPI) imports this file from `bench/peers` (on PYTHONPATH) instead of copying it.
 """
@@ -11,6 +14,7 @@ FastAPI) imports this file from `bench/peers` (on PYTHONPATH) instead of copying
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,12 +44,14 @@ class LinearModel:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
         self.delay_s = delay_s
+        self._busy = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """y for a batch x; sleeps `delay_s` first, as a model whose compute releases the GIL would."""
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        return self.session.run(["y"], {"x": np.asarray(x, dtype=np.float32)})[0]
+        with self._busy:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            return self.session.run(["y"], {"x": np.asarray(x, dtype=np.float32)})[0]
 
 
 def decode_oip(body: bytes) -> np.ndarray:
