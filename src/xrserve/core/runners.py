@@ -205,10 +205,12 @@ class ProcessRunner:
         how = self._describe_exit()
         was_serving = self._ready.is_set()  # a crash while loading is start()'s to report
         self._ready.clear()
-        error = Unavailable(
-            f"{self.label}: its worker process crashed ({how}) while computing this request; "
-            f"it is being restarted, retry in a moment", retry_after_s=2,
-        )
+        if was_serving:
+            error = Unavailable(f"{self.label}: its worker process crashed ({how}) while computing this request; "
+                                f"it is being restarted, retry in a moment", retry_after_s=2)
+        else:
+            error = Unavailable(f"{self.label}: its worker process died while loading ({how}); "
+                                "the server log shows its error output", retry_after_s=30)
         pending, self._pending = self._pending, None
         if pending is not None and not pending.done():
             pending.set_exception(error)
