@@ -8,7 +8,8 @@ layers cost per request; next to xrserve, what a server built on raw ASGI could 
 from __future__ import annotations
 
 import os
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from tinymodel import LinearModel, decode_oip, encode_oip
 
