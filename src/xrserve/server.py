@@ -8,10 +8,12 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from rich.console import Console
+from starlette.types import ASGIApp
 
 from xrserve import __version__
 from xrserve.api import admin, oip, openai, openai_chat
 from xrserve.api.errors import install_error_handlers
+from xrserve.api.fast_path import InferFastPath
 from xrserve.api.middleware import AuditMiddleware
 from xrserve.core.loader import RepositoryState, load_all
 from xrserve.core.metrics import Metrics
@@ -26,7 +28,8 @@ from xrserve.settings import Settings
 log = logging.getLogger("xrserve")
 
 
-def create_app(settings: Settings, console: Console | None = None) -> FastAPI:
+def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
+    """The ASGI app uvicorn serves: audit and body limit around the inference fast path and FastAPI."""
     console = console or Console(stderr=True)
     metrics = Metrics()
     audit = AuditLog(settings.audit_path)
@@ -58,9 +61,10 @@ def create_app(settings: Settings, console: Console | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (oip.router, openai.router, openai_chat.router, admin.router):
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(AuditMiddleware, audit=audit, metrics=metrics)  # outermost: audits even a 413
-    return app
+    # outside FastAPI's own per-request stack, so the hot path skips it; the audit is
+    # outermost so that even a 413 is recorded
+    limited = BodyLimitMiddleware(InferFastPath(app), limit=settings.max_body_bytes)
+    return AuditMiddleware(limited, audit=audit, metrics=metrics)
 
 
 def serve(settings: Settings) -> None:

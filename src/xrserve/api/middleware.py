@@ -43,8 +43,7 @@ class AuditMiddleware:
             self._record(scope, status, (time.perf_counter() - started) * 1000)
 
     def _record(self, scope: Scope, status: int, latency_ms: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "(unmatched)"
+        template = scope.get("xrserve.route") or getattr(scope.get("route"), "path", None) or "(unmatched)"
         params = scope.get("path_params") or {}
         client = scope.get("client")
         self.audit.record(AuditRecord(

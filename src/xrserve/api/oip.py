@@ -97,9 +97,14 @@ async def model_config(request: Request, model_name: ModelName) -> dict[str, Any
 
 
 async def _infer(request: Request, model_name: ModelName, model_version: str | None) -> Response:
+    return await infer_response(request, model_name, model_version, await request.body())
+
+
+async def infer_response(request: Request, model_name: str, model_version: str | None, body: bytes) -> Response:
+    """One OIP inference, wire to wire; shared by the FastAPI route and the raw-ASGI fast path."""
     arrival = time.monotonic()
     limit = request.app.state.settings.max_body_bytes
-    body = decompress(await request.body(), request.headers.get("content-encoding"), limit)
+    body = decompress(body, request.headers.get("content-encoding"), limit)
     document, binary = oip_codec.parse_body(body, request.headers.get("inference-header-content-length"))
     parameters = document.get("parameters", {})
     if not isinstance(parameters, dict):

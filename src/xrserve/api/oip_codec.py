@@ -134,17 +134,24 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
         array = np.empty(count, dtype=object)
         array[:] = [item.encode("utf-8", "surrogatepass") for item in data]
         return array.reshape(shape)
-    if datatype == "BOOL":
-        if not all(isinstance(item, bool) for item in data):
-            raise BadRequest(f"input '{name}': BOOL data must be true or false")
-    elif not all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in data):
-        raise BadRequest(f"input '{name}': {datatype} data must be numbers")
-    elif datatype[0] in "IU" and not all(isinstance(item, int) for item in data):
-        raise BadRequest(f"input '{name}': {datatype} data must be whole numbers")
+    dtype = NUMPY_DTYPES[datatype]
     try:
-        return np.array(data, dtype=NUMPY_DTYPES[datatype]).reshape(shape)
-    except (OverflowError, ValueError) as exc:
-        raise BadRequest(f"input '{name}': values do not fit {datatype}: {exc}") from None
+        array = np.array(data)  # numpy checks the elements in C; the kind says whether they were right
+    except (ValueError, OverflowError) as exc:
+        raise BadRequest(f"input '{name}': 'data' is not a flat list of values: {exc}") from None
+    kind = array.dtype.kind
+    if datatype == "BOOL":
+        if kind != "b":
+            raise BadRequest(f"input '{name}': BOOL data must be true or false")
+    elif kind not in "iuf":
+        raise BadRequest(f"input '{name}': {datatype} data must be numbers")
+    elif dtype.kind in "iu":
+        if kind == "f":
+            raise BadRequest(f"input '{name}': {datatype} data must be whole numbers")
+        limits = np.iinfo(dtype)
+        if array.min() < limits.min or array.max() > limits.max:
+            raise BadRequest(f"input '{name}': values do not fit {datatype} ({limits.min} to {limits.max})")
+    return array.astype(dtype, copy=False).reshape(shape)
 
 
 def _flatten(data: list[Any], out: list[Any], limit: int, name: str) -> None:

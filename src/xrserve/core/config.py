@@ -9,6 +9,7 @@ the repository from loading.
 from __future__ import annotations
 
 import tomllib
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,11 +111,12 @@ class ModelConfig(BaseModel):
             raise ValueError("runtime 'python' needs entrypoint = \"model.py:ClassName\"")
         return self
 
-    @property
+    @cached_property
     def input_specs(self) -> dict[str, TensorSpec]:
+        """Read on every request: computed once (the tensors are fixed once the model has loaded)."""
         return {t.name: t.spec() for t in self.inputs}
 
-    @property
+    @cached_property
     def output_specs(self) -> dict[str, TensorSpec]:
         return {t.name: t.spec() for t in self.outputs}
 

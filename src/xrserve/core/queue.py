@@ -29,6 +29,7 @@ class Pending:
     batch_size: int
     signature: Any
     interactive: bool
+    parameters: dict = field(default_factory=dict)  # what reaches Model.infer (control keys removed)
     done: bool = False
     timer: asyncio.TimerHandle | None = field(default=None)
 
@@ -119,6 +120,8 @@ class RequestQueue:
         """Remove queued requests that can share `first`'s batch, most urgent first, up to `room` rows."""
         taken: list[Pending] = []
         keep: list[tuple[int, float, int, Pending]] = []
+        if not self._heap or room <= 0:
+            return taken
         for entry in sorted(self._heap):
             item = entry[3]
             if item.done or item.future.cancelled():

@@ -53,6 +53,8 @@ class ModelVersion:
         ]
         self._tasks: list[asyncio.Task] = []
         self.compute_ema_s = 0.0
+        self.arrival_gap_ema_s = float("inf")  # how often requests arrive: is waiting for company worth it?
+        self._last_arrival = 0.0
 
     @property
     def name(self) -> str:
@@ -129,7 +131,9 @@ class ModelVersion:
             repr(sorted(parameters.items())) if parameters else "",
         )
         interactive = (request.priority or self.config.priority) == "interactive"
-        pending = Pending(request, asyncio.get_running_loop().create_future(), batch_size, signature, interactive)
+        pending = Pending(request, asyncio.get_running_loop().create_future(), batch_size, signature, interactive,
+                          parameters)
+        self._note_arrival(request.arrival)
         self.queue.put(pending, retry_after_s=max(1.0, self.compute_ema_s * len(self.queue)))
         self._m_requests.inc()
         self._m_depth.set(len(self.queue))
@@ -137,6 +141,13 @@ class ModelVersion:
             self.scheduler.interactive_started()
             pending.future.add_done_callback(self.scheduler.interactive_finished)
         return pending
+
+    def _note_arrival(self, now: float) -> None:
+        if self._last_arrival:
+            gap = now - self._last_arrival
+            self.arrival_gap_ema_s = gap if self.arrival_gap_ema_s == float("inf") else (
+                0.8 * self.arrival_gap_ema_s + 0.2 * gap)
+        self._last_arrival = now
 
     def _expired(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "deadline").inc()
@@ -210,10 +221,17 @@ class ModelVersion:
                 stream.cancel()  # the caller left while it waited
 
     async def _gather(self, batch: list[Pending]) -> None:
+        """Fill the batch from the queue, waiting for company only while company is likely.
+
+        The window opens when the model becomes free (not when the first request arrived),
+        so requests answered by the previous batch and sent again at once can join. It is
+        skipped when requests arrive less often than the window lasts (one client in a
+        loop waits for nothing), and it never runs past a deadline in the batch.
+        """
         first = batch[0]
         size = first.batch_size
         limit = self.config.max_batch_size
-        window_end = first.request.arrival + self.config.max_queue_delay_ms / 1000
+        window_end = time.monotonic() + self.config.max_queue_delay_ms / 1000
         while True:
             more = self.queue.take_compatible(first, limit - size)
             batch.extend(more)
@@ -221,7 +239,7 @@ class ModelVersion:
             deadlines = [p.request.deadline for p in batch if p.request.deadline is not None]
             end = min([window_end, *(d - self.compute_ema_s - DEADLINE_MARGIN_S for d in deadlines)])
             remaining = end - time.monotonic()
-            if size >= limit or remaining <= 0:
+            if size >= limit or remaining <= 0 or self.arrival_gap_ema_s > remaining:
                 return
             await self.queue.wait_for_more(remaining)
 
@@ -249,7 +267,7 @@ class ModelVersion:
             inputs = {name: np.concatenate([p.request.inputs[name] for p in live]) for name in live[0].request.inputs}
         started = time.monotonic()
         try:
-            outputs = await runner.run(inputs, live[0].request.model_parameters())
+            outputs = await runner.run(inputs, live[0].parameters)
         except XRServeError as exc:
             reason = "crash" if exc.status_code == 503 else "model_error"
             self.scheduler.metrics.failures.labels(self.name, self.version, reason).inc(len(live))
