@@ -115,3 +115,11 @@ def test_process_isolation_survives_a_crash() -> None:
 
     # the request sent right after the crash waits for the restarted worker instead of failing
     assert run(config, scenario) == ([2.0], [8.0])
+
+
+def test_inline_isolation_computes_on_the_loop() -> None:
+    async def scenario(s: Scheduler):
+        results = await asyncio.gather(*(s.submit(request(i)) for i in range(4)))
+        return [r.outputs["y"][0, 0] for r in results]
+
+    assert run(sleepy(isolation="inline", parameters={"sleep_ms": 0}), scenario) == [1.0, 2.0, 3.0, 4.0]

@@ -19,7 +19,7 @@ from xrserve.core.tensors import DATATYPES, TensorSpec
 
 Runtime = Literal["onnx", "torchscript", "python", "gguf"]
 Priority = Literal["interactive", "bulk"]
-Isolation = Literal["process", "thread"]
+Isolation = Literal["process", "thread", "inline"]
 
 DEFAULT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt", "python": "model.py",
                                  "gguf": "model.gguf"}

@@ -74,6 +74,20 @@ class ThreadRunner:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class InlineRunner(ThreadRunner):
+    """Runs `infer` on the event loop itself: for sub-millisecond models only.
+
+    A thread or process hop costs more than such a model computes (a gesture classifier,
+    a small head); the price is that the loop waits while the model runs.
+    """
+
+    async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
+        try:
+            return self.model.infer(inputs, parameters)
+        except Exception as exc:
+            raise ModelFailed(f"model '{self.config.name}' failed: {type(exc).__name__}: {exc}") from exc
+
+
 class ProcessRunner:
     """One model instance in a worker process, restarted when it dies."""
 
@@ -257,4 +271,6 @@ class ProcessRunner:
 
 
 def make_runner(config: ModelConfig, on_restart: Callable[[], None]) -> ThreadRunner | ProcessRunner:
-    return ProcessRunner(config, on_restart) if config.isolation == "process" else ThreadRunner(config)
+    if config.isolation == "process":
+        return ProcessRunner(config, on_restart)
+    return InlineRunner(config) if config.isolation == "inline" else ThreadRunner(config)
