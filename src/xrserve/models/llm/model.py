@@ -176,7 +176,8 @@ class SmolLM2(LlamaModel):
         return ModelConfig(
             name="smollm2", version="1", runtime="python", entrypoint=f"{__name__}:{cls.__name__}",
             description="SmolLM2-135M-Instruct, Q4_1 GGUF, llama.cpp with continuous batching",
-            streaming=True, max_streams=8, threads=min(4, os.cpu_count() or 1), isolation="process",
+            # half the cores, as llama.cpp itself defaults: its threads spin, and the server needs a core
+            streaming=True, max_streams=8, threads=max(1, (os.cpu_count() or 2) // 2), isolation="process",
             queue_size=256, parameters={"context": 2048}, **IO,
         )
 
