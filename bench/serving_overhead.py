@@ -351,12 +351,13 @@ def _write_toml(directory: Path, onnx: Path, body: str) -> None:
 
 
 def xrserve_spec(work: Path, onnx: Path) -> ServerSpec:
-    """xrserve with keys, audit and metrics on; the linear model three ways and the 10 ms model two ways."""
+    """xrserve with keys, audit and metrics on; the linear model four ways and the 10 ms model two ways."""
     repo, data = work / "xrserve-repo", work / "xrserve-data"
     linear = f'runtime = "onnx"\nmax_batch_size = {MAX_BATCH}\n'
     _write_toml(repo / "linear" / "1", onnx, linear + 'max_queue_delay_ms = 1\n')
     _write_toml(repo / "linear_thread" / "1", onnx, linear + 'max_queue_delay_ms = 1\nisolation = "thread"\n')
     _write_toml(repo / "linear_nodelay" / "1", onnx, linear + 'max_queue_delay_ms = 0\n')
+    _write_toml(repo / "linear_inline" / "1", onnx, linear + 'max_queue_delay_ms = 1\nisolation = "inline"\n')
     slow = (f'runtime = "python"\nentrypoint = "model.py:SlowLinear"\nmax_batch_size = {MAX_BATCH}\n'
             f'max_queue_delay_ms = {BATCH_WINDOW_MS}\nparameters = {{ delay_ms = {SLOW_DELAY_S * 1000:g} }}\n')
     for name, extra in (("slow", ""), ("slow_thread", 'isolation = "thread"\n')):
@@ -372,6 +373,7 @@ def xrserve_spec(work: Path, onnx: Path) -> ServerSpec:
         port, [Target("xrserve", "xrserve (process, delay 1 ms)", "linear", "linear"),
                Target("xrserve_thread", "xrserve (thread, delay 1 ms)", "linear_thread", "linear"),
                Target("xrserve_nodelay", "xrserve (process, delay 0)", "linear_nodelay", "linear"),
+               Target("xrserve_inline", "xrserve (inline, delay 1 ms)", "linear_inline", "linear"),
                Target("xrserve", "xrserve (process, batch 16)", "slow", "slow"),
                Target("xrserve_thread", "xrserve (thread, batch 16)", "slow_thread", "slow")],
         env=_peer_env(), headers={"Authorization": f"Bearer {key}"},
@@ -782,7 +784,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 VARIANTS = {"xrserve": "xrserve (process, delay 1 ms)", "xrserve_thread": "xrserve (thread, delay 1 ms)",
-            "xrserve_nodelay": "xrserve (process, delay 0)"}
+            "xrserve_nodelay": "xrserve (process, delay 0)", "xrserve_inline": "xrserve (inline, delay 1 ms)"}
 PEER_NAMES = {"mlserver": "MLServer", "ray": "Ray Serve", "fastapi": "bare FastAPI", "asgi": "raw ASGI"}
 
 

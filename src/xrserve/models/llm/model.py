@@ -122,6 +122,35 @@ class LlamaModel(StreamingModel):
         )
 
 
+MAX_ENUMERATED_RANGE = 4096
+
+
+def enforceable(schema: Any) -> Any:
+    """The schema with what the grammar converter ignores rewritten into what it enforces.
+
+    llama-cpp-python's converter drops `minimum`/`maximum` on integers; a bounded range of
+    up to 4096 values becomes an `enum` of its members, which the grammar does enforce.
+    Other numeric bounds are left as they are (documented in docs/llm.md).
+    """
+    if isinstance(schema, list):
+        return [enforceable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: enforceable(value) for key, value in schema.items()}
+    if result.get("type") == "integer" and "enum" not in result:
+        low = result.get("minimum", None)
+        high = result.get("maximum", None)
+        if isinstance(result.get("exclusiveMinimum"), (int, float)):
+            low = int(result["exclusiveMinimum"]) + 1
+        if isinstance(result.get("exclusiveMaximum"), (int, float)):
+            high = -(-int(result["exclusiveMaximum"]) // 1) - 1
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+            low, high = int(-(-low // 1)), int(high // 1)
+            if 0 <= high - low < MAX_ENUMERATED_RANGE:
+                return {"enum": list(range(low, high + 1))}
+    return result
+
+
 def _grammar(response_format: Any, json_object: str, from_schema: Any) -> str | None:
     if response_format is None:
         return None
@@ -132,7 +161,7 @@ def _grammar(response_format: Any, json_object: str, from_schema: Any) -> str | 
         return json_object
     if kind == "json_schema" and isinstance(response_format.get("schema"), dict):
         try:
-            return from_schema(response_format["schema"])
+            return from_schema(enforceable(response_format["schema"]))
         except Exception as exc:  # noqa: BLE001 - the converter's own words say what is unsupported
             raise BadParameters(f"response_format json_schema cannot be turned into a grammar: {exc}") from None
     raise BadParameters("response_format must be {'type': 'text' | 'json_object'} or "
