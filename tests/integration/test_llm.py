@@ -134,6 +134,14 @@ def test_disconnect_frees_the_sequence(server: Server) -> None:
     assert active() == 0
 
 
+def test_any_gguf_file_from_a_repository(server: Server) -> None:
+    answer = client(server).chat.completions.create(model="my-llm", messages=ask("Say hello."), max_tokens=8,
+                                                    temperature=0)
+    assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens > 0
+    with pytest.raises(openai.BadRequestError, match="1024 per sequence"):  # its own context, from model.toml
+        client(server).chat.completions.create(model="my-llm", messages=ask("word " * 1200), max_tokens=8)
+
+
 def test_too_long_prompt_says_the_numbers(server: Server) -> None:
     c = client(server)
     with pytest.raises(openai.BadRequestError, match=r"\d+ tokens.*2048"):

@@ -77,3 +77,15 @@ def test_request_id_and_output_selection(admin) -> None:
     answer = admin.post("/v2/models/minilm/infer", json=body).json()
     assert answer["id"] == "frame-42"
     assert [o["name"] for o in answer["outputs"]] == ["tokens"]
+
+
+def test_torchscript_model(admin) -> None:
+    a = np.array([[1, 2, 3], [4, 5, 6]], np.float32)
+    b = np.full((2, 3), 2, np.float32)
+    body = {"inputs": [infer_body("a", a)["inputs"][0], infer_body("b", b)["inputs"][0]]}
+    answer = admin.post("/v2/models/scripted/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    outputs = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in answer.json()["outputs"]}
+    np.testing.assert_array_equal(outputs["sum"], a + b)
+    np.testing.assert_array_equal(outputs["product"], a * b)
+    assert admin.get("/v2/models/scripted").json()["platform"] == "pytorch_torchscript"
