@@ -37,9 +37,11 @@ class AuditMiddleware:
                 status = 1000 if message.get("code", 1000) == 1000 else message.get("code", 1000)
             await send(message)
 
+        self.metrics.in_server += 1
         try:
             await self.app(scope, receive, watched)
         finally:
+            self.metrics.in_server -= 1
             self._record(scope, status, (time.perf_counter() - started) * 1000)
 
     def _record(self, scope: Scope, status: int, latency_ms: float) -> None:

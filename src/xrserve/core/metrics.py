@@ -10,6 +10,9 @@ _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class Metrics:
     def __init__(self) -> None:
+        #: requests inside the server right now (counted by the transports): a forming batch waits
+        #: for company only while some other request is already on its way in
+        self.in_server = 0
         disable_created_metrics()  # the *_created series only add noise to every scrape
         self.registry = CollectorRegistry()
         labels = ("model", "version")

@@ -53,8 +53,6 @@ class ModelVersion:
         ]
         self._tasks: list[asyncio.Task] = []
         self.compute_ema_s = 0.0
-        self.arrival_gap_ema_s = float("inf")  # how often requests arrive: is waiting for company worth it?
-        self._last_arrival = 0.0
 
     @property
     def name(self) -> str:
@@ -133,7 +131,6 @@ class ModelVersion:
         interactive = (request.priority or self.config.priority) == "interactive"
         pending = Pending(request, asyncio.get_running_loop().create_future(), batch_size, signature, interactive,
                           parameters)
-        self._note_arrival(request.arrival)
         self.queue.put(pending, retry_after_s=max(1.0, self.compute_ema_s * len(self.queue)))
         self._m_requests.inc()
         self._m_depth.set(len(self.queue))
@@ -141,13 +138,6 @@ class ModelVersion:
             self.scheduler.interactive_started()
             pending.future.add_done_callback(self.scheduler.interactive_finished)
         return pending
-
-    def _note_arrival(self, now: float) -> None:
-        if self._last_arrival:
-            gap = now - self._last_arrival
-            self.arrival_gap_ema_s = gap if self.arrival_gap_ema_s == float("inf") else (
-                0.8 * self.arrival_gap_ema_s + 0.2 * gap)
-        self._last_arrival = now
 
     def _expired(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "deadline").inc()
@@ -225,8 +215,9 @@ class ModelVersion:
 
         The window opens when the model becomes free (not when the first request arrived),
         so requests answered by the previous batch and sent again at once can join. It is
-        skipped when requests arrive less often than the window lasts (one client in a
-        loop waits for nothing), and it never runs past a deadline in the batch.
+        only waited while another request is already inside the server (being read or
+        parsed) and could join: a lone client never waits for company that cannot come.
+        It never runs past a deadline in the batch.
         """
         first = batch[0]
         size = first.batch_size
@@ -239,7 +230,7 @@ class ModelVersion:
             deadlines = [p.request.deadline for p in batch if p.request.deadline is not None]
             end = min([window_end, *(d - self.compute_ema_s - DEADLINE_MARGIN_S for d in deadlines)])
             remaining = end - time.monotonic()
-            if size >= limit or remaining <= 0 or self.arrival_gap_ema_s > remaining:
+            if size >= limit or remaining <= 0 or self.scheduler.metrics.in_server <= len(batch):
                 return
             await self.queue.wait_for_more(remaining)
 
