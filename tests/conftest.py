@@ -218,3 +218,20 @@ def infer_body(name: str, array, datatype: str = "FP32", **extra) -> dict:
     array = np.asarray(array)
     return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": datatype,
                         "data": array.ravel().tolist()}], **extra}
+
+
+def run_scheduler(config, scenario):
+    """Load one model into a fresh in-process Scheduler, run `scenario(scheduler)`, close it."""
+    import asyncio
+
+    from xrserve.core.scheduler import Scheduler
+
+    async def main():
+        scheduler = Scheduler()
+        await scheduler.load(config)
+        try:
+            return await scenario(scheduler)
+        finally:
+            await scheduler.close()
+
+    return asyncio.run(main())

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import Server, infer_body
+from tests.conftest import Server
 
 INFER = "/v2/models/tiny/infer"
 

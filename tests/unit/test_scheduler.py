@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import MODELS
+from tests.conftest import MODELS, run_scheduler as run
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import BadRequest, DeadlineExceeded, NotFound, Unavailable
 from xrserve.core.request import InferenceRequest
@@ -31,16 +31,6 @@ def request(value: float = 0.0, rows: int = 1, **fields) -> InferenceRequest:
     return InferenceRequest("sleepy", {"x": np.full((rows, 4), value, np.float32)}, **fields)
 
 
-def run(config: ModelConfig, scenario) -> object:
-    async def main():
-        scheduler = Scheduler()
-        await scheduler.load(config)
-        try:
-            return await scenario(scheduler)
-        finally:
-            await scheduler.close()
-
-    return asyncio.run(main())
 
 
 def test_batches_respect_max_batch_size_and_split_rows() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests.conftest import MODELS
+from tests.conftest import MODELS, run_scheduler as run
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import BadRequest, Unavailable
 from xrserve.core.request import InferenceRequest
@@ -27,16 +27,6 @@ def ask(text: str) -> InferenceRequest:
     return InferenceRequest("streamer", {"text_input": np.array([text.encode()], dtype=object)})
 
 
-def run(config: ModelConfig, scenario):
-    async def main():
-        scheduler = Scheduler()
-        await scheduler.load(config)
-        try:
-            return await scenario(scheduler)
-        finally:
-            await scheduler.close()
-
-    return asyncio.run(main())
 
 
 async def drain(stream) -> str:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
 import orjson
 
@@ -18,9 +18,9 @@ from xrserve.api.openai_protocol import EmbeddingRequest, EmbeddingResponse, Mod
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import ModelVersion, Scheduler
-from xrserve.security.guard import guard_of, require_key
+from xrserve.security.guard import bearer, guard_of, require_key
 
-router = APIRouter(tags=["OpenAI-compatible"], responses=ERRORS)
+router = APIRouter(tags=["OpenAI-compatible"], responses=ERRORS, dependencies=[Security(bearer)])
 
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
 _STARTED = int(time.time())

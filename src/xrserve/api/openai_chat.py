@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -26,10 +26,10 @@ from xrserve.api.openai_protocol import (
 from xrserve.core.errors import BadRequest, XRServeError
 from xrserve.core.request import InferenceRequest
 from xrserve.core.stream import Stream
-from xrserve.security.guard import guard_of
+from xrserve.security.guard import bearer, guard_of
 from xrserve.security.moderation import Moderator, StreamMasker
 
-router = APIRouter(tags=["OpenAI-compatible"], responses=ERRORS)
+router = APIRouter(tags=["OpenAI-compatible"], responses=ERRORS, dependencies=[Security(bearer)])
 NOTE_SCOPE = "xrserve.note"
 
 

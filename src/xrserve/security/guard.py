@@ -7,7 +7,7 @@ request that presents a key always has it checked.
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from xrserve.core.errors import Forbidden, Unauthorized
@@ -54,15 +54,18 @@ def guard_of(request: Request) -> Guard:
     return request.app.state.guard
 
 
-async def require_key(request: Request) -> ApiKey:
+Credentials = HTTPAuthorizationCredentials | None  # declared so /docs offers "Authorize"; the guard reads the header
+
+
+async def require_key(request: Request, _: Credentials = Security(bearer)) -> ApiKey:
     """Any valid key (or anonymous in --dev)."""
     return guard_of(request).authorize(request)
 
 
-async def require_admin(request: Request) -> ApiKey:
+async def require_admin(request: Request, _: Credentials = Security(bearer)) -> ApiKey:
     return guard_of(request).authorize(request, admin=True)
 
 
-async def require_model_scope(request: Request) -> ApiKey:
+async def require_model_scope(request: Request, _: Credentials = Security(bearer)) -> ApiKey:
     """A key whose scopes cover the model named in the path."""
     return guard_of(request).authorize(request, request.path_params.get("model_name"))
