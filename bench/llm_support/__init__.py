@@ -1,0 +1,1 @@
+"""Helpers for bench/llm.py: building llama-server, streaming clients, process control."""
