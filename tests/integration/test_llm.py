@@ -25,8 +25,12 @@ def ask(text: str) -> list[dict[str, str]]:
 
 
 def test_chat_answer(server: Server) -> None:
+    tokens_before = server.metric("xrserve_generated_tokens_total", model=MODEL)
+    first_before = server.metric("xrserve_time_to_first_token_seconds_count", model=MODEL)
     answer = client(server).chat.completions.create(model=MODEL, messages=ask("What color is the sky?"),
                                                     max_tokens=24, temperature=0)
+    assert server.metric("xrserve_generated_tokens_total", model=MODEL) == tokens_before + answer.usage.completion_tokens
+    assert server.metric("xrserve_time_to_first_token_seconds_count", model=MODEL) == first_before + 1
     choice = answer.choices[0]
     assert choice.message.role == "assistant" and choice.message.content.strip()
     assert choice.finish_reason in ("stop", "length")

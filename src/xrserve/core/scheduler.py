@@ -207,6 +207,11 @@ class ModelVersion:
                 continue
             active.inc()
             stream.version = self.version
+            metrics = self.scheduler.metrics
+            first_chunk = metrics.first_chunk_time.labels(self.name, self.version)
+            tokens = metrics.generated_tokens.labels(self.name, self.version)
+            stream.observe_first = lambda h=first_chunk, t=request.arrival: h.observe(time.monotonic() - t)
+            stream.observe_done = lambda chunk, c=tokens: c.inc(max(0, int(chunk.get("completion_tokens", 0))))
             if not pending.finish(stream) or pending.future.cancelled():
                 stream.cancel()  # the caller left while it waited
 

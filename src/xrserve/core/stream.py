@@ -30,6 +30,8 @@ class Stream:
         self._on_close = on_close
         self.closed = False
         self.version = ""
+        self.observe_first: Callable[[], None] | None = None  # set by the scheduler: time to first output
+        self.observe_done: Callable[[dict[str, Any]], None] | None = None
 
     def deliver(self, chunk: dict[str, Any]) -> None:
         if not self.closed:
@@ -42,6 +44,11 @@ class Stream:
         if self.closed and self.queue.empty():
             raise StopAsyncIteration
         chunk = await self.queue.get()
+        if chunk.get("kind") == "delta" and self.observe_first is not None:
+            self.observe_first()
+            self.observe_first = None
+        elif chunk.get("kind") == "done" and self.observe_done is not None:
+            self.observe_done(chunk)
         if chunk.get("kind") in TERMINAL:
             self._close()
             if chunk["kind"] == "error":
