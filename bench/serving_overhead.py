@@ -149,34 +149,8 @@ RAY_VENV = Venv("ray", ("ray[serve]==2.60.0", "onnxruntime", "numpy"), "ray.serv
 
 # -- process trees: CPU accounting and clean shutdown ---------------------------------------------
 
+from llm_support.procs import _proc_stats, tree_pids  # noqa: E402 - one copy, shared with bench/llm.py
 
-def _proc_stats() -> dict[int, list[str]]:
-    """Fields of /proc/<pid>/stat after the command name, for every live process."""
-    stats = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                raw = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            stats[int(entry.name)] = raw[raw.rfind(")") + 2:].split()
-    return stats
-
-
-def tree_pids(root: int, stats: dict[int, list[str]] | None = None) -> set[int]:
-    """The root, its descendants, and anything still in its session (children that were re-parented)."""
-    stats = stats if stats is not None else _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats and pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, []))
-    found |= {pid for pid, fields in stats.items() if int(fields[3]) == root}
-    return found
 
 
 def tree_cpu_s(root: int) -> float:
