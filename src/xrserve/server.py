@@ -11,7 +11,7 @@ from rich.console import Console
 from starlette.types import ASGIApp
 
 from xrserve import __version__
-from xrserve.api import admin, oip, openai, openai_chat
+from xrserve.api import admin, oip, openai, openai_chat, session
 from xrserve.api.errors import install_error_handlers
 from xrserve.api.fast_path import InferFastPath
 from xrserve.api.middleware import AuditMiddleware
@@ -59,7 +59,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed)
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
-    for router in (oip.router, openai.router, openai_chat.router, admin.router):
+    for router in (oip.router, openai.router, openai_chat.router, admin.router, session.router):
         app.include_router(router)
     # outside FastAPI's own per-request stack, so the hot path skips it; the audit is
     # outermost so that even a 413 is recorded

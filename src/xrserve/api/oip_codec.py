@@ -204,6 +204,12 @@ def encode_response(
     return header + b"".join(chunks), len(header)
 
 
+def outputs_as_json(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """OIP output tensors with their data inline (for transports that carry JSON only)."""
+    return [{"name": name, "datatype": datatype_of(array), "shape": list(array.shape),
+             "data": _to_json(array, datatype_of(array))} for name, array in outputs.items()]
+
+
 def _to_raw(array: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
         parts = []

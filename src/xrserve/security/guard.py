@@ -35,7 +35,10 @@ class Guard:
         return key
 
     def identify(self, request: Request) -> ApiKey:
-        header = request.headers.get("authorization")
+        return self.identify_header(request.headers.get("authorization"))
+
+    def identify_header(self, header: str | None) -> ApiKey:
+        """The key an `Authorization` header value presents (None: no header)."""
         if not header:
             if self.anonymous_allowed:
                 return ANONYMOUS
