@@ -91,3 +91,18 @@ def test_worker_crash_fails_open_streams_with_503_and_recovers() -> None:
                 await asyncio.sleep(0.1)
 
     assert run(streamer("process"), scenario) == "0 1 "
+
+
+def test_cancel_holds_the_slot_until_the_model_confirms() -> None:
+    """A barge-in cancels a stream and opens the next at once: the model must have freed its slot."""
+
+    async def scenario(s: Scheduler):
+        gauge = s.metrics.active_streams.labels("streamer", "1")
+        a = await s.stream(ask("100"))
+        a.cancel()
+        held = gauge._value.get()
+        await asyncio.sleep(0.2)  # the streamer confirms with "done" on its next tick
+        return held, gauge._value.get()
+
+    held, after = run(streamer(), scenario)
+    assert held == 1 and after == 0

@@ -8,6 +8,9 @@ from typing import Any, Callable
 from xrserve.core.errors import BadRequest, ModelFailed, Unavailable, XRServeError
 
 TERMINAL = ("done", "error")
+#: After `cancel()`, the slot is held until the model confirms with its terminal chunk (the
+#: engine frees its sequence on its next step), or at most this long if that chunk never comes.
+CANCEL_RELEASE_TIMEOUT_S = 2.0
 _ERRORS: dict[int, type[XRServeError]] = {400: BadRequest, 503: Unavailable}
 
 
@@ -29,6 +32,8 @@ class Stream:
         self._cancel = cancel
         self._on_close = on_close
         self.closed = False
+        self._released = False
+        self._draining = False  # cancelled: waiting for the model's terminal chunk to free the slot
         self.version = ""
         self.observe_first: Callable[[], None] | None = None  # set by the scheduler: time to first output
         self.observe_done: Callable[[dict[str, Any]], None] | None = None
@@ -36,6 +41,8 @@ class Stream:
     def deliver(self, chunk: dict[str, Any]) -> None:
         if not self.closed:
             self.queue.put_nowait(chunk)
+        elif self._draining and chunk.get("kind") in TERMINAL:
+            self._release()
 
     def __aiter__(self) -> "Stream":
         return self
@@ -60,12 +67,29 @@ class Stream:
         return await self.__anext__()
 
     def cancel(self) -> None:
-        """The client went away: free the model's resources for this stream now."""
-        if not self.closed:
-            self._cancel(self.id)
-            self._close()
+        """The client went away: stop the model's work now; the slot frees when the model confirms.
+
+        Releasing the scheduler's slot at once would let a new stream in while the model still
+        holds the old one (llama.cpp frees a sequence on its next step), and that stream would be
+        refused for want of a slot: a barge-in does exactly this. So the slot is released when the
+        cancelled stream's terminal chunk arrives, or after `CANCEL_RELEASE_TIMEOUT_S`.
+        """
+        if self.closed:
+            return
+        self._cancel(self.id)
+        self.closed = True
+        self._draining = True
+        try:
+            asyncio.get_running_loop().call_later(CANCEL_RELEASE_TIMEOUT_S, self._release)
+        except RuntimeError:  # no loop (interpreter shutting down): nothing will deliver, free it now
+            self._release()
 
     def _close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
             self._on_close()
