@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from rich.console import Console
 from starlette.types import ASGIApp
 
@@ -61,10 +64,23 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     install_error_handlers(app)
     for router in (oip.router, openai.router, openai_chat.router, admin.router, session.router):
         app.include_router(router)
+    mount_web_client(app)
     # outside FastAPI's own per-request stack, so the hot path skips it; the audit is
     # outermost so that even a 413 is recorded
     limited = BodyLimitMiddleware(InferFastPath(app), limit=settings.max_body_bytes)
     return AuditMiddleware(limited, audit=audit, metrics=metrics)
+
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def mount_web_client(app: FastAPI) -> None:
+    """The browser client at /web/ (and / redirects there): the page `make run` opens."""
+    app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/web/")
 
 
 def serve(settings: Settings) -> None:
@@ -75,5 +91,6 @@ def serve(settings: Settings) -> None:
     mode = "dev mode: requests without a key are allowed" if settings.anonymous_allowed else "API keys required"
     console.print(f"[bold]xrserve {__version__}[/] on http://{settings.host}:{settings.port} ({mode}); "
                   f"data in {settings.data_dir}")
+    console.print(f"web client: http://{settings.host}:{settings.port}/web/")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
