@@ -2,8 +2,9 @@
 
 Word and pattern lists per category (defaults in `moderation.toml` beside this file). The
 `Moderator` interface (`check`, `mask`) is what a classifier model would implement later.
-Streaming output is masked with `StreamMasker`, which holds back the unfinished last word
-so a flagged word split over two tokens is still caught.
+Streaming output is masked with `StreamMasker`, which holds back only a tail that could
+still grow into a match (a flagged word split over two tokens is still caught, and
+ordinary text is never delayed). Rules use the `regex` package for its partial matching.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import regex
+
 DEFAULT_LISTS = Path(__file__).with_name("moderation.toml")
 MASK = "*"
-_HOLD_BACK = 40  # longest tail kept back while streaming (a pattern can span words)
+_HOLD_BACK_MAX = 80  # longest tail kept back while streaming; bounds the delay an open-ended pattern can cause
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Moderator:
         if action not in ("mask", "withhold"):
             raise ValueError(f"moderation action must be 'mask' or 'withhold', got '{action}'")
         self.action = action
-        self._rules = {name: re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+        self._rules = {name: regex.compile("|".join(f"(?:{p})" for p in patterns), regex.IGNORECASE)
                        for name, patterns in categories.items() if patterns}
 
     @classmethod
@@ -48,8 +51,8 @@ class Moderator:
             patterns = list(lists.get("patterns", []))
             for pattern in patterns:
                 try:
-                    re.compile(pattern)
-                except re.error as exc:
+                    regex.compile(pattern)
+                except regex.error as exc:
                     raise ValueError(f"moderation lists {path}: category '{name}': bad pattern {pattern!r}: {exc}") from None
             categories[name] = words + patterns
         return cls(categories, data.get("action", "mask"))
@@ -62,6 +65,15 @@ class Moderator:
                 categories.append(name)
                 spans.extend(found)
         return Verdict(tuple(categories), tuple(sorted(spans)))
+
+    def open_tail(self, text: str) -> int:
+        """Where the part of `text` that could still become (or extend) a match begins; len(text) if none."""
+        start = len(text)
+        for rule in self._rules.values():
+            for match in rule.finditer(text, partial=True):
+                if match.end() == len(text) and match.end() > match.start():
+                    start = min(start, match.start())
+        return start
 
     def mask(self, text: str, verdict: Verdict | None = None) -> str:
         verdict = verdict or self.check(text)
@@ -97,11 +109,7 @@ class StreamMasker:
         return self._emit(ready)
 
     def _safe_cut(self, text: str) -> int:
-        """Everything up to the last whitespace that leaves at most _HOLD_BACK characters behind."""
-        cut = max(text.rfind(" "), text.rfind("\n"))
-        if cut < 0:
-            return max(0, len(text) - _HOLD_BACK)
-        return max(cut, len(text) - _HOLD_BACK)
+        return max(self.moderator.open_tail(text), len(text) - _HOLD_BACK_MAX)
 
     def _emit(self, text: str) -> str:
         if not text or self._withheld:
