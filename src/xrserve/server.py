@@ -14,7 +14,7 @@ from rich.console import Console
 from starlette.types import ASGIApp
 
 from xrserve import __version__
-from xrserve.api import admin, oip, openai, openai_chat, session
+from xrserve.api import admin, oip, openai, openai_audio, openai_chat, session, vision
 from xrserve.api.errors import install_error_handlers
 from xrserve.api.fast_path import InferFastPath
 from xrserve.api.middleware import AuditMiddleware
@@ -39,7 +39,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.scheduler = Scheduler(metrics)
+        app.state.scheduler = Scheduler(metrics, frame_policy=settings.frame_policy)
         await load_all(app.state.scheduler, settings, app.state.repository, console)
         app.state.started = True
         try:
@@ -62,7 +62,8 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed)
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
-    for router in (oip.router, openai.router, openai_chat.router, admin.router, session.router):
+    for router in (oip.router, openai.router, openai_chat.router, openai_audio.router, admin.router, session.router,
+                   vision.router):
         app.include_router(router)
     mount_web_client(app)
     # outside FastAPI's own per-request stack, so the hot path skips it; the audit is

@@ -1,0 +1,221 @@
+"""Audio routes: `/v1/audio/transcriptions`, `/v1/audio/speech` (OpenAI format) and `/v1/npc/{id}/turn`.
+
+Thin transports: uploads are decoded here (`voice/audio.py`), the models are reached only
+through the scheduler, and a conversation turn is the same `NpcPipeline` the XR session uses.
+OpenAI's model and voice names are accepted as aliases of the built-in models, so code
+written for OpenAI runs unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from typing import Any, AsyncIterator, Literal
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, File, Form, Request, Security, UploadFile
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from xrserve.api.oip_schema import ERRORS
+from xrserve.core.errors import BadRequest, XRServeError
+from xrserve.core.request import InferenceRequest
+from xrserve.pipelines.npc import (ASR_MODEL, EMOTION_MODEL, LLM_MODEL, TTS_MODEL, VAD_MODEL, ConversationStore,
+                                   Persona, Turn, TurnOptions, pipeline_of)
+from xrserve.security.guard import bearer, guard_of
+from xrserve.voice.audio import decode_upload, resample, wav_bytes, wav_header
+from xrserve.voice.sentences import split_sentences
+
+log = logging.getLogger("xrserve.audio")
+router = APIRouter(tags=["Audio"], responses=ERRORS, dependencies=[Security(bearer)])
+
+ASR_ALIASES = {"whisper-1": ASR_MODEL, "gpt-4o-transcribe": ASR_MODEL, "gpt-4o-mini-transcribe": ASR_MODEL}
+TTS_ALIASES = {"tts-1": TTS_MODEL, "tts-1-hd": TTS_MODEL, "gpt-4o-mini-tts": TTS_MODEL}
+VOICES = ("joe", "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse")
+OPENAI_PCM_RATE = 24_000  # what OpenAI clients play `pcm` at
+TRANSCRIPT_FORMATS = ("json", "text", "verbose_json")
+VAD_SPEECH = 0.5
+
+
+def _scheduler(request: Request) -> Any:
+    return request.app.state.scheduler
+
+
+async def _has_speech(request: Request, audio: np.ndarray) -> bool:
+    """Whisper invents words for pure silence or noise ("you", "Thank you."): ask the VAD first."""
+    chunks = len(audio) // 512
+    if not chunks:
+        return False
+    response = await _scheduler(request).submit(InferenceRequest(
+        VAD_MODEL, {"audio": audio[: chunks * 512].reshape(chunks, 512), "state": np.zeros((2, 128), np.float32),
+                    "context": np.zeros(64, np.float32)}, priority="interactive"))
+    return bool((response.outputs["probability"] >= VAD_SPEECH).any())
+
+
+async def _read_audio(file: UploadFile) -> np.ndarray:
+    data = await file.read()
+    return await asyncio.to_thread(decode_upload, data)  # MP3 decoding and resampling stay off the event loop
+
+
+@router.post("/v1/audio/transcriptions", summary="Speech to text (OpenAI format)")
+async def transcriptions(
+    request: Request,
+    file: UploadFile = File(description="WAV, FLAC, OGG or MP3, at most 25 MiB and 300 s"),
+    model: str = Form("whisper-tiny-en"),
+    language: str | None = Form(None),
+    prompt: str | None = Form(None, max_length=2000),
+    response_format: str = Form("json"),
+    temperature: float = Form(0.0, ge=0.0, le=1.0),
+    timestamp_granularities: list[str] | None = Form(None, alias="timestamp_granularities[]"),
+) -> Response:
+    name = ASR_ALIASES.get(model, model)
+    guard_of(request).authorize(request, name)
+    guard_of(request).authorize(request, VAD_MODEL)
+    if response_format not in TRANSCRIPT_FORMATS:
+        raise BadRequest(f"response_format '{response_format}' is not supported; use one of "
+                         f"{', '.join(TRANSCRIPT_FORMATS)}")
+    if language not in (None, "", "en", "english"):
+        raise BadRequest(f"language '{language}' is not supported: {name} knows English only ('en')")
+    granularities = set(timestamp_granularities or ["segment"])
+    if not granularities <= {"word", "segment"}:
+        raise BadRequest("timestamp_granularities[] takes 'word' and/or 'segment'")
+    _scheduler(request).resolve(name)
+    audio = await _read_audio(file)
+    started = time.monotonic()
+    text, segments = "", []
+    if await _has_speech(request, audio):
+        response = await _scheduler(request).submit(InferenceRequest(
+            name, {"audio": audio}, priority="interactive", session=request.scope.get("xrserve.key_id"),
+            parameters={"beam_size": 5, "window": "full", "prompt": prompt or "",
+                        "word_timestamps": response_format == "verbose_json" and "word" in granularities}))
+        text = response.outputs["text"].reshape(-1)[0].decode("utf-8", "replace")
+        segments = json.loads(response.outputs["segments"].reshape(-1)[0])
+    request.scope["xrserve.note"] = f"audio {len(audio) / 16000:.1f} s, {time.monotonic() - started:.2f} s"
+    if response_format == "text":
+        return PlainTextResponse(text + "\n")
+    if response_format == "json":
+        return Response(orjson.dumps({"text": text}), media_type="application/json")
+    body: dict[str, Any] = {"task": "transcribe", "language": "english", "duration": round(len(audio) / 16000, 3),
+                            "text": text}
+    if "segment" in granularities:
+        body["segments"] = [{"id": i, "seek": 0, "start": s["start"], "end": s["end"], "text": s["text"],
+                             "tokens": [], "temperature": temperature, "avg_logprob": s["avg_logprob"],
+                             "compression_ratio": 0.0, "no_speech_prob": s["no_speech_prob"]}
+                            for i, s in enumerate(segments)]
+    if "word" in granularities:
+        body["words"] = [w for s in segments for w in s.get("words", [])]
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+class SpeechRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = "piper-joe"
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str = "joe"
+    response_format: Literal["wav", "pcm"] = Field(
+        "wav", description="wav: PCM16 mono at the voice's 22050 Hz; pcm: raw PCM16 mono at 24 kHz as OpenAI sends")
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = None
+
+
+async def _synthesise(request: Request, model: str, text: str, speed: float) -> tuple[np.ndarray, int]:
+    response = await _scheduler(request).submit(InferenceRequest(
+        model, {"text": np.array([text.encode()], dtype=object)}, priority="interactive",
+        parameters={"speed": speed} if speed != 1.0 else {}, session=request.scope.get("xrserve.key_id")))
+    return response.outputs["audio"].astype("<i2", copy=False), int(response.outputs["sample_rate"].reshape(-1)[0])
+
+
+@router.post("/v1/audio/speech", summary="Text to speech (OpenAI format); the body streams sentence by sentence",
+             response_class=Response, responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}}})
+async def speech(request: Request, body: SpeechRequest) -> Response:
+    model = TTS_ALIASES.get(body.model, body.model)
+    guard_of(request).authorize(request, model)
+    if body.voice not in VOICES:
+        raise BadRequest(f"voice '{body.voice}' is not available; use 'joe' (OpenAI's voice names are accepted "
+                         f"and speak with it too: {', '.join(VOICES[1:])})")
+    sentences = split_sentences(body.input)
+    if not sentences:
+        raise BadRequest("'input' has nothing to say; send some text")
+    # the first sentence before the response starts, so that a failure is still an HTTP status
+    first, rate = await _synthesise(request, model, sentences[0], body.speed)
+
+    def encode(pcm: np.ndarray) -> bytes:
+        if body.response_format == "pcm":
+            floats = resample(pcm.astype(np.float32) / 32768.0, rate, OPENAI_PCM_RATE)
+            return (np.clip(floats, -1, 1) * 32767).astype("<i2").tobytes()
+        return pcm.tobytes()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        if body.response_format == "wav":
+            yield wav_header(rate)  # length unknown while streaming, as OpenAI's own WAV stream
+        yield encode(first)
+        for sentence in sentences[1:]:
+            try:
+                pcm, _ = await _synthesise(request, model, sentence, body.speed)
+            except XRServeError as error:  # the status has been sent: end the body early, say why in the log
+                log.warning("speech stream ended early: %s", error.message)
+                return
+            yield encode(pcm)
+
+    media = "audio/wav" if body.response_format == "wav" else "audio/pcm"
+    headers = {"X-Sample-Rate": str(rate if body.response_format == "wav" else OPENAI_PCM_RATE)}
+    return StreamingResponse(chunks(), media_type=media, headers=headers)
+
+
+_conversations = ConversationStore()
+
+
+@router.post("/v1/npc/{conversation}/turn", summary="One NPC turn over REST: audio (or text) in; "
+             "transcript, answer, WAV and visemes out")
+async def npc_turn(
+    request: Request,
+    conversation: str,
+    file: UploadFile | None = File(None, description="the user's speech: WAV, FLAC, OGG or MP3"),
+    text: str | None = Form(None, max_length=2000, description="a typed line instead of speech"),
+    name: str | None = Form(None, max_length=100),
+    description: str | None = Form(None, max_length=2000),
+    style: str | None = Form(None, max_length=500),
+    scene: str | None = Form(None, max_length=2000),
+    max_tokens: int = Form(64, ge=1, le=512),
+    speed: float = Form(1.0, ge=0.25, le=4.0),
+    seed: int | None = Form(None, ge=0, lt=2**32),
+) -> Response:
+    guard = guard_of(request)
+    key = guard.authorize(request, LLM_MODEL)
+    for model in (ASR_MODEL, TTS_MODEL, EMOTION_MODEL):
+        guard.authorize(request, model)
+    if len(conversation) > 128:
+        raise BadRequest("the conversation id is longer than 128 characters")
+    if (file is None) == (text is None):
+        raise BadRequest("send either 'file' (the user's speech) or 'text' (a typed line), not both or neither")
+    audio = await _read_audio(file) if file is not None else None
+    persona = Persona.from_options({"persona": {"name": name, "description": description, "style": style},
+                                    "scene": scene})
+    options = TurnOptions(max_tokens=max_tokens, speed=speed, seed=seed)
+    memory = _conversations.get(key.id, conversation)
+    pcm: list[bytes] = []
+    visemes: list[dict[str, Any]] = []
+    rate = 22050
+
+    async def collect(kind: str, **fields: Any) -> None:
+        nonlocal rate
+        if kind == "speech":
+            pcm.append(fields["pcm"])
+            visemes.extend(fields["visemes"])
+            rate = fields["sample_rate"]
+
+    turn = await pipeline_of(request.app.state).run_turn(
+        Turn(len(memory.turns) + 1), memory, persona, options, collect, audio=audio, text=text,
+        session=key.id)
+    memory.add(turn.transcript, turn.answer)
+    body = {"id": conversation, "turn": turn.number, "transcript": turn.transcript, "answer": turn.answer,
+            "emotion": turn.emotion, "sentences": turn.spoken, "visemes": visemes,
+            "audio": {"format": "wav", "sample_rate": rate, "duration_ms": round(turn.audio_ms, 1),
+                      "base64": base64.b64encode(wav_bytes(b"".join(pcm), rate)).decode()},
+            "timings": turn.timings}
+    return Response(orjson.dumps(body), media_type="application/json")

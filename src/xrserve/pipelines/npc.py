@@ -1,0 +1,281 @@
+"""The NPC turn: speech in, the character's answer out as text, audio, visemes and an emotion.
+
+One turn is a chain of model calls, each through the scheduler: speech recognition
+(`whisper-tiny-en`), the answer streamed from the LLM (`smollm2`) in the character's persona,
+cut into sentences as it streams, each sentence spoken (`piper-joe`) as soon as it is
+complete, with visemes from the speech model's own phoneme timing and an emotion label
+(`minilm` zero-shot). The transports decide where the events go: `npc_stream.py` sends
+them over the XR session as they happen, `api/openai_audio.py` collects them for
+`POST /v1/npc/{id}/turn`.
+
+Output moderation applies as for chat: the answer is masked before it is shown or spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+
+from xrserve.core.errors import BadRequest
+from xrserve.core.request import InferenceRequest
+from xrserve.security.moderation import Moderator, StreamMasker
+from xrserve.voice.emotion import EmotionClassifier
+from xrserve.voice.sentences import SentenceSplitter
+from xrserve.voice.visemes import visemes_from_alignment
+
+ASR_MODEL, LLM_MODEL, TTS_MODEL, VAD_MODEL, EMOTION_MODEL = "whisper-tiny-en", "smollm2", "piper-joe", "silero-vad", "minilm"
+MODELS = (ASR_MODEL, LLM_MODEL, TTS_MODEL, VAD_MODEL, EMOTION_MODEL)
+#: The LLM's context per sequence is 2048 tokens: the persona, the memory and the answer share it.
+HISTORY_TOKEN_BUDGET = 1200
+CHARS_PER_TOKEN = 4  # English with SmolLM2's tokenizer: ~4 characters per token (an estimate, erring long)
+MAX_TEXT = 2000
+
+Emit = Callable[..., Awaitable[None]]
+
+
+def _text(options: dict[str, Any], name: str, default: str = "", limit: int = MAX_TEXT) -> str:
+    value = options.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadRequest(f"'{name}' must be a string of at most {limit} characters")
+    return value.strip()
+
+
+def _number(options: dict[str, Any], name: str, default: float, low: float, high: float, *,
+            integer: bool = False) -> Any:
+    value = options.get(name, default)
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "an integer" if integer else "a number"
+        raise BadRequest(f"'{name}' must be {kind} from {low:g} to {high:g}, got {value!r}")
+    return value
+
+
+@dataclass
+class Persona:
+    """Who the character is; rendered into the system prompt."""
+
+    name: str = "Guide"
+    description: str = "a friendly guide in a virtual world"
+    style: str = "warm and brief"
+    scene: str = ""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "Persona":
+        persona = options.get("persona", {})
+        if not isinstance(persona, dict):
+            raise BadRequest("'persona' must be an object: {\"name\", \"description\", \"style\"}")
+        return cls(
+            name=_text(persona, "name", cls.name, 100) or cls.name,
+            description=_text(persona, "description", cls.description) or cls.description,
+            style=_text(persona, "style", cls.style, 500) or cls.style,
+            scene=_text(options, "scene", ""),
+        )
+
+    def system_prompt(self) -> str:
+        lines = [f"You are {self.name}, {self.description}. You speak {self.style}.",
+                 "You are talking out loud with a visitor. Answer in one or two short spoken sentences, "
+                 "in character, with no lists, no markdown and no stage directions."]
+        if self.scene:
+            lines.append(f"The scene: {self.scene}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Memory:
+    """One conversation's turns, trimmed from the oldest to fit the LLM's context."""
+
+    turns: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, user: str, answer: str) -> None:
+        if user:
+            self.turns.append((user, answer))
+
+    def messages(self, persona: Persona, user: str) -> list[dict[str, str]]:
+        budget = HISTORY_TOKEN_BUDGET * CHARS_PER_TOKEN - len(persona.system_prompt()) - len(user)
+        kept: list[tuple[str, str]] = []
+        for turn in reversed(self.turns):
+            budget -= len(turn[0]) + len(turn[1]) + 40  # the chat template's tokens per message pair
+            if budget < 0:
+                break
+            kept.append(turn)
+        del self.turns[: len(self.turns) - len(kept)]  # forget what no longer fits
+        messages = [{"role": "system", "content": persona.system_prompt()}]
+        for question, answer in reversed(kept):
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer or "..."}]
+        return messages + [{"role": "user", "content": user}]
+
+
+class ConversationStore:
+    """Memories of REST conversations (`/v1/npc/{id}/turn`), newest kept, per API key."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self._memories: OrderedDict[tuple[str, str], Memory] = OrderedDict()
+
+    def get(self, owner: str, conversation: str) -> Memory:
+        key = (owner, conversation)
+        memory = self._memories.pop(key, None) or Memory()
+        self._memories[key] = memory
+        while len(self._memories) > self.limit:
+            self._memories.popitem(last=False)
+        return memory
+
+
+@dataclass
+class TurnOptions:
+    max_tokens: int = 64
+    temperature: float = 0.7
+    speed: float = 1.0
+    seed: int | None = None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "TurnOptions":
+        seed = options.get("seed")
+        if seed is not None:
+            seed = _number(options, "seed", 0, 0, 2**32 - 1, integer=True)
+        return cls(max_tokens=_number(options, "max_tokens", 64, 1, 512, integer=True),
+                   temperature=float(_number(options, "temperature", 0.7, 0.0, 2.0)),
+                   speed=float(_number(options, "speed", 1.0, 0.25, 4.0)), seed=seed)
+
+
+@dataclass
+class Turn:
+    """What one turn produced so far: kept when a barge-in cuts it short."""
+
+    number: int
+    transcript: str = ""
+    answer: str = ""
+    spoken: list[str] = field(default_factory=list)
+    emotion: str = "neutral"
+    timings: dict[str, float] = field(default_factory=dict)
+    audio_ms: float = 0.0  # audio produced, in milliseconds of speech
+    started: float = 0.0
+
+
+class NpcPipeline:
+    """Runs turns for any transport; `emit(kind, **fields)` receives the events in order."""
+
+    def __init__(self, scheduler: Any, moderator: Moderator, emotions: EmotionClassifier) -> None:
+        self.scheduler = scheduler
+        self.moderator = moderator
+        self.emotions = emotions
+
+    async def transcribe(self, audio: np.ndarray, session: str | None) -> str:
+        request = InferenceRequest(ASR_MODEL, {"audio": audio.astype(np.float32, copy=False)},
+                                   parameters={"window": "auto", "beam_size": 5}, session=session,
+                                   priority="interactive")
+        response = await self.scheduler.submit(request)
+        return response.outputs["text"].reshape(-1)[0].decode("utf-8", "replace").strip()
+
+    async def speak(self, text: str, speed: float, session: str | None,
+                    offset_ms: float) -> tuple[bytes, int, list[dict[str, Any]]]:
+        request = InferenceRequest(TTS_MODEL, {"text": np.array([text.encode()], dtype=object)},
+                                   parameters={"speed": speed} if speed != 1.0 else {}, session=session,
+                                   priority="interactive")
+        out = (await self.scheduler.submit(request)).outputs
+        rate = int(out["sample_rate"].reshape(-1)[0])
+        phonemes = [p.decode("utf-8", "replace") for p in out["phonemes"].reshape(-1)]
+        visemes = visemes_from_alignment(phonemes, out["phoneme_samples"].reshape(-1).tolist(), rate, offset_ms)
+        return out["audio"].astype("<i2", copy=False).tobytes(), rate, visemes
+
+    async def run_turn(self, turn: Turn, memory: Memory, persona: Persona, options: TurnOptions, emit: Emit,
+                       *, audio: np.ndarray | None = None, text: str | None = None,
+                       session: str | None = None) -> Turn:
+        """One turn, from audio (transcribed first) or from text. Cancelling it stops every stage."""
+        started = turn.started = time.monotonic()
+        if audio is not None:
+            turn.transcript = await self.transcribe(audio, session)
+            turn.timings["asr_ms"] = _ms(started)
+        else:
+            turn.transcript = (text or "").strip()
+        await emit("transcript", turn=turn.number, text=turn.transcript,
+                   audio_ms=round(len(audio) / 16, 1) if audio is not None else None)
+        if not turn.transcript:
+            turn.timings["total_ms"] = _ms(started)
+            return turn
+        llm_started = time.monotonic()
+        messages = memory.messages(persona, turn.transcript)
+        parameters: dict[str, Any] = {"input_format": "chat", "max_tokens": options.max_tokens,
+                                      "temperature": options.temperature, "stop": ["\nUser:", "<|im_end|>"]}
+        if options.seed is not None:
+            parameters["seed"] = options.seed
+        stream = await self.scheduler.stream(InferenceRequest(
+            LLM_MODEL, {"text_input": np.array([json.dumps(messages).encode()], dtype=object)},
+            parameters=parameters, session=session, priority="interactive"))
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.ensure_future(self._speak_pieces(turn, pieces, options, emit, session, llm_started))
+        masker, splitter = StreamMasker(self.moderator), SentenceSplitter()
+        try:
+            async for chunk in stream:
+                if chunk["kind"] != "delta":
+                    continue
+                shown = masker.feed(chunk.get("text", ""))
+                if shown:
+                    await self._answer_text(turn, shown, splitter, pieces, emit, llm_started)
+            rest = masker.flush()
+            if rest:
+                await self._answer_text(turn, rest, splitter, pieces, emit, llm_started)
+            last = splitter.flush()
+            if last:
+                pieces.put_nowait(last)
+            turn.timings["llm_ms"] = _ms(llm_started)
+            pieces.put_nowait(None)
+            await speaker
+        finally:
+            stream.cancel()
+            if not speaker.done():
+                speaker.cancel()
+        turn.emotion, _ = await self.emotions.classify(turn.answer, session)
+        turn.timings["total_ms"] = _ms(started)
+        return turn
+
+    async def _answer_text(self, turn: Turn, text: str, splitter: SentenceSplitter, pieces: asyncio.Queue,
+                           emit: Emit, llm_started: float) -> None:
+        turn.answer += text
+        await emit("delta", turn=turn.number, text=text)
+        for piece in splitter.feed(text):
+            if "llm_first_sentence_ms" not in turn.timings:
+                turn.timings["llm_first_sentence_ms"] = _ms(llm_started)
+            pieces.put_nowait(piece)
+
+    async def _speak_pieces(self, turn: Turn, pieces: asyncio.Queue, options: TurnOptions, emit: Emit,
+                            session: str | None, llm_started: float) -> None:
+        """Speaks the pieces in order while the LLM goes on writing; the first one also sets the emotion."""
+        index = 0
+        while (piece := await pieces.get()) is not None:
+            speaking = time.monotonic()
+            if index == 0:
+                feeling = asyncio.ensure_future(self.emotions.classify(piece, session))
+            pcm, rate, visemes = await self.speak(piece, options.speed, session, turn.audio_ms)
+            if index == 0:
+                turn.timings["tts_first_ms"] = _ms(speaking)
+                turn.emotion, scores = await feeling
+                await emit("emotion", turn=turn.number, emotion=turn.emotion, scores=scores)
+                turn.timings["first_audio_ms"] = _ms(turn.started)
+            duration_ms = len(pcm) / 2 / rate * 1000
+            await emit("speech", turn=turn.number, index=index, text=piece, pcm=pcm, sample_rate=rate,
+                       offset_ms=round(turn.audio_ms, 1), duration_ms=round(duration_ms, 1), visemes=visemes)
+            turn.spoken.append(piece)
+            turn.audio_ms += duration_ms
+            index += 1
+
+
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 1)
+
+
+def pipeline_of(app_state: Any) -> NpcPipeline:
+    """The one pipeline of a server (the emotion prototypes are embedded once)."""
+    pipeline = getattr(app_state, "npc_pipeline", None)
+    if pipeline is None:
+        pipeline = NpcPipeline(app_state.scheduler, app_state.moderator, EmotionClassifier(app_state.scheduler))
+        app_state.npc_pipeline = pipeline
+    return pipeline

@@ -1,0 +1,236 @@
+"""The `npc` session stream: microphone audio in, a talking character out, with barge-in.
+
+The client sends 16 kHz mono PCM16 chunks as binary messages. Voice activity (`silero-vad`,
+per-stream state) finds the start and end of each utterance; after `end_of_turn_ms` of
+silence the turn is taken and its events are sent (transcript, text deltas, emotion,
+`visemes` + binary audio per sentence, `turn_end` with timings).
+
+Speculation: the turn already starts after `speculate_ms` of silence, its events held back;
+if the silence lasts to `end_of_turn_ms` they are released at once, and if the user goes on
+talking the speculative turn is cancelled unseen. The hang-over then overlaps recognition
+and the first sentence instead of preceding them.
+
+Barge-in: speech that starts while the character is answering (generating, or its audio
+still playing at the client by the server's clock) cancels the turn (LLM stream, pending
+speech) and sends `interrupted`, so the client drops the audio it has queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from xrserve.core.errors import BadRequest
+from xrserve.core.request import InferenceRequest
+from xrserve.pipelines.npc import MODELS, VAD_MODEL, Memory, Persona, Turn, TurnOptions, pipeline_of
+from xrserve.session.protocol import FrameHeader
+from xrserve.session.streams import SessionStream, stream_kind
+from xrserve.voice.audio import pcm16_to_float
+
+RATE = 16_000
+CHUNK = 512
+CHUNK_MS = CHUNK / RATE * 1000  # 32 ms
+MAX_UTTERANCE_S = 30.0  # one Whisper window; longer speech ends the turn there
+PRE_ROLL_MS = 300  # audio kept from before the detected start, so the first sound is not clipped
+FLAG_FIRST_AUDIO = 1  # binary header flag: the first audio chunk of a turn
+
+
+class VoiceActivity:
+    """Silero probabilities to speech start / pause / end events, with hysteresis."""
+
+    def __init__(self, threshold: float, min_speech_ms: float) -> None:
+        self.threshold = threshold
+        self.release = max(0.05, threshold - 0.15)
+        self.min_speech_chunks = max(1, round(min_speech_ms / CHUNK_MS))
+        self.state = np.zeros((2, 128), dtype=np.float32)
+        self.context = np.zeros(64, dtype=np.float32)
+        self.in_speech = False
+        self.voiced_run = 0
+        self.silent_run = 0
+
+
+@stream_kind("npc")
+class NpcStream(SessionStream):
+    """Open with `{"type": "open", "stream": "npc", "kind": "npc", "persona": {...}, "scene": "..."}`."""
+
+    async def open(self) -> dict[str, Any]:
+        options = self.options
+        rate = options.get("sample_rate", RATE)
+        if rate != RATE:
+            raise BadRequest(f"'sample_rate' must be {RATE}: send 16 kHz mono PCM16 (resample on the client), "
+                             f"got {rate!r}")
+        from xrserve.pipelines.npc import _number
+
+        self.persona = Persona.from_options(options)
+        self.turn_options = TurnOptions.from_options(options)
+        self.end_of_turn_ms = float(_number(options, "end_of_turn_ms", 500, 100, 5000))
+        self.speculate_ms = float(_number(options, "speculate_ms", min(200, self.end_of_turn_ms),
+                                          0, self.end_of_turn_ms))
+        barge_in = options.get("barge_in", True)
+        if not isinstance(barge_in, bool):
+            raise BadRequest("'barge_in' must be true or false")
+        self.barge_in = barge_in
+        self.vad = VoiceActivity(float(_number(options, "vad_threshold", 0.5, 0.1, 0.95)),
+                                 float(_number(options, "min_speech_ms", 96, 32, 1000)))
+        for model in MODELS:
+            self.session.authorize(model)
+            self.session.scheduler.resolve(model)  # 404 naming the models here if one is missing
+        self.pipeline = pipeline_of(self.session.app_state)
+        self.memory = Memory()
+        self.pending = np.zeros(0, dtype=np.float32)  # samples not yet a whole VAD chunk
+        self.utterance: list[np.ndarray] = []
+        self.pre_roll: list[np.ndarray] = []
+        self.heard_ms = 0.0  # audio received, the stream's own clock
+        self.speech_end_ms = 0.0
+        self.turn_count = 0
+        self.sequence = 0
+        self.turn: Turn | None = None
+        self.turn_task: asyncio.Task | None = None
+        self.confirmed: asyncio.Event | None = None
+        self.playing_until = 0.0  # monotonic time the client's playback of sent audio ends
+        return {"sample_rate": RATE, "end_of_turn_ms": self.end_of_turn_ms, "speculate_ms": self.speculate_ms,
+                "audio_out": {"encoding": "pcm16", "channels": 1, "sample_rate": 22050},
+                "persona": self.persona.name}
+
+    # -- input ---------------------------------------------------------------------------
+
+    async def on_binary(self, header: FrameHeader, payload: memoryview) -> None:
+        samples = pcm16_to_float(payload)
+        self.pending = np.concatenate([self.pending, samples])
+        whole = len(self.pending) // CHUNK
+        if not whole:
+            return
+        chunks = self.pending[: whole * CHUNK].reshape(whole, CHUNK)
+        self.pending = self.pending[whole * CHUNK:]
+        response = await self.session.scheduler.submit(InferenceRequest(
+            VAD_MODEL, {"audio": chunks, "state": self.vad.state, "context": self.vad.context},
+            session=self.session.id, priority="interactive"))
+        self.vad.state, self.vad.context = response.outputs["state"], response.outputs["context"]
+        for chunk, probability in zip(chunks, response.outputs["probability"]):
+            await self._step(chunk, float(probability))
+
+    async def _step(self, chunk: np.ndarray, probability: float) -> None:
+        vad = self.vad
+        self.heard_ms += CHUNK_MS
+        if not vad.in_speech:
+            self.pre_roll = (self.pre_roll + [chunk])[-round(PRE_ROLL_MS / CHUNK_MS):]
+            vad.voiced_run = vad.voiced_run + 1 if probability >= vad.threshold else 0
+            if vad.voiced_run >= vad.min_speech_chunks:
+                vad.in_speech, vad.silent_run = True, 0
+                self.utterance, self.pre_roll = list(self.pre_roll), []
+                await self._speech_started()
+            return
+        self.utterance.append(chunk)
+        if probability >= vad.release:
+            if vad.silent_run and self.confirmed is not None and not self.confirmed.is_set():
+                self._cancel_turn()  # the user only paused: the speculative turn is dropped unseen
+            vad.silent_run = 0
+        else:
+            vad.silent_run += 1
+            if vad.silent_run == 1:
+                self.speech_end_ms = self.heard_ms - CHUNK_MS
+        silence_ms = vad.silent_run * CHUNK_MS
+        if vad.silent_run and silence_ms >= self.speculate_ms and self.confirmed is None:
+            self._start_turn()
+        if silence_ms >= self.end_of_turn_ms or len(self.utterance) * CHUNK_MS >= MAX_UTTERANCE_S * 1000:
+            if self.confirmed is None:
+                self._start_turn()
+            await self._confirm(silence_ms)
+
+    async def _speech_started(self) -> None:
+        talking = (self.turn_task is not None and not self.turn_task.done()) or time.monotonic() < self.playing_until
+        await self.send("speech_start", at_ms=round(self.heard_ms - self.vad.voiced_run * CHUNK_MS, 1))
+        if talking and self.barge_in:
+            number = self.turn.number if self.turn else self.turn_count
+            self._cancel_turn()
+            self.playing_until = 0.0
+            await self.send("interrupted", turn=number)
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "end_turn":  # push-to-talk released: take the turn now
+            if self.vad.in_speech and self.utterance:
+                if self.confirmed is None:
+                    self.speech_end_ms = self.heard_ms
+                    self._start_turn()
+                await self._confirm(self.vad.silent_run * CHUNK_MS)
+        elif kind == "say":  # a typed line instead of speech
+            text = message.get("text")
+            if not isinstance(text, str) or not text.strip() or len(text) > 2000:
+                raise BadRequest("'say' needs 'text': a non-empty string of at most 2000 characters")
+            self._cancel_turn()
+            self._start_turn(text=text.strip())
+            await self._confirm(0.0)
+        elif kind == "context":
+            scene = message.get("scene")
+            if not isinstance(scene, str) or len(scene) > 2000:
+                raise BadRequest("'context' needs 'scene': a string of at most 2000 characters")
+            self.persona.scene = scene.strip()
+            await self.send("context_set", scene=self.persona.scene)
+        elif kind == "reset":
+            self.memory = Memory()
+            await self.send("reset_done")
+        else:
+            await super().on_message(message)
+
+    # -- turns ---------------------------------------------------------------------------
+
+    def _start_turn(self, *, text: str | None = None) -> None:
+        self.turn_count += 1
+        self.confirmed = asyncio.Event()
+        self.turn = Turn(self.turn_count)
+        audio = None
+        if text is None:
+            keep = max(1, len(self.utterance) - self.vad.silent_run + 3)  # end of speech plus ~100 ms
+            audio = np.concatenate(self.utterance[:keep]) if self.utterance else np.zeros(CHUNK, np.float32)
+        self.turn_started = time.monotonic()
+        self.turn_task = self.spawn(self._run(self.turn, self.confirmed, audio, text), name=f"npc-turn-{self.turn_count}")
+
+    async def _confirm(self, silence_ms: float) -> None:
+        assert self.confirmed is not None and self.turn is not None
+        self.turn.timings["vad_hangover_ms"] = round(silence_ms, 1)
+        self.turn.timings["speculative_lead_ms"] = round((time.monotonic() - self.turn_started) * 1000, 1)
+        self.confirmed.set()
+        self.confirmed = None  # the next utterance starts a new turn
+        self.vad.in_speech, self.vad.silent_run, self.vad.voiced_run = False, 0, 0
+        self.utterance = []
+
+    def _cancel_turn(self) -> None:
+        if self.turn_task is not None and not self.turn_task.done():
+            self.turn_task.cancel()
+        if self.confirmed is not None and not self.confirmed.is_set():
+            self.confirmed = None  # an unconfirmed turn never happened: its number is used again
+            self.turn_count -= 1
+
+    async def _run(self, turn: Turn, confirmed: asyncio.Event, audio: np.ndarray | None, text: str | None) -> None:
+        async def emit(kind: str, **fields: Any) -> None:
+            await confirmed.wait()  # a speculative turn's events wait for the end of the turn
+            if kind == "speech":
+                await self._send_speech(fields)
+            else:
+                await self.send(kind, **fields)
+
+        try:
+            await self.pipeline.run_turn(turn, self.memory, self.persona, self.turn_options, emit, audio=audio,
+                                         text=text, session=self.session.id)
+            await confirmed.wait()
+            self.memory.add(turn.transcript, turn.answer)
+            await self.send("turn_end", turn=turn.number, transcript=turn.transcript, answer=turn.answer,
+                            emotion=turn.emotion, audio_ms=round(turn.audio_ms, 1), timings=turn.timings,
+                            speech_end_ms=round(self.speech_end_ms, 1))
+        except asyncio.CancelledError:
+            if confirmed.is_set() and turn.transcript:  # barged in: remember what was actually said
+                self.memory.add(turn.transcript, " ".join(turn.spoken) + " ...")
+            raise
+
+    async def _send_speech(self, fields: dict[str, Any]) -> None:
+        pcm: bytes = fields.pop("pcm")
+        first = fields["index"] == 0
+        self.sequence += 1
+        await self.send("visemes", sequence=self.sequence, **fields)
+        await self.send_binary(self.sequence, pcm, flags=FLAG_FIRST_AUDIO if first else 0)
+        duration_s = fields["duration_ms"] / 1000
+        self.playing_until = max(self.playing_until, time.monotonic()) + duration_s

@@ -1,0 +1,64 @@
+"""Cutting a streamed answer into pieces to speak, as early as a piece is complete.
+
+Text to speech waits for whole sentences (prosody needs the sentence), but the first piece
+decides when the character starts talking: it may end at a clause (comma, colon,
+semicolon, dash) once it has a few words, so the first audio is short and comes soon.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
+_CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
+FIRST_CLAUSE_MIN_WORDS = 4
+MAX_PIECE_CHARS = 300  # a run-on "sentence" is spoken in pieces rather than waited for
+
+
+class SentenceSplitter:
+    """Feed text deltas; get back the pieces that are complete. `flush()` returns the rest."""
+
+    def __init__(self, *, first_clause: bool = True) -> None:
+        self._buffer = ""
+        self._first = first_clause
+
+    def feed(self, delta: str) -> list[str]:
+        self._buffer += delta
+        pieces: list[str] = []
+        while True:
+            piece = self._next()
+            if piece is None:
+                return pieces
+            if piece.strip():
+                pieces.append(piece.strip())
+            self._first = False
+
+    def _next(self) -> str | None:
+        match = _SENTENCE_END.search(self._buffer)
+        cut = match.end() if match else None
+        if self._first:
+            for clause in _CLAUSE_END.finditer(self._buffer):
+                if cut is not None and clause.end() >= cut:
+                    break
+                if len(self._buffer[:clause.start()].split()) >= FIRST_CLAUSE_MIN_WORDS:
+                    cut = clause.end()
+                    break
+        if cut is None and len(self._buffer) > MAX_PIECE_CHARS:
+            space = self._buffer.rfind(" ", 0, MAX_PIECE_CHARS)
+            cut = space + 1 if space > 0 else MAX_PIECE_CHARS
+        if cut is None:
+            return None
+        piece, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return piece
+
+    def flush(self) -> str:
+        rest, self._buffer = self._buffer.strip(), ""
+        return rest
+
+
+def split_sentences(text: str) -> list[str]:
+    """A whole text in sentences (the speech route), without the short first clause."""
+    splitter = SentenceSplitter(first_clause=False)
+    pieces = splitter.feed(text)
+    rest = splitter.flush()
+    return pieces + ([rest] if rest else [])
