@@ -63,6 +63,9 @@ def serve(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Load only these models; repeatable.")] = None,
     moderation: Annotated[Optional[Path], typer.Option(
         help="Content filter lists (TOML) replacing the defaults.", exists=True, dir_okay=False)] = None,
+    frame_policy: Annotated[str, typer.Option(
+        "--frame-policy", help="Camera frames: 'deadline' (latest frame wins, fair between sessions) or "
+        "'fifo' (first in, first out; for comparison).")] = "deadline",
 ) -> None:
     """Start the server with the built-in models and any model repositories."""
     from xrserve.server import serve as run_server
@@ -70,7 +73,7 @@ def serve(
     try:
         settings = Settings(host=host, port=port, data_dir=data_dir, model_repositories=model_repository or [],
                             builtins=not no_builtins, dev=dev, max_body_bytes=int(max_body_mb * 2**20),
-                            only_models=only, moderation=moderation)
+                            only_models=only, moderation=moderation, frame_policy=frame_policy)
         if moderation is not None:
             from xrserve.security.moderation import Moderator
 

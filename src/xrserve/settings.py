@@ -34,8 +34,11 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     only_models: list[str] | None = None  # load just these (fast start for tests and benches)
     moderation: Path | None = None  # word/pattern lists replacing the shipped defaults
+    frame_policy: str = "deadline"  # camera frames: "deadline" (latest-frame-wins, fair) or "fifo"
 
     def __post_init__(self) -> None:
+        if self.frame_policy not in ("deadline", "fifo"):
+            raise ValueError(f"--frame-policy must be 'deadline' or 'fifo', not '{self.frame_policy}'")
         if self.dev and not is_loopback(self.host):
             raise ValueError(
                 f"--dev allows requests without an API key, so it only works on a loopback address; "

@@ -47,6 +47,16 @@ class DeadlineExceeded(XRServeError):
     status_code = 408
 
 
+class Superseded(XRServeError):
+    """A newer frame of the same stream arrived while this one still waited (latest-frame-wins).
+
+    409: the request conflicts with a newer one from the same client, which replaced it;
+    it was never computed. A camera stream reports it as a skipped frame.
+    """
+
+    status_code = 409
+
+
 class PayloadTooLarge(XRServeError):
     status_code = 413
 

@@ -5,6 +5,17 @@ deadline get a soft one, `SOFT_DEADLINE_S` after arrival, so they are not starve
 A request whose deadline passes while it waits is answered at that moment with
 `DeadlineExceeded` by a timer, not when it reaches the head: an XR client learns
 at once that the frame was dropped.
+
+Camera frames (requests with a `frame_key`) under the default `deadline` frame policy
+also get:
+- latest-frame-wins: queuing a frame finishes the waiting frame with the same key as
+  `Superseded`, so a stream never has more than one frame waiting per model;
+- fairness: when the most urgent request is a frame, the frame taken is the one whose
+  session was served least recently among the frames of equal urgency (deadlines
+  within `FAIR_WINDOW_S` of the most urgent): round-robin between sessions, so one
+  session's frames cannot crowd out another's when the model is overloaded.
+With the `fifo` policy frames are plain requests (the scheduler also drops their
+deadlines), for comparison.
 """
 
 from __future__ import annotations
@@ -16,10 +27,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from xrserve.core.errors import DeadlineExceeded, Unavailable
+from xrserve.core.errors import DeadlineExceeded, Superseded, Unavailable
 from xrserve.core.request import InferenceRequest
 
 SOFT_DEADLINE_S = 10.0
+FAIR_WINDOW_S = 0.05  # frames whose deadlines are this close to the most urgent one count as equally urgent
+MAX_SESSIONS_REMEMBERED = 4096
+FRAME_POLICIES = ("deadline", "fifo")
 
 
 @dataclass(slots=True, eq=False)
@@ -49,8 +63,15 @@ class Pending:
 
 
 class RequestQueue:
-    def __init__(self, capacity: int, on_expired: Callable[[Pending], None]) -> None:
+    def __init__(self, capacity: int, on_expired: Callable[[Pending], None], *, frame_policy: str = "deadline",
+                 on_superseded: Callable[[Pending], None] = lambda pending: None) -> None:
+        if frame_policy not in FRAME_POLICIES:
+            raise ValueError(f"frame policy '{frame_policy}' is not one of {FRAME_POLICIES}")
         self.capacity = capacity
+        self.frame_aware = frame_policy == "deadline"
+        self._frames: dict[str, Pending] = {}  # frame_key -> its one waiting frame
+        self._served: dict[str | None, float] = {}  # session -> when one of its frames was last taken
+        self._on_superseded = on_superseded
         self._heap: list[tuple[int, float, int, Pending]] = []
         self._live = 0
         self._seq = itertools.count()
@@ -61,12 +82,23 @@ class RequestQueue:
         return self._live
 
     def put(self, item: Pending, retry_after_s: float) -> None:
+        key = item.request.frame_key if self.frame_aware else None
+        if key is not None:
+            older = self._frames.get(key)
+            if older is not None and not older.done:
+                self._live -= 1  # its heap entry is dropped lazily, like an expired one
+                older.finish(error=Superseded(
+                    f"frame superseded: a newer frame of the same stream arrived before this one reached "
+                    f"'{older.request.model}', so it was skipped (latest-frame-wins)"))
+                self._on_superseded(older)
         if self._live >= self.capacity:
             raise Unavailable(
                 f"model '{item.request.model}' has {self._live} requests queued, its limit "
                 f"(queue_size in model.toml); retry after the Retry-After interval",
                 retry_after_s=retry_after_s,
             )
+        if key is not None:
+            self._frames[key] = item
         request = item.request
         order = request.deadline if request.deadline is not None else request.arrival + SOFT_DEADLINE_S
         heapq.heappush(self._heap, (0 if item.interactive else 1, order, next(self._seq), item))
@@ -77,16 +109,44 @@ class RequestQueue:
             item.timer = loop.call_at(loop.time() + delay, self._expire, item)
         self._wakeup.set()
 
-    @staticmethod
-    def _taken(item: Pending) -> Pending:
+    def _taken(self, item: Pending) -> Pending:
         """Out of the queue: from here the batch that holds it watches its deadline."""
         if item.timer is not None:
             item.timer.cancel()
             item.timer = None
+        if item.request.frame_key is not None and self.frame_aware:
+            self._forget_frame(item)
+            if len(self._served) >= MAX_SESSIONS_REMEMBERED:
+                self._served.clear()  # forgetting only resets the round-robin order
+            self._served[item.request.session] = time.monotonic()
         return item
+
+    def _fair_pick(self) -> Pending:
+        """The head is a frame: take the equally urgent frame of the least recently served session."""
+        head_class, head_order = self._heap[0][0], self._heap[0][1]
+        horizon = head_order + FAIR_WINDOW_S
+        best, best_rank = 0, None
+        for index, (klass, order, _, item) in enumerate(self._heap):
+            if klass != head_class or order > horizon or item.done or item.request.frame_key is None:
+                continue
+            rank = (self._served.get(item.request.session, float("-inf")), order)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = index, rank
+        entry = self._heap[best]
+        last = self._heap.pop()
+        if best < len(self._heap):
+            self._heap[best] = last
+            heapq.heapify(self._heap)
+        return entry[3]
+
+    def _forget_frame(self, item: Pending) -> None:
+        key = item.request.frame_key
+        if key is not None and self._frames.get(key) is item:
+            del self._frames[key]
 
     def _expire(self, item: Pending) -> None:
         item.timer = None
+        self._forget_frame(item)
         if not item.done:
             self._live -= 1
             waited_ms = (time.monotonic() - item.request.arrival) * 1000
@@ -99,6 +159,7 @@ class RequestQueue:
     def _drop_dead_head(self) -> None:
         while self._heap and (self._heap[0][3].done or self._heap[0][3].future.cancelled()):
             item = heapq.heappop(self._heap)[3]
+            self._forget_frame(item)
             if not item.done:  # cancelled by its caller (client went away)
                 item.done = True
                 self._live -= 1
@@ -110,7 +171,10 @@ class RequestQueue:
         while True:
             self._drop_dead_head()
             if self._heap:
-                item = heapq.heappop(self._heap)[3]
+                if self.frame_aware and self._heap[0][3].request.frame_key is not None:
+                    item = self._fair_pick()
+                else:
+                    item = heapq.heappop(self._heap)[3]
                 self._live -= 1
                 return self._taken(item)
             self._wakeup.clear()
@@ -150,3 +214,4 @@ class RequestQueue:
             if item.finish(error=error):
                 self._live -= 1
         self._heap.clear()
+        self._frames.clear()

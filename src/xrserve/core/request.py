@@ -21,7 +21,10 @@ class InferenceRequest:
 
     `deadline` is on the `time.monotonic()` clock: after it the answer is useless
     (the frame has been drawn) and the scheduler answers `DeadlineExceeded` instead
-    of computing.
+    of computing. `frame_key` marks a camera frame (e.g. session/stream/model): with
+    the default frame policy a newer request with the same key supersedes an older
+    one still waiting (latest-frame-wins), and frames of different sessions share
+    the model fairly.
     """
 
     model: str
@@ -34,6 +37,7 @@ class InferenceRequest:
     session: str | None = None
     id: str = ""
     arrival: float = field(default_factory=time.monotonic)
+    frame_key: str | None = None
 
     def model_parameters(self) -> dict[str, Any]:
         return {k: v for k, v in self.parameters.items() if k not in CONTROL_PARAMETERS}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing as mp
+import os
 import pickle
 import signal
 import time
@@ -22,7 +23,7 @@ import numpy as np
 
 from xrserve.core import worker
 from xrserve.core.config import ModelConfig
-from xrserve.core.errors import ModelFailed, Unavailable
+from xrserve.core.errors import BadRequest, ModelFailed, PayloadTooLarge, Unavailable, XRServeError
 from xrserve.core.model import StreamingModel
 from xrserve.core.stream import Stream
 from xrserve.runtimes import create_model
@@ -32,6 +33,7 @@ LOAD_TIMEOUT_S = 600.0
 MAX_RESTARTS_PER_MINUTE = 5
 _LARGE_MESSAGE = 1 << 20  # bigger sends go through a thread so the event loop never blocks on the pipe
 _stream_ids = itertools.count(1)
+_CLIENT_ERRORS = {400: BadRequest, 413: PayloadTooLarge}
 
 
 class ThreadRunner:
@@ -53,6 +55,8 @@ class ThreadRunner:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, self.model.infer, inputs, parameters)
+        except XRServeError:
+            raise  # the model says what is wrong with the input (400, 413)
         except Exception as exc:
             raise ModelFailed(f"model '{self.config.name}' failed: {type(exc).__name__}: {exc}") from exc
 
@@ -84,6 +88,8 @@ class InlineRunner(ThreadRunner):
     async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
         try:
             return self.model.infer(inputs, parameters)
+        except XRServeError:
+            raise
         except Exception as exc:
             raise ModelFailed(f"model '{self.config.name}' failed: {type(exc).__name__}: {exc}") from exc
 
@@ -122,6 +128,9 @@ class ProcessRunner:
         first = loop.create_future()
         self._pending = first
         loop.add_reader(parent.fileno(), self._on_readable)
+        # uvloop makes a watched fd non-blocking; a send larger than the pipe buffer (a 400 kB
+        # PNG) would then fail half-written. Readiness polling works on a blocking fd too.
+        os.set_blocking(parent.fileno(), True)
         try:
             tag, payload = await asyncio.wait_for(first, LOAD_TIMEOUT_S)
         except (TimeoutError, Unavailable) as exc:
@@ -165,6 +174,8 @@ class ProcessRunner:
                 self._crashed()
         ok, payload = await future
         if not ok:
+            if isinstance(payload, tuple):  # the model raised an XRServeError: (status, message)
+                raise _CLIENT_ERRORS.get(payload[0], ModelFailed)(payload[1])
             raise ModelFailed(f"{self.label} failed: {payload}")
         return payload
 

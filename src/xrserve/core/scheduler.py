@@ -11,9 +11,10 @@ all models: a bulk batch waits (bounded) while any interactive request is pendin
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -46,7 +47,10 @@ class ModelVersion:
         self._m_compute = labels.compute_time.labels(config.name, config.version)
         self._m_batch = labels.batch_size.labels(config.name, config.version)
         self._m_depth = labels.queue_depth.labels(config.name, config.version)
-        self.queue = RequestQueue(config.queue_size, on_expired=self._expired)
+        self.queue = RequestQueue(config.queue_size, on_expired=self._expired, frame_policy=scheduler.frame_policy,
+                                  on_superseded=self._superseded)
+        self.check_inputs = _input_check(config)
+        self.optional_inputs = frozenset(config.parameters.get("optional_inputs", ()))
         self.runners = [
             make_runner(config, labels.restarts.labels(config.name, config.version).inc)
             for _ in range(config.instances)
@@ -90,7 +94,7 @@ class ModelVersion:
     def admit(self, request: InferenceRequest) -> Pending:
         """Check the request against the declared tensors and queue it."""
         specs = self.config.input_specs
-        missing = [name for name in specs if name not in request.inputs]
+        missing = [name for name in specs if name not in request.inputs and name not in self.optional_inputs]
         if missing:
             raise BadRequest(
                 f"model '{self.name}' needs input(s) {missing}; the request has {sorted(request.inputs)}"
@@ -117,12 +121,17 @@ class ModelVersion:
             bad = [name for name in request.outputs if name not in outputs]
             if bad:
                 raise BadRequest(f"model '{self.name}' has no output(s) {bad}; its outputs are {sorted(outputs)}")
+        if request.frame_key is not None and not self.queue.frame_aware:
+            request.deadline = None  # fifo frame policy: every frame is computed, in arrival order
         if request.deadline is None and self.config.default_deadline_ms:
             request.deadline = request.arrival + self.config.default_deadline_ms / 1000
         if request.deadline is not None and request.deadline <= time.monotonic():
             raise DeadlineExceeded(f"deadline exceeded before the request to '{self.name}' was queued")
         for name, spec in specs.items():
-            spec.check(request.inputs[name], datatype_of(request.inputs[name]))
+            if name in request.inputs:
+                spec.check(request.inputs[name], datatype_of(request.inputs[name]))
+        if self.check_inputs is not None:
+            self.check_inputs(request.inputs)  # the model's own cheap check (image headers): 400 before queuing
         parameters = request.model_parameters()
         signature = (
             tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(request.inputs.items())),
@@ -138,6 +147,9 @@ class ModelVersion:
             self.scheduler.interactive_started()
             pending.future.add_done_callback(self.scheduler.interactive_finished)
         return pending
+
+    def _superseded(self, pending: Pending) -> None:
+        self.scheduler.metrics.failures.labels(self.name, self.version, "superseded").inc()
 
     def _expired(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "deadline").inc()
@@ -310,11 +322,25 @@ class ModelVersion:
         return checked
 
 
+def _input_check(config: ModelConfig) -> Callable[[dict[str, np.ndarray]], None] | None:
+    """A built-in model's `check_inputs` (run in the server at admission), if it has one.
+
+    Only for classes inside the xrserve package: a user's model.py is never imported
+    into the server process, its code runs where its crash cannot reach us.
+    """
+    entrypoint = config.entrypoint or ""
+    module, _, name = entrypoint.partition(":")
+    if config.runtime != "python" or not module.startswith("xrserve."):
+        return None
+    return getattr(getattr(importlib.import_module(module), name, None), "check_inputs", None)
+
+
 class Scheduler:
     """Owns every loaded model version and is the only way to reach one."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, frame_policy: str = "deadline") -> None:
         self.metrics = metrics or Metrics()
+        self.frame_policy = frame_policy
         self.models: dict[str, dict[str, ModelVersion]] = {}
         self.failed: dict[str, str] = {}  # model name -> why it could not load
         self._interactive_pending = 0

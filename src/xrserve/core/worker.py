@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from xrserve.core.config import ModelConfig
+from xrserve.core.errors import XRServeError
 from xrserve.core.model import StreamingModel
 from xrserve.runtimes import create_model
 
@@ -72,6 +73,8 @@ def _infer(model: Any, send: _Sender, seq: int, payload: Any) -> None:
     inputs, parameters = payload
     try:
         reply = (True, model.infer(inputs, parameters))
+    except XRServeError as exc:  # the model's verdict on the input, sent with its status
+        reply = (False, (exc.status_code, exc.message))
     except Exception as exc:  # noqa: BLE001
         reply = (False, f"{type(exc).__name__}: {exc}")
     try:

@@ -1,0 +1,243 @@
+"""The `camera` stream kind: camera frames in, perception results out, each tagged with its frame.
+
+A frame is worth answering only until its deadline: capture time (mapped to the
+server's clock) + the stream's frame budget. Each frame becomes one request per model,
+marked with a `frame_key` (session/stream/model) and that deadline; the scheduler does
+the rest (latest-frame-wins, dropping frames past their deadline, batching frames of
+different sessions, fairness between sessions). This stream only keeps what is
+per-stream: the clock offset, the tracking regions of the last hands and face
+found (sent back as model inputs, so tracking is cheaper than detection and the models
+stay stateless and batchable), and the order of results.
+
+Clock: the client's capture timestamps are on its own clock. The offset is the minimum
+of (server receive time - capture time) over the stream's frames: the fastest frame seen
+had the least queuing, so that minimum is clock difference + one-way network delay, and a
+frame's age on arrival is how much later than that it came. On loopback it is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xrserve.core.errors import BadRequest, DeadlineExceeded, Superseded, Unavailable, XRServeError
+from xrserve.core.request import InferenceRequest
+from xrserve.models.vision.image import image_size
+from xrserve.models.vision.results import SHAPERS
+from xrserve.session.protocol import FrameHeader
+from xrserve.session.streams import SessionStream, stream_kind
+
+FRAME_MODELS = ("hands", "pose", "face", "segmentation", "markers")
+DEFAULT_BUDGET_MS = 33.0
+DEFAULT_REDETECT_EVERY = 10
+MARKER_OPTIONS = ("fx", "fy", "cx", "cy", "marker_length_m", "dictionary")
+SKIPPED = {Superseded: "superseded", DeadlineExceeded: "deadline", Unavailable: "overloaded"}
+
+
+def newer(a: int, b: int) -> bool:
+    """Sequence a is after b (uint32 with wrap-around)."""
+    return a != b and ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
+@dataclass(slots=True)
+class Frame:
+    sequence: int
+    capture_ms: float  # the client's clock, echoed back
+    received: float  # time.monotonic() at arrival
+    age_ms: float  # how long after capture it arrived (server clock, offset-mapped)
+    deadline: float  # time.monotonic()
+    payload: bytes
+
+
+@stream_kind("camera")
+class CameraStream(SessionStream):
+    """Open with `{"type": "open", "stream": "cam", "kind": "camera", "models": ["hands"], "budget_ms"?: 33, ...}`."""
+
+    async def open(self) -> dict[str, Any]:
+        o = self.options
+        models = o.get("models")
+        if isinstance(models, str):
+            models = [models]
+        if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+            raise BadRequest(f"a camera stream needs 'models': a list of some of {list(FRAME_MODELS)}")
+        if "ocr" in models:
+            raise BadRequest("'ocr' takes ~300 ms an image, too slow for camera frames; send a snapshot to "
+                             "POST /v1/vision/ocr instead")
+        unknown = [m for m in models if m not in FRAME_MODELS]
+        if unknown:
+            raise BadRequest(f"option 'models': {unknown} cannot run on camera frames; choose from {list(FRAME_MODELS)}")
+        self.models = list(dict.fromkeys(models))
+        self.budget_ms = _number(o.get("budget_ms", DEFAULT_BUDGET_MS), "budget_ms", 1, 10_000)
+        self.max_hands = o.get("max_hands", 2)
+        if self.max_hands not in (1, 2):
+            raise BadRequest(f"option 'max_hands' must be 1 or 2, got {self.max_hands!r}")
+        self.complexity = o.get("complexity", 1)
+        if self.complexity not in (0, 1):
+            raise BadRequest(f"option 'complexity' must be 0 (lite hand model, faster) or 1 (full), got "
+                             f"{self.complexity!r}")
+        self.redetect_every = int(_number(o.get("redetect_every", DEFAULT_REDETECT_EVERY), "redetect_every", 1, 10_000))
+        self.gestures = o.get("gestures", False)
+        if not isinstance(self.gestures, bool):
+            raise BadRequest("option 'gestures' must be true or false")
+        self.marker_parameters = {k: o[k] for k in MARKER_OPTIONS if k in o}
+        intrinsics = o.get("intrinsics")
+        if intrinsics is not None:
+            if not isinstance(intrinsics, dict):
+                raise BadRequest("option 'intrinsics' must be {\"fx\": ..., \"fy\": ..., \"cx\": ..., \"cy\": ...} "
+                                 "in pixels")
+            self.marker_parameters.update({k: intrinsics[k] for k in ("fx", "fy", "cx", "cy") if k in intrinsics})
+        scheduler = self.session.scheduler
+        needed = self.models + (["gesture"] if self.gestures else [])
+        for model in needed:
+            self.session.authorize(model)
+        if self.gestures:
+            if "hands" not in self.models:
+                raise BadRequest("option 'gestures' needs 'hands' in 'models' (gestures are read from hand landmarks)")
+            if "gesture" not in scheduler.models:
+                raise BadRequest("model gesture is not loaded, so 'gestures' cannot be served; open the stream "
+                                 "without it, or start the server with the gesture model")
+        versions = {model: scheduler.resolve(model).version for model in needed}  # 404 names the loaded models
+        # per-stream state
+        self.offset_ms = float("inf")
+        self.hand_regions = np.zeros((1, 2, 4), np.float32)
+        self.face_regions = np.zeros((1, 1, 4), np.float32)
+        self.frames_since_detect = {"hands": 0, "face": 0}
+        self.state_sequence: dict[str, int | None] = {"hands": None, "face": None}
+        self.last_sent: int | None = None
+        self.last_received: int | None = None
+        self.skipped_since_result = 0
+        self.counts = {"received": 0, "answered": 0, "skipped": 0}
+        return {"models": self.models, "versions": versions, "budget_ms": self.budget_ms,
+                "clock": "offset = min(server receive - capture) over the stream's frames"}
+
+    # -- frames in -------------------------------------------------------------------------
+
+    async def on_binary(self, header: FrameHeader, payload: memoryview) -> None:
+        received = time.monotonic()
+        wall_ms = time.time() * 1000
+        sequence = header.sequence
+        try:
+            image_size(payload)  # a bad frame is refused here, before any model sees it
+        except XRServeError as error:
+            error.message = f"frame {sequence}: {error.message}"
+            raise
+        self.counts["received"] += 1
+        self.offset_ms = min(self.offset_ms, wall_ms - header.timestamp_ms)
+        age_ms = wall_ms - header.timestamp_ms - self.offset_ms
+        frame = Frame(sequence, header.timestamp_ms, received, age_ms,
+                      received + (self.budget_ms - age_ms) / 1000, bytes(payload))
+        if self.last_received is not None and not newer(sequence, self.last_received):
+            return await self._skip(frame, "out of order: a newer frame was already received")
+        self.last_received = sequence
+        if frame.deadline <= received:
+            return await self._skip(frame, "deadline")
+        self.spawn(self._process(frame), name=f"frame-{sequence}")
+
+    async def _process(self, frame: Frame) -> None:
+        names = self.models
+        results = await asyncio.gather(*(self.session.scheduler.submit(self._request(name, frame)) for name in names),
+                                       return_exceptions=True)
+        outputs: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        dropped: list[str] = []
+        for name, result in zip(names, results):
+            if isinstance(result, BaseException):
+                reason = next((why for kind, why in SKIPPED.items() if isinstance(result, kind)), None)
+                if reason is not None:
+                    dropped.append(reason)
+                elif isinstance(result, XRServeError):
+                    errors[name] = result.message
+                else:
+                    raise result
+            else:
+                outputs[name] = result.outputs
+        if not outputs and not errors:
+            return await self._skip(frame, dropped[0] if dropped else "deadline")
+        if self.last_sent is not None and not newer(frame.sequence, self.last_sent):
+            return await self._skip(frame, "late: a newer frame was answered first")
+        self._track(frame.sequence, outputs)
+        shaped = {name: SHAPERS[name](out, 0) for name, out in outputs.items()}
+        if self.gestures and "hands" in outputs and int(outputs["hands"]["count"][0]):
+            await self._add_gestures(frame, outputs["hands"], shaped["hands"])
+        if self.last_sent is not None and not newer(frame.sequence, self.last_sent):
+            return await self._skip(frame, "late: a newer frame was answered first")
+        self.last_sent = frame.sequence
+        skipped, self.skipped_since_result = self.skipped_since_result, 0
+        self.counts["answered"] += 1
+        server_ms = (time.monotonic() - frame.received) * 1000
+        message: dict[str, Any] = {"sequence": frame.sequence, "capture_ms": frame.capture_ms,
+                                   "server_ms": round(server_ms, 2), "latency_ms": round(frame.age_ms + server_ms, 2),
+                                   "skipped": skipped, "results": shaped}
+        if errors:
+            message["errors"] = errors
+        if dropped:
+            message["partial"] = True  # some models dropped this frame (a newer one superseded it there)
+        await self.send("result", **message)
+
+    async def _skip(self, frame: Frame, reason: str) -> None:
+        self.skipped_since_result += 1
+        self.counts["skipped"] += 1
+        await self.send("skipped", sequence=frame.sequence, capture_ms=frame.capture_ms, reason=reason)
+
+    # -- requests and tracking -------------------------------------------------------------
+
+    def _request(self, model: str, frame: Frame) -> InferenceRequest:
+        inputs: dict[str, np.ndarray] = {"image": np.array([frame.payload], dtype=object)}
+        parameters: dict[str, Any] = {}
+        if model in ("hands", "face"):
+            regions = self.hand_regions if model == "hands" else self.face_regions
+            tracked = int((regions[0, :, 2] > 0).sum())
+            wanted = self.max_hands if model == "hands" else 1
+            due = self.frames_since_detect[model] >= self.redetect_every
+            detect = tracked == 0 or (tracked < wanted and due)
+            self.frames_since_detect[model] = 0 if detect else self.frames_since_detect[model] + 1
+            inputs["regions"] = regions.copy()
+            inputs["detect"] = np.array([detect])
+        if model == "hands":
+            parameters = {"max_hands": self.max_hands, "tiles": False, "complexity": self.complexity}
+        elif model == "markers":
+            parameters = dict(self.marker_parameters)
+        return InferenceRequest(model, inputs, parameters=parameters, deadline=frame.deadline, priority="interactive",
+                                session=self.session.id, id=f"{self.name}:{frame.sequence}", arrival=frame.received,
+                                frame_key=f"{self.session.id}/{self.name}/{model}")
+
+    def _track(self, sequence: int, outputs: dict[str, Any]) -> None:
+        """Keep the regions found in the newest answered frame for the next frame's requests."""
+        for model, attribute in (("hands", "hand_regions"), ("face", "face_regions")):
+            if model not in outputs:
+                continue
+            last = self.state_sequence[model]
+            if last is None or newer(sequence, last):
+                self.state_sequence[model] = sequence
+                setattr(self, attribute, outputs[model]["regions"][:1].astype(np.float32))
+
+    async def _add_gestures(self, frame: Frame, hands: dict[str, np.ndarray], shaped: dict[str, Any]) -> None:
+        count = int(hands["count"][0])
+        points = hands["landmarks"][0, :count, :, :2].astype(np.float32)
+        request = InferenceRequest("gesture", {"landmarks": points}, deadline=frame.deadline, priority="interactive",
+                                   session=self.session.id, id=f"{self.name}:{frame.sequence}:gesture")
+        try:
+            response = await self.session.scheduler.submit(request)
+        except XRServeError as error:
+            shaped["gesture_error"] = error.message
+            return
+        labels = response.outputs.get("label")
+        for k, hand in enumerate(shaped["hands"]):
+            if labels is not None and k < len(labels):
+                label = labels[k]
+                hand["gesture"] = label.decode() if isinstance(label, bytes) else str(label)
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        if message["type"] == "stats":
+            return await self.send("stats", **self.counts, offset_ms=self.offset_ms)
+        return await super().on_message(message)
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise BadRequest(f"option '{name}' must be a number from {low:g} to {high:g}, got {value!r}")
+    return float(value)
