@@ -45,6 +45,8 @@ def _parameters(body: SamplingParams, max_tokens: int | None) -> dict[str, Any]:
         parameters["max_tokens"] = max_tokens
     if body.seed is not None:
         parameters["seed"] = body.seed
+    if body.top_k is not None:
+        parameters["top_k"] = body.top_k
     return parameters
 
 

@@ -97,6 +97,8 @@ class SamplingParams(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0, description="Extension (as in vLLM): sample among the k "
+                              "likeliest tokens; 0 = all. Default 40, like llama.cpp's server.")
     seed: int | None = Field(default=None, ge=0, lt=2**32)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)

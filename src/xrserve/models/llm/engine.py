@@ -56,6 +56,10 @@ class GenerationRequest:
     max_tokens: int = 256
     temperature: float = 0.7  # 0 => greedy
     top_p: float = 1.0
+    # 40 like llama.cpp's own server and llama-cpp-python's `Llama` by default, so answers
+    # sample from the same distribution as those peers (and bench/llm.py compares like with
+    # like); it also keeps the unlikely tail out of NPC speech. 0 = the whole vocabulary.
+    top_k: int = 40
     seed: int | None = None  # None => a fresh random seed
     stop: list[str] = field(default_factory=list)  # generation ends before any of these
     grammar: str | None = None  # GBNF; output is constrained by it
@@ -477,6 +481,8 @@ class Engine:
             raise EngineError(f"temperature is {request.temperature!r}; use 0 (greedy) or a positive number")
         if not (isinstance(request.top_p, (int, float)) and 0 < request.top_p <= 1):
             raise EngineError(f"top_p is {request.top_p!r}; it must be in (0, 1]")
+        if not isinstance(request.top_k, int) or request.top_k < 0:
+            raise EngineError(f"top_k is {request.top_k!r}; use a positive integer, or 0 for the whole vocabulary")
         if request.seed is not None and not (isinstance(request.seed, int) and 0 <= request.seed < 0xFFFFFFFF):
             raise EngineError(f"seed is {request.seed!r}; use an integer from 0 to {0xFFFFFFFF - 1}, or none")
         if not all(isinstance(s, str) and s for s in request.stop):
@@ -501,7 +507,7 @@ class Engine:
                 f"n_seq_max={self.n_seq_max} and submit the next request after a done or error event")
 
     def _new_sampler(self, request: GenerationRequest, grammar: bytes | None) -> Any:
-        """The request's own chain: grammar -> top_p -> temp -> dist(seed), or grammar -> greedy.
+        """The request's own chain: grammar -> top_k -> top_p -> temp -> dist(seed), or grammar -> greedy.
 
         Built on the caller's thread so that a grammar llama.cpp cannot parse fails the
         submit() with llama.cpp's reason instead of failing later in the decode thread.
@@ -522,6 +528,8 @@ class Engine:
         if request.temperature == 0:
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
             return chain
+        if request.top_k > 0:
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_k(int(request.top_k)))
         if request.top_p < 1:
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(float(request.top_p), 1))
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(float(request.temperature)))

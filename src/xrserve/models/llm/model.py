@@ -7,7 +7,7 @@ a 503, not the server.
 
 Request: `text_input` BYTES [1] is the prompt, or, with parameter `input_format = "chat"`,
 a JSON list of `{role, content}` messages rendered with the model's own chat template.
-Parameters: `max_tokens`, `temperature`, `top_p`, `seed`, `stop`, `response_format`
+Parameters: `max_tokens`, `temperature`, `top_p`, `top_k`, `seed`, `stop`, `response_format`
 (`{"type": "json_object"}` or `{"type": "json_schema", "schema": {...}}`).
 """
 
@@ -104,6 +104,9 @@ class LlamaModel(StreamingModel):
         seed = parameters.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
             raise BadParameters(f"parameter 'seed' must be an integer from 0 to 2**32-1, got {seed!r}")
+        top_k = parameters.get("top_k", 40)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise BadParameters(f"parameter 'top_k' must be a non-negative integer (0 = all tokens), got {top_k!r}")
         prompt_tokens = len(self.engine.tokenize(prompt))
         room = self.engine.n_ctx_per_seq - prompt_tokens
         max_tokens = parameters.get("max_tokens")
@@ -116,6 +119,7 @@ class LlamaModel(StreamingModel):
             max_tokens=int(max_tokens),
             temperature=_number(parameters, "temperature", 0.7, 0.0, 2.0),
             top_p=_number(parameters, "top_p", 1.0, 0.0, 1.0) or 1.0,
+            top_k=top_k,
             seed=seed,
             stop=[s for s in stop if s],
             grammar=_grammar(parameters.get("response_format"), JSON_OBJECT_GRAMMAR, json_schema_grammar),
