@@ -37,11 +37,14 @@ class AuditMiddleware:
                 status = 1000 if message.get("code", 1000) == 1000 else message.get("code", 1000)
             await send(message)
 
-        self.metrics.in_server += 1
+        # an HTTP request is "in the server" (could still join a forming batch) for its whole
+        # life; a WebSocket session counts each of its messages instead (api/session.py)
+        counted = scope["type"] == "http"
+        self.metrics.in_server += counted
         try:
             await self.app(scope, receive, watched)
         finally:
-            self.metrics.in_server -= 1
+            self.metrics.in_server -= counted
             self._record(scope, status, (time.perf_counter() - started) * 1000)
 
     def _record(self, scope: Scope, status: int, latency_ms: float) -> None:

@@ -43,6 +43,7 @@ async def session_socket(websocket: WebSocket) -> None:
     session = Session(websocket.app.state.scheduler, key, websocket.send_text, websocket.send_bytes,
                       app_state=websocket.app.state)
     await session.send_json(session.hello())
+    metrics = session.scheduler.metrics
     try:
         while True:
             message = await websocket.receive()
@@ -54,10 +55,16 @@ async def session_socket(websocket: WebSocket) -> None:
                 await session.send_error(PayloadTooLarge(
                     f"message of {size} bytes is over the session limit of {MAX_MESSAGE_BYTES} bytes; "
                     f"send smaller frames (JPEG at a lower resolution or quality) or shorter audio chunks"))
-            elif text is not None:
-                await session.receive_text(text)
-            elif data is not None:
-                await session.receive_bytes(data)
+                continue
+            # while its handler runs, a message is work on its way in: a forming batch may wait for it
+            metrics.in_server += 1
+            try:
+                if text is not None:
+                    await session.receive_text(text)
+                elif data is not None:
+                    await session.receive_bytes(data)
+            finally:
+                metrics.in_server -= 1
     except WebSocketDisconnect:
         pass
     finally:
