@@ -252,6 +252,28 @@ def audit_tail(
         records = tail(path, after=last)
 
 
+@models_app.command("promote")
+def models_promote(name: Annotated[str, typer.Argument(help="Model name.")],
+                   version_: Annotated[str, typer.Argument(metavar="VERSION", help="Version to serve by default.")],
+                   url: Url = "http://127.0.0.1:8000", key: Key = None) -> None:
+    """Make VERSION the default of NAME on a running server (kept across restarts)."""
+    result = _call(url, key, "POST", f"/v2/repository/models/{name}/promote", json={"version": version_}).json()
+    out.print(f"{name}: default version {result['default_version']}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: Annotated[str, typer.Argument(help="Model name.")],
+                    url: Url = "http://127.0.0.1:8000", key: Key = None) -> None:
+    """Go back to NAME's previous default version (with none promoted: the next older one)."""
+    result = _call(url, key, "POST", f"/v2/repository/models/{name}/rollback").json()
+    out.print(f"{name}: default version {result['default_version']}")
+
+
+from xrserve.training.cli import train_command  # noqa: E402 - the command lives with the training code
+
+app.command("train")(train_command)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

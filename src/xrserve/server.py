@@ -18,6 +18,7 @@ from xrserve.api import admin, oip, openai, openai_audio, openai_chat, session, 
 from xrserve.api.errors import install_error_handlers
 from xrserve.api.fast_path import InferFastPath
 from xrserve.api.middleware import AuditMiddleware
+from xrserve.core.defaults import DefaultVersions
 from xrserve.core.loader import RepositoryState, load_all
 from xrserve.core.metrics import Metrics
 from xrserve.core.scheduler import Scheduler
@@ -40,6 +41,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.scheduler = Scheduler(metrics, frame_policy=settings.frame_policy)
+        app.state.scheduler.defaults = app.state.default_versions.current  # promoted versions (same dict)
         await load_all(app.state.scheduler, settings, app.state.repository, console)
         app.state.started = True
         try:
@@ -59,6 +61,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     app.state.settings = settings
     app.state.started = False
     app.state.repository = RepositoryState()
+    app.state.default_versions = DefaultVersions(settings.data_dir / "default_versions.json")
     app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed)
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)

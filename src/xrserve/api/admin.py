@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from xrserve.api.oip_schema import ERRORS, ModelName, RepositoryEntry
-from xrserve.core.errors import NotFound
+from xrserve.core.errors import BadRequest, NotFound, Unavailable
 from xrserve.core.loader import reload_model
 from xrserve.security.guard import require_admin
 
@@ -47,6 +48,51 @@ async def unload_model(request: Request, model_name: ModelName) -> dict[str, str
     scheduler.resolve(model_name)
     await scheduler.unload(model_name)
     return {"name": model_name, "state": "UNLOADED"}
+
+
+class DefaultVersion(BaseModel):
+    name: str
+    default_version: str = Field(description="The version a request without a version gets")
+    promoted: list[str] = Field(description="Promoted versions, oldest first; empty: the newest ready version serves")
+
+
+class Promotion(BaseModel):
+    version: str = Field(pattern=r"^[0-9]+$", examples=["3"])
+
+
+def _default_of(request: Request, name: str) -> DefaultVersion:
+    state = request.app.state
+    return DefaultVersion(name=name, default_version=state.scheduler.resolve(name).version,
+                          promoted=list(state.default_versions.history.get(name, [])))
+
+
+@router.post("/v2/repository/models/{model_name}/promote", response_model=DefaultVersion,
+             dependencies=[Depends(require_admin)], summary="Make a version the default for requests without one")
+async def promote_model(request: Request, model_name: ModelName, body: Promotion) -> DefaultVersion:
+    state = request.app.state
+    chosen = state.scheduler.resolve(model_name, body.version)
+    if not chosen.ready:
+        raise Unavailable(f"model '{model_name}' version {body.version} is {chosen.state}, not READY; "
+                          "load it first (POST /v2/repository/models/{name}/load)")
+    state.default_versions.promote(model_name, body.version)
+    return _default_of(request, model_name)
+
+
+@router.post("/v2/repository/models/{model_name}/rollback", response_model=DefaultVersion,
+             dependencies=[Depends(require_admin)],
+             summary="Back to the previous default (with none promoted: the next older ready version)")
+async def rollback_model(request: Request, model_name: ModelName) -> DefaultVersion:
+    state = request.app.state
+    scheduler = state.scheduler
+    serving = scheduler.resolve(model_name).version
+    if state.default_versions.history.get(model_name):
+        state.default_versions.pop(model_name)  # the previous promoted version, or else the newest ready
+    else:
+        older = [v for v, m in scheduler.models[model_name].items() if m.ready and int(v) < int(serving)]
+        if not older:
+            raise BadRequest(f"model '{model_name}' has no ready version older than {serving} to roll back to")
+        state.default_versions.promote(model_name, max(older, key=int))
+    return _default_of(request, model_name)
 
 
 @router.get("/metrics", tags=["Observability"], summary="Prometheus metrics (text format)",

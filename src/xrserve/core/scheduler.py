@@ -343,6 +343,7 @@ class Scheduler:
         self.frame_policy = frame_policy
         self.models: dict[str, dict[str, ModelVersion]] = {}
         self.failed: dict[str, str] = {}  # model name -> why it could not load
+        self.defaults: dict[str, str] = {}  # model name -> promoted default version (core/defaults.py)
         self._interactive_pending = 0
         self._interactive_idle = asyncio.Event()
         self._interactive_idle.set()
@@ -374,7 +375,7 @@ class Scheduler:
             await self.unload(name)
 
     def resolve(self, name: str, version: str | None = None) -> ModelVersion:
-        """The version a request means: the one asked for, else the newest ready one."""
+        """The version a request means: the one asked for, else the promoted default, else the newest ready one."""
         versions = self.models.get(name)
         if not versions:
             known = ", ".join(sorted(self.models)) or "none"
@@ -386,6 +387,9 @@ class Scheduler:
                     f"model '{name}' has no version '{version}'; its versions are {sorted(versions, key=int)}"
                 )
             return found
+        default = versions.get(self.defaults.get(name, ""))
+        if default is not None and default.ready:
+            return default
         ready = [v for v in versions.values() if v.ready]
         if not ready:
             return max(versions.values(), key=lambda v: int(v.version))
