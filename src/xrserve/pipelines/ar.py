@@ -107,9 +107,9 @@ class CameraStream(SessionStream):
         self.face_regions = np.zeros((1, 1, 4), np.float32)
         self.frames_since_detect = {"hands": 0, "face": 0}
         self.state_sequence: dict[str, int | None] = {"hands": None, "face": None}
-        self.last_sent: int | None = None
+        self.last_sent: dict[str, int | None] = {model: None for model in self.models}
         self.last_received: int | None = None
-        self.skipped_since_result = 0
+        self.skipped_since_result = {model: 0 for model in self.models}
         self.counts = {"received": 0, "answered": 0, "skipped": 0}
         return {"models": self.models, "versions": versions, "budget_ms": self.budget_ms,
                 "clock": "offset = min(server receive - capture) over the stream's frames"}
@@ -138,50 +138,45 @@ class CameraStream(SessionStream):
         self.spawn(self._process(frame), name=f"frame-{sequence}")
 
     async def _process(self, frame: Frame) -> None:
-        names = self.models
-        results = await asyncio.gather(*(self.session.scheduler.submit(self._request(name, frame)) for name in names),
-                                       return_exceptions=True)
-        outputs: dict[str, Any] = {}
-        errors: dict[str, str] = {}
-        dropped: list[str] = []
-        for name, result in zip(names, results):
-            if isinstance(result, BaseException):
-                reason = next((why for kind, why in SKIPPED.items() if isinstance(result, kind)), None)
-                if reason is not None:
-                    dropped.append(reason)
-                elif isinstance(result, XRServeError):
-                    errors[name] = result.message
-                else:
-                    raise result
-            else:
-                outputs[name] = result.outputs
-        if not outputs and not errors:
-            return await self._skip(frame, dropped[0] if dropped else "deadline")
-        if self.last_sent is not None and not newer(frame.sequence, self.last_sent):
-            return await self._skip(frame, "late: a newer frame was answered first")
-        self._track(frame.sequence, outputs)
-        shaped = {name: SHAPERS[name](out, 0) for name, out in outputs.items()}
-        if self.gestures and "hands" in outputs and int(outputs["hands"]["count"][0]):
-            await self._add_gestures(frame, outputs["hands"], shaped["hands"])
-        if self.last_sent is not None and not newer(frame.sequence, self.last_sent):
-            return await self._skip(frame, "late: a newer frame was answered first")
-        self.last_sent = frame.sequence
-        skipped, self.skipped_since_result = self.skipped_since_result, 0
+        """One task per model: each model answers at its own pace (face ~10 ms, pose ~100 ms)."""
+        await asyncio.gather(*(self._answer(model, frame) for model in self.models))
+
+    async def _answer(self, model: str, frame: Frame) -> None:
+        try:
+            response = await self.session.scheduler.submit(self._request(model, frame))
+        except (Superseded, DeadlineExceeded, Unavailable) as error:
+            return await self._skip(frame, next(why for kind, why in SKIPPED.items() if isinstance(error, kind)),
+                                    [model])
+        except XRServeError as error:
+            await self.session.send_json({"type": "error", "status": error.status_code, "message": error.message,
+                                          "stream": self.name, "model": model, "sequence": frame.sequence})
+            return
+        last = self.last_sent[model]
+        if last is not None and not newer(frame.sequence, last):
+            return await self._skip(frame, "late: a newer frame was answered first", [model])
+        outputs = response.outputs
+        self._track(model, frame.sequence, outputs)
+        shaped = SHAPERS[model](outputs, 0)
+        if model == "hands" and self.gestures and int(outputs["count"][0]):
+            await self._add_gestures(frame, outputs, shaped)
+            last = self.last_sent[model]
+            if last is not None and not newer(frame.sequence, last):
+                return await self._skip(frame, "late: a newer frame was answered first", [model])
+        self.last_sent[model] = frame.sequence
+        skipped, self.skipped_since_result[model] = self.skipped_since_result[model], 0
         self.counts["answered"] += 1
         server_ms = (time.monotonic() - frame.received) * 1000
-        message: dict[str, Any] = {"sequence": frame.sequence, "capture_ms": frame.capture_ms,
-                                   "server_ms": round(server_ms, 2), "latency_ms": round(frame.age_ms + server_ms, 2),
-                                   "skipped": skipped, "results": shaped}
-        if errors:
-            message["errors"] = errors
-        if dropped:
-            message["partial"] = True  # some models dropped this frame (a newer one superseded it there)
-        await self.send("result", **message)
+        await self.send("result", model=model, sequence=frame.sequence, capture_ms=frame.capture_ms,
+                        server_ms=round(server_ms, 2), latency_ms=round(frame.age_ms + server_ms, 2),
+                        skipped=skipped, result=shaped)
 
-    async def _skip(self, frame: Frame, reason: str) -> None:
-        self.skipped_since_result += 1
-        self.counts["skipped"] += 1
-        await self.send("skipped", sequence=frame.sequence, capture_ms=frame.capture_ms, reason=reason)
+    async def _skip(self, frame: Frame, reason: str, models: list[str] | None = None) -> None:
+        models = models or self.models
+        for model in models:
+            self.skipped_since_result[model] += 1
+        self.counts["skipped"] += len(models)
+        await self.send("skipped", models=models, sequence=frame.sequence, capture_ms=frame.capture_ms,
+                        reason=reason)
 
     # -- requests and tracking -------------------------------------------------------------
 
@@ -205,15 +200,15 @@ class CameraStream(SessionStream):
                                 session=self.session.id, id=f"{self.name}:{frame.sequence}", arrival=frame.received,
                                 frame_key=f"{self.session.id}/{self.name}/{model}")
 
-    def _track(self, sequence: int, outputs: dict[str, Any]) -> None:
+    def _track(self, model: str, sequence: int, outputs: dict[str, np.ndarray]) -> None:
         """Keep the regions found in the newest answered frame for the next frame's requests."""
-        for model, attribute in (("hands", "hand_regions"), ("face", "face_regions")):
-            if model not in outputs:
-                continue
-            last = self.state_sequence[model]
-            if last is None or newer(sequence, last):
-                self.state_sequence[model] = sequence
-                setattr(self, attribute, outputs[model]["regions"][:1].astype(np.float32))
+        attribute = {"hands": "hand_regions", "face": "face_regions"}.get(model)
+        if attribute is None:
+            return
+        last = self.state_sequence[model]
+        if last is None or newer(sequence, last):
+            self.state_sequence[model] = sequence
+            setattr(self, attribute, outputs["regions"][:1].astype(np.float32))
 
     async def _add_gestures(self, frame: Frame, hands: dict[str, np.ndarray], shaped: dict[str, Any]) -> None:
         count = int(hands["count"][0])

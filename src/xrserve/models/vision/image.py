@@ -36,9 +36,13 @@ def image_size(data: bytes | memoryview) -> tuple[int, int]:
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for bad files
-        raise BadRequest(f"the image ({len(data)} bytes) is not a readable JPEG or PNG: {exc}") from None
+        why = "its bytes are not a known image format" if "cannot identify" in str(exc) else str(exc)
+        raise BadRequest(f"the image ({len(data)} bytes) is not a readable JPEG or PNG: {why}") from None
     if kind not in FORMATS:
         raise BadRequest(f"image format {kind} is not supported; send one of {', '.join(FORMATS)}")
+    if kind == "JPEG" and b"\xff\xd9" not in bytes(data[-32:]):
+        raise BadRequest(f"the JPEG ({len(data)} bytes) is truncated: it has no end-of-image marker; "
+                         "send the whole file")
     if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
         raise PayloadTooLarge(f"the image is {width}x{height} pixels; the limit is {MAX_SIDE}x{MAX_SIDE}. "
                               "Scale it down before sending (camera frames of 640x480 are plenty)")

@@ -59,7 +59,8 @@ class Markers(Model):
         length = _positive(parameters.get("marker_length_m", 0.05), "marker_length_m")
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         corners, ids, _ = self._detector(str(parameters.get("dictionary", DEFAULT_DICTIONARY))).detectMarkers(gray)
-        count = 0 if ids is None else len(ids)
+        ids = np.zeros(0, np.int32) if ids is None else np.asarray(ids).ravel()
+        count = len(ids)
         out = {"ids": np.zeros(count, np.int32), "corners": np.zeros((count, 4, 2), np.float32),
                "translation": np.zeros((count, 3), np.float32), "rotation": np.zeros((count, 4), np.float32),
                "intrinsics_assumed": np.array([assumed])}
@@ -68,7 +69,7 @@ class Markers(Model):
         for i in range(count):
             points = corners[i].reshape(4, 2).astype(np.float32)
             ok, rvec, tvec = cv2.solvePnP(square, points, camera, None, flags=cv2.SOLVEPNP_IPPE_SQUARE)
-            out["ids"][i] = int(ids[i][0])
+            out["ids"][i] = int(ids[i])
             out["corners"][i] = points
             if ok:
                 out["translation"][i] = tvec.ravel()
