@@ -1,7 +1,7 @@
 """The model repository: built-in models plus any `--model-repository` directories.
 
-Layout of a user directory: `<model>/<version>/model.toml` (+ weights). A user model
-with a built-in's name replaces the built-in. Mistakes are collected, not raised, so
+Layout of a user directory: `<model>/<version>/model.toml` (+ weights). A user version
+with a built-in's name and version number replaces that built-in version. Mistakes are collected, not raised, so
 one broken `model.toml` never keeps the others from loading.
 """
 
@@ -47,9 +47,11 @@ def scan_repository(directories: list[Path], *, builtins: bool = True) -> Reposi
         found = scan_directory(root)
         user.configs += found.configs
         user.errors += found.errors
-    overridden = {c.name for c in user.configs}
+    # a user version replaces the built-in version with the same number; the built-in's
+    # other versions stay (so `xrserve train --register` adds gesture v2 beside the shipped v1)
+    overridden = {(c.name, c.version) for c in user.configs}
     if builtins:
-        scan.configs += [c for c in builtin_configs() if c.name not in overridden]
+        scan.configs += [c for c in builtin_configs() if (c.name, c.version) not in overridden]
     scan.configs += user.configs
     scan.errors += user.errors
     return scan

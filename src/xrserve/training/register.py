@@ -15,8 +15,12 @@ from xrserve.training.data import DataError
 
 
 def next_version(repo: Path, model: str) -> int:
+    """One past the newest version in the repository and among the shipped built-ins (which stay served)."""
+    from xrserve.models.trained import builtin_configs
+
     folder = repo / model
     existing = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+    existing += [int(c.version) for c in builtin_configs() if c.name == model]
     return max(existing, default=0) + 1
 
 
