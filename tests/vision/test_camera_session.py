@@ -1,0 +1,114 @@
+"""Camera frames over the XR session (`/v1/session`, stream kind `camera`) with the websockets client."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from tests.session_client import SessionClient
+from tests.vision import media
+
+
+def frames(count: int) -> list[bytes]:
+    """A 'video' of the shared hand photos, each held for ten frames (a hand that stays, then moves)."""
+    photos = [p.read_bytes() for p in media.hand_photos()]
+    return [photos[(i // 10) % len(photos)] for i in range(count)]
+
+
+def test_sixty_frames_at_30_fps_are_each_answered_or_reported_skipped_in_order(server: Server) -> None:
+    with SessionClient(server.url, server.admin_key) as session:
+        channel = session.open("cam", "camera", models=["hands"], max_hands=1)["channel"]
+        sent: dict[int, float] = {}
+        start = time.monotonic()
+        for sequence, jpeg in enumerate(frames(60)):
+            time.sleep(max(0.0, start + sequence / 30 - time.monotonic()))
+            sent[sequence] = time.time() * 1000
+            session.send_binary(channel, sequence, jpeg, timestamp_ms=sent[sequence])
+        answered: list[int] = []
+        skipped: list[int] = []
+        while len(answered) + len(skipped) < 60:
+            message = session.wait(lambda m: isinstance(m, dict) and m.get("type") in ("result", "skipped", "error"),
+                                   timeout=60)
+            assert message["type"] != "error", message
+            assert message["stream"] == "cam"
+            assert message["capture_ms"] == sent[message["sequence"]]  # tagged with its own frame
+            if message["type"] == "result":
+                assert message["model"] == "hands"
+                assert message["server_ms"] >= 0 and message["latency_ms"] >= 0
+                assert message["skipped"] >= 0
+                answered.append(message["sequence"])
+            else:
+                assert message["models"] == ["hands"] and message["reason"]
+                skipped.append(message["sequence"])
+    assert sorted(answered + skipped) == list(range(60))  # every frame accounted for, once
+    assert answered == sorted(answered)  # results never go back in time
+    assert len(answered) >= 5, f"only {len(answered)} of 60 frames answered"
+    print(f"answered {len(answered)} of 60 frames, skipped {len(skipped)}")
+
+
+def test_results_carry_landmarks_and_tracking_follows_the_hand(server: Server) -> None:
+    photo = media.hand_photos()[0].read_bytes()
+    with SessionClient(server.url, server.admin_key) as session:
+        channel = session.open("cam", "camera", models=["hands", "face"], budget_ms=2000)["channel"]
+        hands = []
+        for sequence in range(4):  # generous budget, one at a time: every frame is answered
+            session.send_binary(channel, sequence, photo)
+            hands.append(session.wait_type("result", model="hands", sequence=sequence))
+            session.wait(lambda m: isinstance(m, dict) and m.get("sequence") == sequence
+                         and m.get("model") == "face" or m.get("models") == ["face"])
+    first = hands[0]["result"]["hands"]
+    assert len(first) == 1 and len(first[0]["landmarks"]) == 21
+    for later in hands[1:]:  # tracked from the previous frame's region: the same hand, the same place
+        (hand,) = later["result"]["hands"]
+        assert abs(hand["landmarks"][0][0] - first[0]["landmarks"][0][0]) < 10
+
+
+@pytest.mark.parametrize("payload, status, words", [
+    (media.corrupt_jpeg(), 400, "not a readable"),
+    (b"", 400, "empty"),
+    (media.huge_png_header(), 413, "20000x20000"),
+])
+def test_bad_frames_get_an_error_and_the_session_stays_usable(server: Server, payload, status, words) -> None:
+    with SessionClient(server.url, server.admin_key) as session:
+        channel = session.open("cam", "camera", models=["hands"], budget_ms=5000)["channel"]
+        session.send_binary(channel, 1, payload)
+        error = session.wait_type("error")
+        assert error["status"] == status and words in error["message"] and error["stream"] == "cam"
+        assert "frame 1" in error["message"]
+        session.send_binary(channel + 7, 2, media.hand_photos()[0].read_bytes())  # a stream never opened
+        error = session.wait_type("error")
+        assert error["status"] == 404 and "no open stream has channel" in error["message"]
+        session.send({"type": "ping", "t": 5})
+        assert session.wait_type("pong")["t"] == 5
+        session.send_binary(channel, 3, media.hand_photos()[0].read_bytes())
+        result = session.wait_type("result", sequence=3)
+        assert len(result["result"]["hands"]) == 1
+
+
+def test_open_options_are_checked(server: Server) -> None:
+    with SessionClient(server.url, server.admin_key) as session:
+        for options, words in [({"models": ["ocr"]}, "/v1/vision/ocr"), ({"models": []}, "'models'"),
+                               ({"models": ["hands"], "budget_ms": 0}, "budget_ms"),
+                               ({"models": ["hands"], "max_hands": 3}, "max_hands")]:
+            session.send({"type": "open", "stream": "cam", "kind": "camera", **options})
+            error = session.wait_type("error")
+            assert error["status"] == 400 and words in error["message"], (options, error)
+
+
+def test_gestures_option(server: Server) -> None:
+    gesture_loaded = httpx.get(f"{server.url}/v2/models/gesture/ready",
+                               headers={"Authorization": f"Bearer {server.admin_key}"}).status_code == 200
+    with SessionClient(server.url, server.admin_key) as session:
+        session.send({"type": "open", "stream": "cam", "kind": "camera", "models": ["hands"], "gestures": True,
+                      "budget_ms": 5000})
+        reply = session.wait(lambda m: isinstance(m, dict) and m.get("type") in ("opened", "error"))
+        if not gesture_loaded:
+            assert reply["type"] == "error" and "model gesture is not loaded" in reply["message"]
+            return
+        assert reply["type"] == "opened"
+        session.send_binary(reply["channel"], 0, media.hand_photos()[0].read_bytes())
+        (hand,) = session.wait_type("result", sequence=0)["result"]["hands"]
+        assert isinstance(hand.get("gesture"), str) and hand["gesture"]
