@@ -9,6 +9,7 @@ TorchScript cannot: class names as BYTES, seeds, and the terrain model's modes.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ class _TorchScriptBacked(Model):
 
         self.torch = torch
         path = Path(self.config.directory or ".") / self.config.parameters.get("weights", "model.pt")
-        self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, and still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.module = torch.jit.load(str(path), map_location="cpu").eval()
 
 
 class GestureClassifier(_TorchScriptBacked):

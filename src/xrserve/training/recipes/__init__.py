@@ -61,6 +61,17 @@ class Recipe:
         return ""
 
 
+def save_torchscript(module: Any, path: Path) -> None:
+    """Script and save: TorchScript is what the serving side loads (deprecated upstream, still supported)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(module).save(str(path))
+
+
 def recipes() -> dict[str, type[Recipe]]:
     from xrserve.training.recipes.gesture import GestureMotionRecipe, GestureRecipe
     from xrserve.training.recipes.terrain import TerrainGanRecipe, TerrainVaeRecipe

@@ -18,7 +18,7 @@ from torch import nn
 
 from xrserve.training.data import read_labeled_csv, shared_data_dir, stratified_split, subsample
 from xrserve.training.evaluate import classification_metrics
-from xrserve.training.recipes import Recipe
+from xrserve.training.recipes import Recipe, save_torchscript
 
 
 class GestureNet(nn.Module):
@@ -147,7 +147,7 @@ class GestureRecipe(Recipe):
 
     def export(self, directory: Path, report: dict[str, Any]) -> None:
         self.net.eval()
-        torch.jit.script(Probabilities(self.net)).save(str(directory / "model.pt"))
+        save_torchscript(Probabilities(self.net), directory / "model.pt")
         (directory / "model.toml").write_text(
             model_toml(self.name, self.description, self.input_name, self.points, self.classes, report))
 

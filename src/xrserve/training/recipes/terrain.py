@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from xrserve.training.data import dem_files, read_dems, split_terrain
 from xrserve.training.evaluate import fit_fractal_baseline, realism_score, terrain_statistics
-from xrserve.training.recipes import Recipe
+from xrserve.training.recipes import Recipe, save_torchscript
 
 SIZE = 32
 BLOCK = 40
@@ -278,7 +278,7 @@ class TerrainVaeRecipe(TerrainRecipe):
 
     def export(self, directory: Path, report: dict[str, Any]) -> None:
         self.encoder.eval(), self.decoder.eval()
-        torch.jit.script(VaeExport(self.encoder, self.decoder, self.mean, self.std)).save(str(directory / "model.pt"))
+        save_torchscript(VaeExport(self.encoder, self.decoder, self.mean, self.std), directory / "model.pt")
         self.export_toml(directory, report, 'entrypoint = "xrserve.models.trained:TerrainVAE"\n'
                          + _io(self.latent, False))
 
@@ -286,7 +286,7 @@ class TerrainVaeRecipe(TerrainRecipe):
 class TerrainGanRecipe(TerrainRecipe):
     name = "terrain-gan"
     description = "Terrain heightmaps 32x32 in metres sampled from a seed or latent vector (GAN)"
-    default_epochs = 30
+    default_epochs = 20
     optional_inputs = ("latent", "seed")
     latent = 64
     batch_size = 32
@@ -341,7 +341,7 @@ class TerrainGanRecipe(TerrainRecipe):
 
     def export(self, directory: Path, report: dict[str, Any]) -> None:
         self.generator.eval()
-        torch.jit.script(GanExport(self.generator, self.mean, self.std)).save(str(directory / "model.pt"))
+        save_torchscript(GanExport(self.generator, self.mean, self.std), directory / "model.pt")
         io = _io(self.latent, True).replace(
             '  { name = "heightmap", datatype = "FP32", shape = [-1, 32, 32] },\n', "")
         self.export_toml(directory, report, 'entrypoint = "xrserve.models.trained:TerrainGAN"\n'
