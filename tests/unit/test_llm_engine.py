@@ -288,3 +288,18 @@ def test_close_ends_requests_and_refuses_new_ones():
     with pytest.raises(EngineError, match="closed"):
         start(closing, "Hello", max_tokens=4)
     closing.close()  # idempotent
+
+
+def test_the_next_turn_of_a_conversation_reuses_the_cached_prefix(engine):
+    history = [{"role": "user", "content": "You are a dragon. Say hello."}]
+    first = run(engine, engine.chat_template(history), max_tokens=12, temperature=0)
+    history += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And your name?"}]
+    follow_up = run(engine, engine.chat_template(history), max_tokens=12, temperature=0)
+    assert_well_formed(follow_up)
+    started = follow_up.events[0]
+    # the whole first prompt is reused (the answer too, as far as the template re-renders it alike)
+    assert started.cached_tokens >= first.events[0].prompt_tokens
+    assert follow_up.last.cached_tokens == started.cached_tokens < started.prompt_tokens
+    # an unrelated prompt shares at most the template's opening
+    other = run(engine, chat(engine, "Count to five."), max_tokens=4, temperature=0)
+    assert other.events[0].cached_tokens < first.events[0].prompt_tokens

@@ -103,9 +103,10 @@ def _note(request: Request, masker: StreamMasker) -> None:
                                      f" [{', '.join(sorted(masker.categories))}]")
 
 
-def _usage(final: dict[str, Any]) -> dict[str, int]:
+def _usage(final: dict[str, Any]) -> dict[str, Any]:
     prompt, completion = int(final.get("prompt_tokens", 0)), int(final.get("completion_tokens", 0))
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": int(final.get("cached_tokens", 0))}}
 
 
 def _sse(payload: dict[str, Any] | str) -> bytes:

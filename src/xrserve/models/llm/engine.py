@@ -80,6 +80,7 @@ class Event:
     kind: str  # "started" | "delta" | "done" | "error"
     text: str = ""
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # started: prompt tokens whose KV cells were reused (prefix cache)
     completion_tokens: int = 0
     finish_reason: str | None = None  # done: "stop" | "length" | "cancelled"
     message: str = ""  # error: what happened and what to do about it
@@ -197,6 +198,8 @@ class _Sequence:
     sampler: Any  # llama_sampler_p owned by this sequence
     grammar_bytes: bytes | None = None  # kept alive as long as the sampler, to be safe
     n_prefilled: int = 0  # prompt tokens already in the KV cache
+    reused: int = 0  # of those, tokens a previous request on the slot left there (prefix cache)
+    fed: list[int] = field(default_factory=list)  # generated tokens decoded into the KV cache
     next_token: int | None = None  # sampled, not yet decoded: present once generating
     pos: int = 0  # position of the next token fed to llama_decode
     logits_index: int = -1  # batch row whose logits belong to this sequence this step
@@ -283,7 +286,11 @@ class Engine:
         self._formatters: dict[bool, Any] = {}
 
         self._wake = threading.Condition(threading.Lock())
-        self._free_slots = list(range(n_seq_max - 1, -1, -1))  # pop() hands out slot 0 first
+        self._free_slots = list(range(n_seq_max))  # freed slots go to the end: [0] is the least recent
+        # prefix cache: the tokens whose KV cells a finished request left in each free slot.
+        # A conversation's next turn repeats the whole previous prompt and answer, so taking
+        # the slot that holds the longest common prefix skips that much prompt processing.
+        self._slot_tokens: dict[int, list[int]] = {}
         self._holding: dict[int, _Sequence] = {}  # request_id -> sequence, queued or running
         self._incoming: deque[_Sequence] = deque()
         self._cancel_requests: list[_Sequence] = []
@@ -430,8 +437,9 @@ class Engine:
         try:
             with self._wake:
                 self._check_open_slot_locked(request_id)  # a racing submit may have taken the last slot
-                sequence = _Sequence(request_id, request, emit, self._free_slots.pop(), prompt, sampler,
-                                     grammar_bytes)
+                slot, reused = self._take_slot(prompt)
+                sequence = _Sequence(request_id, request, emit, slot, prompt, sampler, grammar_bytes,
+                                     n_prefilled=reused, reused=reused, pos=reused)
                 self._holding[request_id] = sequence
                 self._incoming.append(sequence)
                 self._wake.notify()
@@ -506,6 +514,26 @@ class Engine:
                 f"all {self.n_seq_max} sequence slots are busy; the caller must limit concurrency to "
                 f"n_seq_max={self.n_seq_max} and submit the next request after a done or error event")
 
+    def _take_slot(self, prompt: list[int]) -> tuple[int, int]:
+        """The free slot whose cached tokens share the longest prefix with `prompt` (lock held).
+
+        At least the prompt's last token is always processed again: its logits start the
+        answer. Without any shared prefix the least recently freed slot is taken, so the
+        caches of recent conversations survive longest.
+        """
+        best, best_shared = self._free_slots[0], 0
+        for slot in self._free_slots:
+            cached = self._slot_tokens.get(slot, ())
+            shared = 0
+            for a, b in zip(cached, prompt):
+                if a != b:
+                    break
+                shared += 1
+            if shared > best_shared:
+                best, best_shared = slot, shared
+        self._free_slots.remove(best)
+        return best, min(best_shared, len(prompt) - 1)
+
     def _new_sampler(self, request: GenerationRequest, grammar: bytes | None) -> Any:
         """The request's own chain: grammar -> top_k -> top_p -> temp -> dist(seed), or grammar -> greedy.
 
@@ -569,8 +597,15 @@ class Engine:
     def _admit(self, newcomers: list[_Sequence]) -> None:
         """Newcomers join the running set between steps; their prompt goes in from the next batch."""
         for sequence in newcomers:
+            # keep the reused prefix's KV cells, drop the rest of what the slot held
+            if not self._ll.llama_memory_seq_rm(self._memory, sequence.slot, sequence.reused, -1):
+                self._ll.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)  # e.g. a recurrent model
+                sequence.reused = sequence.n_prefilled = sequence.pos = 0
+            with self._wake:
+                self._slot_tokens.pop(sequence.slot, None)
             self._running.append(sequence)
-            self._emit(sequence, Event("started", prompt_tokens=len(sequence.prompt)))
+            self._emit(sequence, Event("started", prompt_tokens=len(sequence.prompt),
+                                       cached_tokens=sequence.reused))
 
     def _step(self) -> None:
         """One llama_decode for every running sequence, then sample whoever has logits."""
@@ -606,6 +641,7 @@ class Engine:
             sequence.logits_index = -1
             if sequence.next_token is not None:
                 self._put(rows, sequence.next_token, sequence.pos, sequence.slot, True)
+                sequence.fed.append(sequence.next_token)
                 sequence.logits_index = rows
                 sequence.pos += 1
                 rows += 1
@@ -691,20 +727,22 @@ class Engine:
             self._send(sequence, sequence.pending_text, force=True)
             sequence.pending_text = ""
         self._release(sequence)
-        self._emit(sequence, Event("done", prompt_tokens=len(sequence.prompt),
+        self._emit(sequence, Event("done", prompt_tokens=len(sequence.prompt), cached_tokens=sequence.reused,
                                    completion_tokens=sequence.completion_tokens, finish_reason=reason))
 
     def _fail(self, sequence: _Sequence, message: str) -> None:
         """Free the slot and end the request with an error event."""
-        self._release(sequence)
+        self._release(sequence, keep_cache=False)  # its KV cells may be half written
         self._emit(sequence, Event("error", prompt_tokens=len(sequence.prompt),
                                    completion_tokens=sequence.completion_tokens, message=message))
 
-    def _release(self, sequence: _Sequence) -> None:
-        """Drop the sequence's KV cells and sampler, and give its slot back."""
-        if sequence in self._running:
+    def _release(self, sequence: _Sequence, keep_cache: bool = True) -> None:
+        """Free the sampler and give the slot back; its KV cells stay as the slot's prefix cache."""
+        was_running = sequence in self._running
+        if was_running:
             self._running.remove(sequence)
-        if self._ctx:
+        cached = sequence.prompt[:sequence.n_prefilled] + sequence.fed if was_running and keep_cache else []
+        if self._ctx and not cached:
             self._ll.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
         if sequence.sampler:
             self._ll.llama_sampler_free(sequence.sampler)
@@ -713,6 +751,10 @@ class Engine:
             if self._holding.get(sequence.request_id) is sequence:
                 del self._holding[sequence.request_id]
                 self._free_slots.append(sequence.slot)
+                if cached:
+                    self._slot_tokens[sequence.slot] = cached
+                else:
+                    self._slot_tokens.pop(sequence.slot, None)
 
     def _emit(self, sequence: _Sequence, event: Event) -> None:
         """Call the request's callback; a callback that raises cancels its own request, nothing else."""

@@ -177,10 +177,10 @@ def _chunk(event: Any) -> dict[str, Any]:
     if event.kind == "delta":
         chunk["text"] = event.text
     elif event.kind == "started":
-        chunk["prompt_tokens"] = event.prompt_tokens
+        chunk.update(prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens)
     elif event.kind == "done":
         chunk.update(finish_reason=event.finish_reason, prompt_tokens=event.prompt_tokens,
-                     completion_tokens=event.completion_tokens)
+                     cached_tokens=event.cached_tokens, completion_tokens=event.completion_tokens)
     else:
         chunk.update(status=500, message=event.message)
     return chunk
