@@ -66,5 +66,7 @@ def test_bad_requests(voice_server) -> None:
         assert slow.status_code == 400
         punctuation = client.post("/v1/audio/speech", json={"input": "...", "response_format": "pcm"})
         assert punctuation.status_code in (200, 400)
+        controls = client.post("/v1/audio/speech", json={"input": "a\u0000b \ud800 \u2603", "response_format": "pcm"})
+        assert controls.status_code == 200  # NUL (espeak-ng reads C strings) and lone surrogates are dropped
         ok = client.post("/v1/audio/speech", json={"input": "Still here."})
         assert ok.status_code == 200 and np.frombuffer(ok.content[44:], "<i2").any()

@@ -28,7 +28,7 @@ from xrserve.pipelines.npc import (ASR_MODEL, EMOTION_MODEL, LLM_MODEL, TTS_MODE
                                    Persona, Turn, TurnOptions, pipeline_of)
 from xrserve.security.guard import bearer, guard_of
 from xrserve.voice.audio import decode_upload, resample, wav_bytes, wav_header
-from xrserve.voice.sentences import split_sentences
+from xrserve.voice.sentences import speakable, split_sentences
 
 log = logging.getLogger("xrserve.audio")
 router = APIRouter(tags=["Audio"], responses=ERRORS, dependencies=[Security(bearer)])
@@ -138,7 +138,7 @@ async def speech(request: Request, body: SpeechRequest) -> Response:
     if body.voice not in VOICES:
         raise BadRequest(f"voice '{body.voice}' is not available; use 'joe' (OpenAI's voice names are accepted "
                          f"and speak with it too: {', '.join(VOICES[1:])})")
-    sentences = split_sentences(body.input)
+    sentences = split_sentences(speakable(body.input))
     if not sentences:
         raise BadRequest("'input' has nothing to say; send some text")
     # the first sentence before the response starts, so that a failure is still an HTTP status

@@ -70,6 +70,7 @@ class PiperJoe(Model):
 
         raw = inputs["text"].reshape(-1)[0]
         text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))[:MAX_TEXT_CHARS]
+        text = text.replace("\x00", " ")  # espeak-ng reads a C string
         speed = parameters.get("speed", 1.0)
         if isinstance(speed, bool) or not isinstance(speed, (int, float)):
             raise BadRequest(f"parameter 'speed' must be a number from 0.25 to 4.0, got {speed!r}")

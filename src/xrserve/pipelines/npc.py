@@ -26,7 +26,7 @@ from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
 from xrserve.security.moderation import Moderator, StreamMasker
 from xrserve.voice.emotion import EmotionClassifier
-from xrserve.voice.sentences import SentenceSplitter
+from xrserve.voice.sentences import SentenceSplitter, speakable
 from xrserve.voice.visemes import visemes_from_alignment
 
 ASR_MODEL, LLM_MODEL, TTS_MODEL, VAD_MODEL, EMOTION_MODEL = "whisper-tiny-en", "smollm2", "piper-joe", "silero-vad", "minilm"
@@ -177,7 +177,7 @@ class NpcPipeline:
 
     async def speak(self, text: str, speed: float, session: str | None,
                     offset_ms: float) -> tuple[bytes, int, list[dict[str, Any]]]:
-        request = InferenceRequest(TTS_MODEL, {"text": np.array([text.encode()], dtype=object)},
+        request = InferenceRequest(TTS_MODEL, {"text": np.array([speakable(text).encode()], dtype=object)},
                                    parameters={"speed": speed} if speed != 1.0 else {}, session=session,
                                    priority="interactive")
         out = (await self.scheduler.submit(request)).outputs

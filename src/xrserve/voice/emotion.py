@@ -44,7 +44,7 @@ class EmotionClassifier:
         self._lock = asyncio.Lock()
 
     async def _embed(self, texts: list[str], session: str | None) -> np.ndarray:
-        request = InferenceRequest(self.model, {"text": np.array([t.encode() for t in texts], dtype=object)},
+        request = InferenceRequest(self.model, {"text": np.array([t.encode("utf-8", "replace") for t in texts], dtype=object)},
                                    session=session, priority="interactive")
         response = await self.scheduler.submit(request)
         return response.outputs["embedding"]

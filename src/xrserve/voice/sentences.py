@@ -62,3 +62,14 @@ def split_sentences(text: str) -> list[str]:
     pieces = splitter.feed(text)
     rest = splitter.flush()
     return pieces + ([rest] if rest else [])
+
+
+def speakable(text: str) -> str:
+    """The text without control characters, lone surrogates or unassigned code points.
+
+    espeak-ng takes a C string (a NUL ends it with an error) and UTF-8 cannot carry a lone
+    surrogate, which JSON can: they would fail the synthesis of an otherwise fine sentence.
+    """
+    import unicodedata
+
+    return "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cs", "Co", "Cn") else " " for c in text)
