@@ -70,10 +70,16 @@ def _latents_from_seeds(seeds: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.random.default_rng(int(s)).standard_normal(size) for s in np.ravel(seeds)]).astype(np.float32)
 
 
+MAX_MAPS = 256  # heightmaps per request: a world needs tens; thousands would hold the model for seconds
+
+
 def _one_of(inputs: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
     sent = [n for n in names if n in inputs]
     if len(sent) != 1:
         raise BadRequest(f"send exactly one of {', '.join(repr(n) for n in names)}; got {sent or 'none'}")
+    rows = inputs[sent[0]].shape[0] if inputs[sent[0]].ndim else 1
+    if rows > MAX_MAPS:
+        raise BadRequest(f"'{sent[0]}' has {rows} rows; at most {MAX_MAPS} heightmaps per request")
 
 
 class TerrainGAN(_TorchScriptBacked):
@@ -135,7 +141,7 @@ class TerrainVAE(_TorchScriptBacked):
                 latent = _latent(inputs, size, self.config.name)
             if mode == "interpolate":
                 steps = parameters.get("steps", 8)
-                if len(latent) != 2 or not isinstance(steps, int) or not 2 <= steps <= 256:
+                if len(latent) != 2 or not isinstance(steps, int) or not 2 <= steps <= MAX_MAPS:
                     raise BadRequest("interpolate needs exactly 2 rows and parameters.steps an integer in 2..256")
                 t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
                 latent = (latent[0] * (1 - t) + latent[1] * t).astype(np.float32)
