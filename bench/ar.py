@@ -135,6 +135,7 @@ async def session(url: str, frames: list[bytes], seconds: float, options: dict[s
     from websockets.asyncio.client import connect
 
     latencies: list[float] = []
+    reasons: dict[str, int] = {}
     skipped = 0
     sent = 0
     last_answer = 0.0
@@ -156,6 +157,8 @@ async def session(url: str, frames: list[bytes], seconds: float, options: dict[s
                 elif message["type"] == "skipped":
                     skipped += 1
                     accounted += 1
+                    reason = message["reason"].split(":")[0]
+                    reasons[reason] = reasons.get(reason, 0) + 1
                 elif message["type"] == "error":
                     skipped += 1
                     accounted += 1
@@ -175,7 +178,8 @@ async def session(url: str, frames: list[bytes], seconds: float, options: dict[s
         # delivered fps over the time answers took to come (a FIFO backlog drains after sending stops)
         duration = max(total / 30, last_answer - start_at)
     return {"sent": sent, "answered": len(latencies), "skipped": skipped, "unanswered": sent - len(latencies) - skipped,
-            "fps": len(latencies) / duration, "latencies": latencies, "duration_s": duration}
+            "fps": len(latencies) / duration, "latencies": latencies, "duration_s": duration,
+            "skip_reasons": reasons}
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -184,7 +188,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     sent = sum(r["sent"] for r in results)
     return {"fps_min": min(r["fps"] for r in results), "fps_max": max(r["fps"] for r in results),
             "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "skipped_share": 1 - sum(r["answered"] for r in results) / sent, "sent": sent}
+            "skipped_share": 1 - sum(r["answered"] for r in results) / sent, "sent": sent,
+            "skip_reasons": {k: sum(r["skip_reasons"].get(k, 0) for r in results)
+                             for k in {k for r in results for k in r["skip_reasons"]}}}
 
 
 async def scenario(url: str, frames: list[bytes], sessions: int, seconds: float,
