@@ -46,7 +46,13 @@ import httpx
 import numpy as np
 import websockets
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
@@ -54,9 +60,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "src"))
 
-from llm_support import procs  # noqa: E402
+from llm_support import procs
 
-from xrserve.voice.audio import decode_upload  # noqa: E402
+from xrserve.voice.audio import decode_upload
 
 RESULTS = BENCH / "results" / "voice.json"
 MODELS = ("whisper-tiny-en", "silero-vad", "smollm2", "piper-joe", "minilm")
@@ -191,7 +197,7 @@ def report(results: dict[str, list[dict]], alone: dict[str, float]) -> None:
                    "LLM 1st sentence p50", "TTS 1st piece p50", "server 1st audio p50", "disturbed"):
         table.add_column(column, justify="right")
     for name, turns in results.items():
-        def p50(key: str) -> str:
+        def p50(key: str, turns: list[dict] = turns) -> str:
             values = [t[key] for t in turns if t.get(key) is not None]
             return f"{percentile(values, 50):.0f}" if values else "-"
 
@@ -222,11 +228,29 @@ def llm_override(tmp: Path, threads: int) -> Path:
     from xrserve.models.llm.model import smollm2_path
 
     version = tmp / "repo" / "smollm2" / "1"
-    version.mkdir(parents=True)
+    version.mkdir(parents=True, exist_ok=True)
     (version / "model.gguf").symlink_to(smollm2_path())
     (version / "model.toml").write_text(f'runtime = "gguf"\nmax_streams = 8\nthreads = {threads}\n'
                                         'parameters = { context = 2048 }\n')
     return tmp / "repo"
+
+
+def isolation_override(tmp: Path, isolation: str) -> None:
+    """Repository entries for the built-in ASR and TTS classes with another isolation; they replace the built-ins."""
+    from xrserve.models.asr import WhisperTinyEn
+    from xrserve.models.tts import PiperJoe
+
+    def tensors(decls) -> str:
+        return "[" + ", ".join(f'{{ name = "{t.name}", datatype = "{t.datatype}", shape = {t.shape} }}'
+                               for t in decls) + "]"
+
+    for config in (WhisperTinyEn.default_config(), PiperJoe.default_config()):
+        version = tmp / "repo" / config.name / "1"
+        version.mkdir(parents=True)
+        (version / "model.toml").write_text(
+            f'runtime = "python"\nentrypoint = "{config.entrypoint}"\nisolation = "{isolation}"\n'
+            f"threads = {config.threads}\nqueue_size = {config.queue_size}\n"
+            f"inputs = {tensors(config.inputs)}\noutputs = {tensors(config.outputs)}\n")
 
 
 def main() -> None:
@@ -236,6 +260,9 @@ def main() -> None:
     parser.add_argument("--llm-threads", type=int, default=None,
                         help="serve smollm2 from a repository entry with this many llama.cpp threads (the "
                              "built-in uses every core; on a machine busy with other work 1 can be faster)")
+    parser.add_argument("--isolation", choices=("process", "thread"), default=None,
+                        help="serve whisper-tiny-en and piper-joe from repository entries with this isolation "
+                             "(the built-ins run in worker processes)")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng is needed to speak the questions (make install installs it)")
@@ -243,7 +270,11 @@ def main() -> None:
     port = procs.free_port()
     only = [a for m in MODELS for a in ("--only", m)]
     if args.llm_threads is not None:
-        only += ["--model-repository", str(llm_override(tmp, args.llm_threads))]
+        llm_override(tmp, args.llm_threads)
+    if args.isolation is not None:
+        isolation_override(tmp, args.isolation)
+    if (tmp / "repo").exists():
+        only += ["--model-repository", str(tmp / "repo")]
     server = procs.start([sys.executable, "-m", "xrserve", "serve", "--dev", "--port", str(port), "--data-dir",
                           str(tmp / "data"), *only], tmp / "server.log", env={"PYTHONPATH": str(ROOT / "src")})
     base = f"http://127.0.0.1:{port}"
@@ -271,7 +302,7 @@ def main() -> None:
     report(results, alone)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"turns": results, "models_alone": alone, "cores": os.cpu_count(),
-                                   "llm_threads": args.llm_threads}, indent=1))
+                                   "llm_threads": args.llm_threads, "isolation": args.isolation}, indent=1))
     console.print(f"results: {RESULTS}")
 
 

@@ -72,4 +72,4 @@ def pcm16_at_16k(path: Path, *, lead_s: float = 0.3, tail_s: float = 1.5) -> byt
     return (audio * 32767).astype("<i2").tobytes()
 
 
-__all__ = ["Server", "ONE_TWO_THREE", "SENTENCES", "pcm16_at_16k"]
+__all__ = ["ONE_TWO_THREE", "SENTENCES", "Server", "pcm16_at_16k"]

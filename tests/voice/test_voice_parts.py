@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xrserve.pipelines.npc import HISTORY_TOKEN_BUDGET, CHARS_PER_TOKEN, Memory, Persona
+from xrserve.pipelines.npc import CHARS_PER_TOKEN, HISTORY_TOKEN_BUDGET, Memory, Persona
 from xrserve.voice.sentences import SentenceSplitter, speakable, split_sentences
 from xrserve.voice.visemes import VISEMES, visemes_from_alignment
 from xrserve.voice.wer import normalise, wer
@@ -29,7 +29,7 @@ def test_bilabials_and_rhotics() -> None:
 def test_first_piece_may_end_at_a_clause_later_ones_at_sentences() -> None:
     splitter = SentenceSplitter()
     pieces = []
-    for token in "Well, hello there young traveller, what brings you here? I am Bob. The mill".split(" "):
+    for token in ["Well,", "hello", "there", "young", "traveller,", "what", "brings", "you", "here?", "I", "am", "Bob.", "The", "mill"]:
         pieces += splitter.feed(token + " ")
     assert pieces == ["Well, hello there young traveller,", "what brings you here?", "I am Bob."]
     assert splitter.flush() == "The mill"

@@ -17,8 +17,9 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def _text(options: dict[str, Any], name: str, default: str = "", limit: int = MA
     return value.strip()
 
 
-def _number(options: dict[str, Any], name: str, default: float, low: float, high: float, *,
+def number_option(options: dict[str, Any], name: str, default: float, low: float, high: float, *,
             integer: bool = False) -> Any:
     value = options.get(name, default)
     kinds = (int,) if integer else (int, float)
@@ -68,7 +69,7 @@ class Persona:
     scene: str = ""
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "Persona":
+    def from_options(cls, options: dict[str, Any]) -> Persona:
         persona = options.get("persona", {})
         if not isinstance(persona, dict):
             raise BadRequest("'persona' must be an object: {\"name\", \"description\", \"style\"}")
@@ -81,8 +82,8 @@ class Persona:
 
     def system_prompt(self) -> str:
         lines = [f"You are {self.name}, {self.description}. You speak {self.style}.",
-                 "You are talking out loud with a visitor. Answer in one or two short spoken sentences, "
-                 "in character, with no lists, no markdown and no stage directions."]
+                 ("You are talking out loud with a visitor. Answer in one or two short spoken sentences, "
+                  "in character, with no lists, no markdown and no stage directions.")]
         if self.scene:
             lines.append(f"The scene: {self.scene}")
         return "\n".join(lines)
@@ -137,13 +138,13 @@ class TurnOptions:
     seed: int | None = None
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "TurnOptions":
+    def from_options(cls, options: dict[str, Any]) -> TurnOptions:
         seed = options.get("seed")
         if seed is not None:
-            seed = _number(options, "seed", 0, 0, 2**32 - 1, integer=True)
-        return cls(max_tokens=_number(options, "max_tokens", 64, 1, 512, integer=True),
-                   temperature=float(_number(options, "temperature", 0.7, 0.0, 2.0)),
-                   speed=float(_number(options, "speed", 1.0, 0.25, 4.0)), seed=seed)
+            seed = number_option(options, "seed", 0, 0, 2**32 - 1, integer=True)
+        return cls(max_tokens=number_option(options, "max_tokens", 64, 1, 512, integer=True),
+                   temperature=float(number_option(options, "temperature", 0.7, 0.0, 2.0)),
+                   speed=float(number_option(options, "speed", 1.0, 0.25, 4.0)), seed=seed)
 
 
 @dataclass

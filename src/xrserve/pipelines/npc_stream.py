@@ -5,7 +5,8 @@ per-stream state) finds the start and end of each utterance; after `end_of_turn_
 silence the turn is taken and its events are sent (transcript, text deltas, emotion,
 `visemes` + binary audio per sentence, `turn_end` with timings).
 
-Speculation: the turn already starts after `speculate_ms` of silence, its events held back;
+Speculation: the turn already starts after `speculate_ms` of silence, its events held back
+(recognition, the answer and its first speech are computed meanwhile);
 if the silence lasts to `end_of_turn_ms` they are released at once, and if the user goes on
 talking the speculative turn is cancelled unseen. The hang-over then overlaps recognition
 and the first sentence instead of preceding them.
@@ -25,7 +26,16 @@ import numpy as np
 
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
-from xrserve.pipelines.npc import MODELS, VAD_MODEL, Memory, Persona, Turn, TurnOptions, pipeline_of
+from xrserve.pipelines.npc import (
+    MODELS,
+    VAD_MODEL,
+    Memory,
+    Persona,
+    Turn,
+    TurnOptions,
+    number_option,
+    pipeline_of,
+)
 from xrserve.session.protocol import FrameHeader
 from xrserve.session.streams import SessionStream, stream_kind
 from xrserve.voice.audio import pcm16_to_float
@@ -62,19 +72,17 @@ class NpcStream(SessionStream):
         if rate != RATE:
             raise BadRequest(f"'sample_rate' must be {RATE}: send 16 kHz mono PCM16 (resample on the client), "
                              f"got {rate!r}")
-        from xrserve.pipelines.npc import _number
-
         self.persona = Persona.from_options(options)
         self.turn_options = TurnOptions.from_options(options)
-        self.end_of_turn_ms = float(_number(options, "end_of_turn_ms", 500, 100, 5000))
-        self.speculate_ms = float(_number(options, "speculate_ms", min(200, self.end_of_turn_ms),
+        self.end_of_turn_ms = float(number_option(options, "end_of_turn_ms", 500, 100, 5000))
+        self.speculate_ms = float(number_option(options, "speculate_ms", min(200, self.end_of_turn_ms),
                                           0, self.end_of_turn_ms))
         barge_in = options.get("barge_in", True)
         if not isinstance(barge_in, bool):
             raise BadRequest("'barge_in' must be true or false")
         self.barge_in = barge_in
-        self.vad = VoiceActivity(float(_number(options, "vad_threshold", 0.5, 0.1, 0.95)),
-                                 float(_number(options, "min_speech_ms", 96, 32, 1000)))
+        self.vad = VoiceActivity(float(number_option(options, "vad_threshold", 0.5, 0.1, 0.95)),
+                                 float(number_option(options, "min_speech_ms", 96, 32, 1000)))
         for model in MODELS:
             self.session.authorize(model)
             self.session.scheduler.resolve(model)  # 404 naming the models here if one is missing
@@ -206,22 +214,37 @@ class NpcStream(SessionStream):
             self.turn_count -= 1
 
     async def _run(self, turn: Turn, confirmed: asyncio.Event, audio: np.ndarray | None, text: str | None) -> None:
-        async def emit(kind: str, **fields: Any) -> None:
-            await confirmed.wait()  # a speculative turn's events wait for the end of the turn
-            if kind == "speech":
-                await self._send_speech(fields)
-            else:
-                await self.send(kind, **fields)
+        """Runs the whole turn at once; its events wait in an outbox until the turn is confirmed.
 
+        So a speculative turn computes recognition, the first sentence and its speech during
+        the hang-over, and all of it goes out the moment the silence is long enough.
+        """
+        outbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+
+        async def emit(kind: str, **fields: Any) -> None:
+            outbox.put_nowait((kind, fields))
+
+        async def deliver() -> None:
+            await confirmed.wait()
+            while (item := await outbox.get()) is not None:
+                kind, fields = item
+                if kind == "speech":
+                    await self._send_speech(fields)
+                else:
+                    await self.send(kind, **fields)
+
+        sender = asyncio.ensure_future(deliver())
         try:
             await self.pipeline.run_turn(turn, self.memory, self.persona, self.turn_options, emit, audio=audio,
                                          text=text, session=self.session.id)
-            await confirmed.wait()
+            outbox.put_nowait(None)
+            await sender
             self.memory.add(turn.transcript, turn.answer)
             await self.send("turn_end", turn=turn.number, transcript=turn.transcript, answer=turn.answer,
                             emotion=turn.emotion, audio_ms=round(turn.audio_ms, 1), timings=turn.timings,
                             speech_end_ms=round(self.speech_end_ms, 1))
         except asyncio.CancelledError:
+            sender.cancel()
             if confirmed.is_set() and turn.transcript:  # barged in: remember what was actually said
                 self.memory.add(turn.transcript, " ".join(turn.spoken) + " ...")
             raise
