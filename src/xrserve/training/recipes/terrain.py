@@ -49,10 +49,10 @@ class Decoder(nn.Module):
     artefacts, which a slope statistic would see at once, and about half the compute.
     """
 
-    def __init__(self, latent: int, norm: bool = False) -> None:
+    def __init__(self, latent: int, norm: bool = False, upsample: str = "nearest") -> None:
         super().__init__()
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1),
+            return [nn.Upsample(scale_factor=2.0, mode=upsample), nn.Conv2d(cin, cout, 3, 1, 1),
                     *([nn.BatchNorm2d(cout)] if norm else []), nn.ReLU()]
         self.fc = nn.Linear(latent, 64 * 16)
         self.conv = nn.Sequential(
@@ -109,6 +109,18 @@ class GanExport(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.generator(latent) * self.std + self.mean
+
+
+def log_spectrum(maps: torch.Tensor, bins: int = 12) -> torch.Tensor:
+    """Batch-mean log power in radial frequency bins: a differentiable picture of the spectrum."""
+    size = maps.shape[-1]
+    power = torch.fft.rfft2(maps - maps.mean(dim=(-2, -1), keepdim=True)).abs().pow(2).mean(0)
+    fy = torch.fft.fftfreq(size).abs()[:, None]
+    fx = torch.fft.rfftfreq(size)[None, :]
+    which = (torch.sqrt(fy ** 2 + fx ** 2) / 0.5 * (bins - 1)).round().long().clamp(max=bins - 1)
+    sums = torch.zeros(bins).index_add(0, which.flatten(), power.flatten())
+    counts = torch.zeros(bins).index_add(0, which.flatten(), torch.ones(which.numel()))
+    return torch.log(sums[1:] / counts[1:].clamp_min(1) + 1e-8)
 
 
 class TerrainRecipe(Recipe):
@@ -292,6 +304,11 @@ class TerrainGanRecipe(TerrainRecipe):
     batch_size = 32
 
     ema_decay = 0.995
+    # Optional loss matching the radially averaged log spectrum of real batches. The default
+    # generator keeps too much energy at short wavelengths (spectral slope -3.6 vs real -4.8),
+    # but with weight 1.0 the best validation realism got worse (0.536 vs 0.432), so it is off;
+    # bilinear upsampling was worse too (0.60 after 9 epochs).
+    spectral_weight = 0.0
 
     def build(self, seed: int) -> None:
         """Besides the two networks: an exponential moving average of the generator's weights
@@ -343,10 +360,17 @@ class TerrainGanRecipe(TerrainRecipe):
         self.d_opt.step()
         g_loss = F.softplus(-self.discriminator(fake)).mean()
         self.g_opt.zero_grad()
-        g_loss.backward()
+        if self.spectral_weight:
+            spectrum = F.mse_loss(log_spectrum(fake), log_spectrum(real))
+            (g_loss + self.spectral_weight * spectrum).backward()
+        else:
+            g_loss.backward()
         self.g_opt.step()
         self._update_ema()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        losses = {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        if self.spectral_weight:
+            losses["spectrum_loss"] = spectrum.item()
+        return losses
 
     def samples_m(self, count: int, seed: int) -> np.ndarray:
         z = torch.from_numpy(np.random.default_rng(seed).standard_normal((count, self.latent)).astype(np.float32))
