@@ -45,7 +45,11 @@ async function listModels() {
 }
 
 $("key-form").addEventListener("submit", (event) => event.preventDefault());
+let keyInUse = key();
 keyInput.addEventListener("change", () => {
+  // "change" fires again on blur; reconnect (ending the streams) only for a different key
+  if (key() === keyInUse) return;
+  keyInUse = key();
   localStorage.setItem("xrserve-key", keyInput.value.trim());
   app.session?.close();
   connect();
