@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import httpx
 import numpy as np
@@ -66,7 +67,10 @@ def test_bad_requests(voice_server) -> None:
         assert slow.status_code == 400
         punctuation = client.post("/v1/audio/speech", json={"input": "...", "response_format": "pcm"})
         assert punctuation.status_code in (200, 400)
-        controls = client.post("/v1/audio/speech", json={"input": "a\u0000b \ud800 \u2603", "response_format": "pcm"})
-        assert controls.status_code == 200  # NUL (espeak-ng reads C strings) and lone surrogates are dropped
+        controls = client.post("/v1/audio/speech", json={"input": "a\u0000b \u2603", "response_format": "pcm"})
+        assert controls.status_code == 200  # NUL is dropped: espeak-ng reads C strings
+        body = json.dumps({"input": "a \ud800 b", "response_format": "pcm"})  # a lone surrogate, escaped in JSON
+        surrogate = client.post("/v1/audio/speech", content=body, headers={"content-type": "application/json"})
+        assert surrogate.status_code in (200, 400), surrogate.text
         ok = client.post("/v1/audio/speech", json={"input": "Still here."})
         assert ok.status_code == 200 and np.frombuffer(ok.content[44:], "<i2").any()

@@ -13,7 +13,8 @@ import base64
 import json
 import logging
 import time
-from typing import Any, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 import numpy as np
 import orjson

@@ -226,6 +226,7 @@ class NpcPipeline:
                 await self._answer_text(turn, rest, splitter, pieces, emit, llm_started)
             last = splitter.flush()
             if last:
+                turn.timings.setdefault("llm_first_sentence_ms", _ms(llm_started))  # a one-piece answer
                 pieces.put_nowait(last)
             turn.timings["llm_ms"] = _ms(llm_started)
             pieces.put_nowait(None)
