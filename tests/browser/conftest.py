@@ -28,8 +28,10 @@ def launch(playwright, extra_flags: list[str] | None = None) -> Browser:
     return playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS + (extra_flags or []))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # module scope: Playwright's sync API keeps an event loop running in this thread while it
+    # is open, and later tests call asyncio.run()
     with sync_playwright() as playwright:
         browser = launch(playwright)
         yield browser

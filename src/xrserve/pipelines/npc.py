@@ -142,7 +142,8 @@ class TurnOptions:
         seed = options.get("seed")
         if seed is not None:
             seed = number_option(options, "seed", 0, 0, 2**32 - 1, integer=True)
-        return cls(max_tokens=number_option(options, "max_tokens", 64, 1, 512, integer=True),
+        # a turn is spoken: 256 tokens is already a minute and a half of speech
+        return cls(max_tokens=number_option(options, "max_tokens", 64, 1, 256, integer=True),
                    temperature=float(number_option(options, "temperature", 0.7, 0.0, 2.0)),
                    speed=float(number_option(options, "speed", 1.0, 0.25, 4.0)), seed=seed)
 
