@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,26 @@ def post(server: Server, model: str, value: float, **parameters) -> httpx.Respon
         body["parameters"] = parameters
     with server.client() as client:
         return client.post(f"/v2/models/{model}/infer", json=body)
+
+
+def wait_until_taken(server: Server, model: str, requests_before: float, count: int = 1) -> None:
+    """Until `count` more requests were admitted and none waits: the first is computing.
+
+    Polling the metrics instead of sleeping a fixed time keeps the test honest on a busy
+    machine, where a fixed sleep may end before the request reached the model. One kept
+    connection and two regular expressions: a full scrape-and-parse of a server with
+    twenty models takes ~100 ms, most of the 150 ms the blocking request computes.
+    """
+    requests = re.compile(rf'^xrserve_inference_requests_total{{model="{model}",version="1"}} (\S+)$', re.M)
+    depth = re.compile(rf'^xrserve_queue_depth{{model="{model}",version="1"}} (\S+)$', re.M)
+    deadline = time.monotonic() + 10
+    with httpx.Client(base_url=server.url) as client:
+        while time.monotonic() < deadline:
+            text = client.get("/metrics").text
+            admitted, waiting = requests.search(text), depth.search(text)
+            if admitted and float(admitted[1]) >= requests_before + count and waiting and float(waiting[1]) == 0:
+                return
+    raise AssertionError(f"the request to {model} was not taken from the queue within 10 s")
 
 
 def test_concurrent_requests_share_batches(server: Server) -> None:
@@ -39,9 +60,10 @@ def test_concurrent_requests_share_batches(server: Server) -> None:
 
 def test_expired_deadline_is_answered_not_computed(server: Server) -> None:
     with ThreadPoolExecutor(2) as pool:
-        blocker = pool.submit(post, server, "serial", 0.0)  # occupies the only instance for 150 ms
-        time.sleep(0.03)
+        requests = server.metric("xrserve_inference_requests_total", model="serial")
         before = server.metric("xrserve_inference_failures_total", model="serial", reason="deadline")
+        blocker = pool.submit(post, server, "serial", 0.0)  # occupies the only instance for 150 ms
+        wait_until_taken(server, "serial", requests)
         late = post(server, "serial", 1.0, deadline_ms=20)
         assert blocker.result().status_code == 200
     assert late.status_code == 408
@@ -80,8 +102,9 @@ def test_interactive_overtakes_queued_bulk(server: Server) -> None:
             finished.append(label)
 
     with ThreadPoolExecutor(4) as pool:
+        requests = server.metric("xrserve_inference_requests_total", model="serial")
         futures = [pool.submit(send, "bulk-0", "bulk")]
-        time.sleep(0.05)  # bulk-0 is now computing; the next ones queue
+        wait_until_taken(server, "serial", requests)  # bulk-0 is now computing; the next ones queue
         futures += [pool.submit(send, f"bulk-{i}", "bulk") for i in (1, 2)]
         time.sleep(0.05)
         futures.append(pool.submit(send, "interactive", "interactive"))
