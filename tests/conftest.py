@@ -220,14 +220,14 @@ def infer_body(name: str, array, datatype: str = "FP32", **extra) -> dict:
                         "data": array.ravel().tolist()}], **extra}
 
 
-def run_scheduler(config, scenario):
+def run_scheduler(config, scenario, frame_policy: str = "deadline"):
     """Load one model into a fresh in-process Scheduler, run `scenario(scheduler)`, close it."""
     import asyncio
 
     from xrserve.core.scheduler import Scheduler
 
     async def main():
-        scheduler = Scheduler()
+        scheduler = Scheduler(frame_policy=frame_policy)
         await scheduler.load(config)
         try:
             return await scenario(scheduler)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import MODELS
+from tests.conftest import MODELS, run_scheduler
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import DeadlineExceeded, Superseded
 from xrserve.core.request import InferenceRequest
@@ -31,15 +31,7 @@ def frame(session: str, sequence: int, budget_s: float = 1.0) -> InferenceReques
 
 
 def run(policy: str, config: ModelConfig, scenario):
-    async def main():
-        scheduler = Scheduler(frame_policy=policy)
-        await scheduler.load(config)
-        try:
-            return await scenario(scheduler)
-        finally:
-            await scheduler.close()
-
-    return asyncio.run(main())
+    return run_scheduler(config, scenario, frame_policy=policy)
 
 
 async def outcome(scheduler: Scheduler, request: InferenceRequest) -> str:
