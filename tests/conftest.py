@@ -20,6 +20,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from xrserve.training.data import shared_data_dir
+
+#: the real photos, speech and training data the tests use (../shared/data beside the checkout)
+SHARED_DATA = shared_data_dir()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not SHARED_DATA.is_dir():
+        raise pytest.UsageError(f"the shared test data is not at {SHARED_DATA}: check the repository out beside "
+                                f"shared/ (as ../shared/data) or set XRSERVE_SHARED_DATA to its folder")
+
 ROOT = Path(__file__).resolve().parent.parent
 XRSERVE = [sys.executable, "-m", "xrserve"]
 MODELS = Path(__file__).parent / "models"

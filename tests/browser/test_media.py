@@ -12,9 +12,9 @@ from playwright.sync_api import sync_playwright
 
 from tests.browser.conftest import ARTIFACTS, launch
 from tests.browser.test_web_client import open_with_key
-from tests.conftest import Server
+from tests.conftest import SHARED_DATA, Server
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def run(*command: str) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import SHARED_DATA
+
+DATA = SHARED_DATA
 HAND_IMAGES = DATA / "hand_images"
 COCO = DATA / "images" / "coco"
 FACE = DATA / "images" / "face_sergey.png"

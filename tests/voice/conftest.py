@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, Server, cli, start_server
+from tests.conftest import SHARED_DATA, Server, cli, start_server
 
 VOICE_MODELS = ("whisper-tiny-en", "piper-joe", "silero-vad", "smollm2", "minilm")
-ONE_TWO_THREE = ROOT.parent / "shared" / "data" / "speech" / "one_two_three.wav"
+ONE_TWO_THREE = SHARED_DATA / "speech" / "one_two_three.wav"
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
     "Please open the door to the castle.",
