@@ -149,7 +149,7 @@ RAY_VENV = Venv("ray", ("ray[serve]==2.60.0", "onnxruntime", "numpy"), "ray.serv
 
 # -- process trees: CPU accounting and clean shutdown ---------------------------------------------
 
-from llm_support.procs import _proc_stats, tree_pids  # noqa: E402 - one copy, shared with bench/llm.py
+from llm_support.procs import _proc_stats, end as end_tree, tree_pids  # noqa: E402 - one copy, shared with bench/llm.py
 
 
 
@@ -218,43 +218,6 @@ def foreign_cores(server_pid: int, seconds: float) -> float:
     window = CpuWindow(server_pid)
     time.sleep(seconds)
     return window.close()[1]
-
-
-def end_tree(process: subprocess.Popen) -> None:
-    """SIGTERM every process of the server's tree (its session included), then SIGKILL what is left.
-
-    MLServer and Ray leave children behind after SIGTERM to the parent alone, so the
-    pids are collected first (the tree falls apart once its root is gone).
-    """
-    pids = tree_pids(process.pid)
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-    for pid in pids | tree_pids(process.pid):
-        _signal(pid, signal.SIGKILL)
-    if process.poll() is None:
-        process.wait()
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def prioritize(pid: int, niceness: int) -> None:

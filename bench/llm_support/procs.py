@@ -56,7 +56,7 @@ def end(process: subprocess.Popen) -> None:
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
     _signal_group(process.pid, signal.SIGKILL)
-    for pid in pids:
+    for pid in pids | tree_pids(process.pid):  # children forked while it was ending too
         _signal(pid, signal.SIGKILL)
     if process.poll() is None:
         process.wait()
