@@ -29,9 +29,7 @@ class Guard:
         request.scope[KEY_SCOPE] = key.id
         if model is not None:
             request.scope[MODEL_SCOPE] = model
-        if not key.allows(model, admin=admin):
-            need = "admin" if admin else f"'{model}' (or '*')"
-            raise Forbidden(f"API key {key.id} lacks the scope {need}; its scopes are {list(key.scopes)}")
+        require_scope(key, model, admin=admin)
         return key
 
     def identify(self, request: Request) -> ApiKey:
@@ -51,6 +49,13 @@ class Guard:
             return self.keys.verify(token.strip())
         except PermissionError as exc:
             raise Unauthorized(str(exc)) from None
+
+
+def require_scope(key: ApiKey, model: str | None, *, admin: bool = False) -> None:
+    """403 unless the key covers the model (or admin work); shared by REST routes and session streams."""
+    if not key.allows(model, admin=admin):
+        need = "admin" if admin else f"'{model}' (or '*')"
+        raise Forbidden(f"API key {key.id} lacks the scope {need}; its scopes are {list(key.scopes)}")
 
 
 def guard_of(request: Request) -> Guard:

@@ -16,8 +16,9 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from xrserve.core.errors import BadRequest, Forbidden, NotFound, XRServeError
+from xrserve.core.errors import BadRequest, NotFound, XRServeError
 from xrserve.core.scheduler import Scheduler
+from xrserve.security.guard import require_scope
 from xrserve.security.keys import ApiKey
 from xrserve.session import protocol
 from xrserve.session.streams import STREAM_KINDS, SessionStream
@@ -88,9 +89,7 @@ class Session:
 
     def authorize(self, model: str) -> None:
         """Stream kinds call this for every model they will use: the session's key must cover it."""
-        if not self.key.allows(model):
-            raise Forbidden(f"API key {self.key.id} lacks the scope '{model}' (or '*'); "
-                            f"its scopes are {list(self.key.scopes)}")
+        require_scope(self.key, model)
 
     # -- receiving -------------------------------------------------------------------------
 
