@@ -89,6 +89,10 @@ outputs = [{ name = "y", datatype = "FP32", shape = [-1, 4] }, { name = "batch",
 """
 
 
+#: while this file exists beside the repository, the `serial` model keeps computing
+SERIAL_HOLD = "serial.hold"
+
+
 def build_repository(repo: Path) -> None:
     tiny = write_model(repo, "tiny", "1", """
         runtime = "onnx"
@@ -113,14 +117,14 @@ def build_repository(repo: Path) -> None:
         max_queue_delay_ms = 30
         parameters = { sleep_ms = 40 }
     """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
-    # one request at a time, 150 ms each: lets tests build a queue behind it
-    write_model(repo, "serial", "1", """
+    # one request at a time, 150 ms each, and longer while tests hold it (see `held`)
+    write_model(repo, "serial", "1", f"""
         runtime = "python"
         entrypoint = "sleepy.py:Sleepy"
         isolation = "thread"
         max_batch_size = 1
         queue_size = 4
-        parameters = { sleep_ms = 150 }
+        parameters = {{ sleep_ms = 150, hold_file = "{repo.parent / SERIAL_HOLD}" }}
     """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
     scripted = write_model(repo, "scripted", "1", """
         runtime = "torchscript"

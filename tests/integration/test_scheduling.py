@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
 
-from tests.conftest import Server, infer_body
+from tests.conftest import SERIAL_HOLD, Server, infer_body
 
 
 def post(server: Server, model: str, value: float, **parameters) -> httpx.Response:
@@ -21,13 +23,24 @@ def post(server: Server, model: str, value: float, **parameters) -> httpx.Respon
         return client.post(f"/v2/models/{model}/infer", json=body)
 
 
-def wait_until_taken(server: Server, model: str, requests_before: float, count: int = 1) -> None:
-    """Until `count` more requests were admitted and none waits: the first is computing.
+@contextmanager
+def serial_held(server: Server) -> Iterator[None]:
+    """Keep the `serial` model computing until the block ends, so a queue can be built behind it."""
+    hold = server.repo.parent / SERIAL_HOLD
+    hold.touch()
+    try:
+        yield
+    finally:
+        hold.unlink()
 
-    Polling the metrics instead of sleeping a fixed time keeps the test honest on a busy
-    machine, where a fixed sleep may end before the request reached the model. One kept
-    connection and two regular expressions: a full scrape-and-parse of a server with
-    twenty models takes ~100 ms, most of the 150 ms the blocking request computes.
+
+def wait_until_taken(server: Server, model: str, requests_before: float, count: int = 1, queued: int = 0) -> None:
+    """Until `count` more requests were admitted and exactly `queued` of them wait.
+
+    With `queued=0` the first is computing. Tests send each request only after the one
+    before it was seen queued, while `serial_held` keeps the model busy: arrival order
+    and queue contents are then facts, not hopes about a fixed sleep on a busy machine
+    (where CI once saw a later request arrive before one sent earlier).
     """
     requests = re.compile(rf'^xrserve_inference_requests_total{{model="{model}",version="1"}} (\S+)$', re.M)
     depth = re.compile(rf'^xrserve_queue_depth{{model="{model}",version="1"}} (\S+)$', re.M)
@@ -36,9 +49,9 @@ def wait_until_taken(server: Server, model: str, requests_before: float, count: 
         while time.monotonic() < deadline:
             text = client.get("/metrics").text
             admitted, waiting = requests.search(text), depth.search(text)
-            if admitted and float(admitted[1]) >= requests_before + count and waiting and float(waiting[1]) == 0:
+            if admitted and float(admitted[1]) >= requests_before + count and waiting and float(waiting[1]) == queued:
                 return
-    raise AssertionError(f"the request to {model} was not taken from the queue within 10 s")
+    raise AssertionError(f"{count} requests to {model} with {queued} of them queued not seen within 10 s")
 
 
 def test_concurrent_requests_share_batches(server: Server) -> None:
@@ -62,9 +75,10 @@ def test_expired_deadline_is_answered_not_computed(server: Server) -> None:
     with ThreadPoolExecutor(2) as pool:
         requests = server.metric("xrserve_inference_requests_total", model="serial")
         before = server.metric("xrserve_inference_failures_total", model="serial", reason="deadline")
-        blocker = pool.submit(post, server, "serial", 0.0)  # occupies the only instance for 150 ms
-        wait_until_taken(server, "serial", requests)
-        late = post(server, "serial", 1.0, deadline_ms=20)
+        with serial_held(server):
+            blocker = pool.submit(post, server, "serial", 0.0)  # occupies the only instance
+            wait_until_taken(server, "serial", requests)
+            late = post(server, "serial", 1.0, deadline_ms=20)
         assert blocker.result().status_code == 200
     assert late.status_code == 408
     assert "deadline" in late.json()["error"] and "not computed" in late.json()["error"]
@@ -82,13 +96,20 @@ def test_deadline_in_header_and_invalid_deadline(server: Server) -> None:
 
 
 def test_full_queue_says_when_to_retry(server: Server) -> None:
-    with ThreadPoolExecutor(10) as pool:  # serial: 1 running + queue_size 4; 150 ms each
-        answers = list(pool.map(lambda i: post(server, "serial", i), range(10)))
+    requests = server.metric("xrserve_inference_requests_total", model="serial")
+    with ThreadPoolExecutor(10) as pool:  # serial: 1 running + queue_size 4
+        with serial_held(server):
+            futures = [pool.submit(post, server, "serial", i) for i in range(10)]
+            wait_until_taken(server, "serial", requests, count=5, queued=4)
+            give_up = time.monotonic() + 10
+            while sum(f.done() for f in futures) < 5 and time.monotonic() < give_up:
+                time.sleep(0.01)  # while held, only refused requests can have been answered
+        answers = [f.result() for f in futures]
     rejected = [a for a in answers if a.status_code == 503]
-    assert rejected, [a.status_code for a in answers]
+    assert len(rejected) == 5, [a.status_code for a in answers]
     assert all(int(a.headers["Retry-After"]) >= 1 for a in rejected)
     assert "queue" in rejected[0].json()["error"]
-    assert sum(a.status_code == 200 for a in answers) >= 5
+    assert sum(a.status_code == 200 for a in answers) == 5
 
 
 def test_interactive_overtakes_queued_bulk(server: Server) -> None:
@@ -103,12 +124,13 @@ def test_interactive_overtakes_queued_bulk(server: Server) -> None:
 
     with ThreadPoolExecutor(4) as pool:
         requests = server.metric("xrserve_inference_requests_total", model="serial")
-        futures = [pool.submit(send, "bulk-0", "bulk")]
-        wait_until_taken(server, "serial", requests)  # bulk-0 is now computing; the next ones queue
-        futures += [pool.submit(send, f"bulk-{i}", "bulk") for i in (1, 2)]
-        time.sleep(0.05)
-        futures.append(pool.submit(send, "interactive", "interactive"))
+        with serial_held(server):
+            futures = [pool.submit(send, "bulk-0", "bulk")]
+            wait_until_taken(server, "serial", requests)  # bulk-0 is computing; the next ones queue
+            for queued, (label, priority) in enumerate([("bulk-1", "bulk"), ("bulk-2", "bulk"),
+                                                        ("interactive", "interactive")], start=1):
+                futures.append(pool.submit(send, label, priority))  # each surely queued before the next
+                wait_until_taken(server, "serial", requests, count=1 + queued, queued=queued)
         for future in futures:
             future.result()
-    assert finished.index("interactive") < finished.index("bulk-1"), finished
-    assert finished.index("interactive") < finished.index("bulk-2"), finished
+    assert finished == ["bulk-0", "interactive", "bulk-1", "bulk-2"]
