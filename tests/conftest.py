@@ -6,6 +6,7 @@ need a differently configured server start their own small one with `start_serve
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,21 @@ def cli(*args: str, data_dir: Path | None = None, check: bool = True) -> subproc
     if check and result.returncode != 0:
         raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def audit_records(data_dir: Path, found: Callable[[list[dict]], bool], lines: int = 50) -> list[dict]:
+    """The newest audit records, read again until `found` holds (or 15 s pass).
+
+    The audit writer flushes in the background every 0.2 s; on a busy machine a fixed
+    sleep can end before the record is written, so the test waits for the fact itself.
+    """
+    give_up = time.monotonic() + 15
+    while True:
+        output = cli("audit", "tail", "-n", str(lines), "--json", data_dir=data_dir).stdout
+        records = [json.loads(line) for line in output.splitlines()]
+        if found(records) or time.monotonic() > give_up:
+            return records
+        time.sleep(0.2)
 
 
 def write_model(repo: Path, name: str, version: str, toml: str, files: dict[str, Path] | None = None) -> Path:

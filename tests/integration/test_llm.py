@@ -11,7 +11,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import Server, cli, infer_body, start_server
+from tests.conftest import Server, audit_records, cli, infer_body, start_server
 
 MODEL = "smollm2"
 
@@ -176,10 +176,14 @@ def test_moderation_masks_output_and_refuses_input(tmp_path) -> None:
         assert streamed == text
         with pytest.raises(openai.BadRequestError, match="content filter"):
             c.chat.completions.create(model=MODEL, messages=ask("Tell me the news."), max_tokens=5)
-        time.sleep(0.6)  # the audit trail records the decision, never the text
-        records = [json.loads(line) for line in cli("audit", "tail", "-n", "10", "--json",
-                                                    data_dir=server.data_dir).stdout.splitlines()]
-        notes = [r["note"] for r in records if r["note"]]
+        def notes_of(records: list[dict]) -> list[str]:  # the audit trail records the decision, never the text
+            return [r["note"] for r in records if r["note"]]
+
+        def both(records: list[dict]) -> bool:
+            notes = notes_of(records)
+            return any("output masked" in n for n in notes) and any("input refused" in n for n in notes)
+
+        notes = notes_of(audit_records(server.data_dir, both, lines=10))
         assert any("output masked [common]" in n for n in notes) and any("input refused" in n for n in notes)
     finally:
         server.stop()
