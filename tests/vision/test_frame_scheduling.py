@@ -52,7 +52,8 @@ def test_a_newer_frame_supersedes_the_waiting_one() -> None:
             await asyncio.sleep(0.005)
         return await asyncio.gather(*tasks)
 
-    assert run("deadline", sleepy(), scenario) == ["done", "superseded", "superseded", "superseded", "done"]
+    # 200 ms of compute against 20 ms of sending: a busy machine's late wake-ups cannot reorder it
+    assert run("deadline", sleepy(200), scenario) == ["done", "superseded", "superseded", "superseded", "done"]
 
 
 def test_fifo_policy_computes_every_frame_in_order() -> None:
@@ -75,18 +76,18 @@ def test_frames_of_different_streams_do_not_supersede_each_other_and_share_a_bat
         await blocker
         return [int(a.outputs["batch"][0]) for a in answers]
 
-    assert run("deadline", sleepy(max_batch_size=4), scenario) == [3, 3, 3]
+    assert run("deadline", sleepy(200, max_batch_size=4), scenario) == [3, 3, 3]
 
 
 def test_a_frame_past_its_deadline_is_never_computed() -> None:
     async def scenario(s: Scheduler):
         blocker = asyncio.create_task(s.submit(frame("a", 0)))
         await asyncio.sleep(0.005)
-        late = await outcome(s, frame("b", 1, budget_s=0.015))  # waits behind a 40 ms frame
+        late = await outcome(s, frame("b", 1, budget_s=0.015))  # waits behind a 200 ms frame
         await blocker
         return late, s.metrics.failures.labels("sleepy", "1", "deadline")._value.get()
 
-    late, dropped = run("deadline", sleepy(), scenario)
+    late, dropped = run("deadline", sleepy(200), scenario)
     assert late == "deadline" and dropped == 1
 
 
