@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -124,3 +125,19 @@ def test_inline_isolation_computes_on_the_loop() -> None:
         return [r.outputs["y"][0, 0] for r in results]
 
     assert run(sleepy(isolation="inline", parameters={"sleep_ms": 0}), scenario) == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_nice_lowers_only_a_worker_process(isolation: str) -> None:
+    config = ModelConfig(
+        name="niceness", runtime="python", entrypoint="niceness.py:Niceness", directory=str(MODELS), nice=7,
+        isolation=isolation, inputs=[{"name": "x", "datatype": "FP32", "shape": [1]}],
+        outputs=[{"name": "nice", "datatype": "INT32", "shape": [1]}],
+    )
+
+    async def scenario(s: Scheduler):
+        answer = await s.submit(InferenceRequest("niceness", {"x": np.zeros(1, np.float32)}))
+        return int(answer.outputs["nice"][0])
+
+    ours = os.nice(0)  # the tests themselves may run niced
+    assert run(config, scenario) == (min(19, ours + 7) if isolation == "process" else ours)

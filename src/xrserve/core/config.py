@@ -86,6 +86,11 @@ class ModelConfig(BaseModel):
     isolation: Isolation = "process"
     queue_size: int = Field(default=256, ge=1, le=1_000_000)
     threads: int = Field(default=1, ge=1, le=256, description="intra-op threads per instance")
+    nice: int = Field(default=0, ge=0, le=19, description=(
+        "CPU niceness of the worker processes (isolation = process; the server's own process is "
+        "never reniced): on a busy machine a higher value yields the cores to models with "
+        "tighter deadlines, e.g. an LLM writing the rest of an answer yields to the speech of "
+        "its first sentence"))
     streaming: bool = Field(default=False, description="answers stream (LLM tokens, audio); set by the runtime")
     max_streams: int = Field(default=8, ge=1, le=256, description="streams one instance runs at once")
     parameters: dict[str, Any] = Field(default_factory=dict)

@@ -46,6 +46,8 @@ def serve(conn: Connection, config_data: dict[str, Any]) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     send = _Sender(conn)
     config = ModelConfig.model_validate(config_data)
+    if config.nice:
+        os.nice(config.nice)  # before loading: the model's native threads inherit it (per thread on Linux)
     try:
         model = create_model(config)
         model.load()

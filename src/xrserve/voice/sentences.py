@@ -2,7 +2,10 @@
 
 Text to speech waits for whole sentences (prosody needs the sentence), but the first piece
 decides when the character starts talking: it may end at a clause (comma, colon,
-semicolon, dash) once it has a few words, so the first audio is short and comes soon.
+semicolon, dash) once it has a few words, or after `FIRST_PIECE_MAX_WORDS` words when no
+punctuation has come yet, so the first audio is short and comes soon. Piper's time grows
+with the text (on 2 cores ~75 ms for two words, ~320 ms for eight) and the rest of the
+answer is synthesised while the first piece plays, so only the first piece is cut early.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import re
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
 _CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
 FIRST_CLAUSE_MIN_WORDS = 4
+FIRST_PIECE_MAX_WORDS = 6
+_WORD_END = re.compile(r"\S\s+")
 MAX_PIECE_CHARS = 300  # a run-on "sentence" is spoken in pieces rather than waited for
 
 
@@ -43,6 +48,9 @@ class SentenceSplitter:
                 if len(self._buffer[:clause.start()].split()) >= FIRST_CLAUSE_MIN_WORDS:
                     cut = clause.end()
                     break
+            word_ends = [m.end() for m in _WORD_END.finditer(self._buffer)]
+            if len(word_ends) >= FIRST_PIECE_MAX_WORDS and (cut is None or word_ends[FIRST_PIECE_MAX_WORDS - 1] < cut):
+                cut = word_ends[FIRST_PIECE_MAX_WORDS - 1]  # still no punctuation: speak the first words
         if cut is None and len(self._buffer) > MAX_PIECE_CHARS:
             space = self._buffer.rfind(" ", 0, MAX_PIECE_CHARS)
             cut = space + 1 if space > 0 else MAX_PIECE_CHARS
