@@ -101,6 +101,18 @@ def test_terrain_gan_seeds(trained) -> None:
     assert realism["fractal_baseline"]["score"] > 0
 
 
+def test_gan_smoothing_is_a_low_pass_and_zero_is_identity() -> None:
+    import torch
+
+    from xrserve.training.recipes.terrain import Smoothing
+
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 32, 32)).astype(np.float32))
+    assert torch.equal(Smoothing(0.0)(noise), noise)
+    smoothed = Smoothing(0.5)(noise)
+    assert smoothed.std() < 0.8 * noise.std()  # white noise loses its short wavelengths
+    assert torch.allclose(Smoothing(0.5)(torch.full((1, 32, 32), 7.0)), torch.full((1, 32, 32), 7.0))  # flat stays flat
+
+
 def test_interrupted_run_resumes(tmp_path: Path) -> None:
     from xrserve.training.trainer import train
 
