@@ -66,6 +66,24 @@ def test_results_carry_landmarks_and_tracking_follows_the_hand(server: Server) -
         assert abs(hand["landmarks"][0][0] - first[0]["landmarks"][0][0]) < 10
 
 
+def test_frames_are_skipped_while_the_hand_search_runs_instead_of_starting_another(server: Server) -> None:
+    empty = media.render_text("no hands in this picture")  # nothing to track: every frame needs the detector
+    with SessionClient(server.url, server.admin_key) as session:
+        channel = session.open("cam", "camera", models=["hands"], budget_ms=5000)["channel"]
+        for sequence in range(8):  # back to back: all arrive while the first frame's detector runs
+            session.send_binary(channel, sequence, empty)
+        outcomes: dict[int, str] = {}
+        while len(outcomes) < 8:
+            message = session.wait(lambda m: isinstance(m, dict) and m.get("type") in ("result", "skipped", "error"),
+                                   timeout=60)
+            assert message["type"] != "error", message
+            assert message["sequence"] not in outcomes  # each frame accounted for once
+            outcomes[message["sequence"]] = message["type"] if message["type"] == "result" else message["reason"]
+    assert outcomes[0] == "result"
+    searching = [s for s, why in outcomes.items() if why.startswith("searching")]
+    assert searching, outcomes  # not seven detector runs competing for two cores
+
+
 @pytest.mark.parametrize("payload, status, words", [
     (media.corrupt_jpeg(), 400, "not a readable"),
     (b"", 400, "empty"),

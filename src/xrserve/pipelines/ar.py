@@ -107,6 +107,7 @@ class CameraStream(SessionStream):
         self.face_regions = np.zeros((1, 1, 4), np.float32)
         self.frames_since_detect = {"hands": 0, "face": 0}
         self.state_sequence: dict[str, int | None] = {"hands": None, "face": None}
+        self.searching: dict[str, int | None] = {"hands": None, "face": None}  # frame running the detector
         self.last_sent: dict[str, int | None] = {model: None for model in self.models}
         self.last_received: int | None = None
         self.skipped_since_result = {model: 0 for model in self.models}
@@ -142,8 +143,11 @@ class CameraStream(SessionStream):
         await asyncio.gather(*(self._answer(model, frame) for model in self.models))
 
     async def _answer(self, model: str, frame: Frame) -> None:
+        request = self._request(model, frame)
+        if request is None:
+            return await self._skip(frame, "searching: the detector is still looking at an earlier frame", [model])
         try:
-            response = await self.session.scheduler.submit(self._request(model, frame))
+            response = await self.session.scheduler.submit(request)
         except (Superseded, DeadlineExceeded, Unavailable) as error:
             return await self._skip(frame, next(why for kind, why in SKIPPED.items() if isinstance(error, kind)),
                                     [model])
@@ -151,6 +155,9 @@ class CameraStream(SessionStream):
             await self.session.send_json({"type": "error", "status": error.status_code, "message": error.message,
                                           "stream": self.name, "model": model, "sequence": frame.sequence})
             return
+        finally:
+            if model in self.searching and self.searching[model] == frame.sequence:
+                self.searching[model] = None
         last = self.last_sent[model]
         if last is not None and not newer(frame.sequence, last):
             return await self._skip(frame, "late: a newer frame was answered first", [model])
@@ -180,16 +187,27 @@ class CameraStream(SessionStream):
 
     # -- requests and tracking -------------------------------------------------------------
 
-    def _request(self, model: str, frame: Frame) -> InferenceRequest:
+    def _request(self, model: str, frame: Frame) -> InferenceRequest | None:
+        """The frame's request to `model`; None while nothing is tracked and the detector already runs.
+
+        Until the detector has found something there is nothing to track, and a second
+        detector run on the next frame (68 ms for hands here, against 32 to track) would
+        only compete with the first for the cores: that frame is skipped ("searching"),
+        as MediaPipe's graph drops frames while it is busy.
+        """
         inputs: dict[str, np.ndarray] = {"image": np.array([frame.payload], dtype=object)}
         parameters: dict[str, Any] = {}
         if model in ("hands", "face"):
             regions = self.hand_regions if model == "hands" else self.face_regions
             tracked = int((regions[0, :, 2] > 0).sum())
+            if tracked == 0 and self.searching[model] is not None:
+                return None
             wanted = self.max_hands if model == "hands" else 1
             due = self.frames_since_detect[model] >= self.redetect_every
             detect = tracked == 0 or (tracked < wanted and due)
             self.frames_since_detect[model] = 0 if detect else self.frames_since_detect[model] + 1
+            if tracked == 0:
+                self.searching[model] = frame.sequence
             inputs["regions"] = regions.copy()
             inputs["detect"] = np.array([detect])
         if model == "hands":
