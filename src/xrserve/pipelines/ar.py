@@ -103,8 +103,8 @@ class CameraStream(SessionStream):
         versions = {model: scheduler.resolve(model).version for model in needed}  # 404 names the loaded models
         # per-stream state
         self.offset_ms = float("inf")
-        self.hand_regions = np.zeros((1, 2, 4), np.float32)
-        self.face_regions = np.zeros((1, 1, 4), np.float32)
+        # tracked regions of the newest answered frame, sent back as the next frame's input
+        self.regions = {"hands": np.zeros((1, 2, 4), np.float32), "face": np.zeros((1, 1, 4), np.float32)}
         self.frames_since_detect = {"hands": 0, "face": 0}
         self.state_sequence: dict[str, int | None] = {"hands": None, "face": None}
         self.searching: dict[str, int | None] = {"hands": None, "face": None}  # frame running the detector
@@ -156,18 +156,16 @@ class CameraStream(SessionStream):
                                           "stream": self.name, "model": model, "sequence": frame.sequence})
             return
         finally:
-            if model in self.searching and self.searching[model] == frame.sequence:
+            if self.searching.get(model) == frame.sequence:
                 self.searching[model] = None
-        last = self.last_sent[model]
-        if last is not None and not newer(frame.sequence, last):
+        if self._outdated(model, frame):
             return await self._skip(frame, "late: a newer frame was answered first", [model])
         outputs = response.outputs
         self._track(model, frame.sequence, outputs)
         shaped = SHAPERS[model](outputs, 0)
         if model == "hands" and self.gestures and int(outputs["count"][0]):
             await self._add_gestures(frame, outputs, shaped)
-            last = self.last_sent[model]
-            if last is not None and not newer(frame.sequence, last):
+            if self._outdated(model, frame):  # a newer frame was answered while the gestures were read
                 return await self._skip(frame, "late: a newer frame was answered first", [model])
         self.last_sent[model] = frame.sequence
         skipped, self.skipped_since_result[model] = self.skipped_since_result[model], 0
@@ -176,6 +174,11 @@ class CameraStream(SessionStream):
         await self.send("result", model=model, sequence=frame.sequence, capture_ms=frame.capture_ms,
                         server_ms=round(server_ms, 2), latency_ms=round(frame.age_ms + server_ms, 2),
                         skipped=skipped, result=shaped)
+
+    def _outdated(self, model: str, frame: Frame) -> bool:
+        """Results never go back in time: a newer frame of this model was already answered."""
+        last = self.last_sent[model]
+        return last is not None and not newer(frame.sequence, last)
 
     async def _skip(self, frame: Frame, reason: str, models: list[str] | None = None) -> None:
         models = models or self.models
@@ -198,7 +201,7 @@ class CameraStream(SessionStream):
         inputs: dict[str, np.ndarray] = {"image": np.array([frame.payload], dtype=object)}
         parameters: dict[str, Any] = {}
         if model in ("hands", "face"):
-            regions = self.hand_regions if model == "hands" else self.face_regions
+            regions = self.regions[model]
             tracked = int((regions[0, :, 2] > 0).sum())
             if tracked == 0 and self.searching[model] is not None:
                 return None
@@ -220,13 +223,12 @@ class CameraStream(SessionStream):
 
     def _track(self, model: str, sequence: int, outputs: dict[str, np.ndarray]) -> None:
         """Keep the regions found in the newest answered frame for the next frame's requests."""
-        attribute = {"hands": "hand_regions", "face": "face_regions"}.get(model)
-        if attribute is None:
+        if model not in self.regions:
             return
         last = self.state_sequence[model]
         if last is None or newer(sequence, last):
             self.state_sequence[model] = sequence
-            setattr(self, attribute, outputs["regions"][:1].astype(np.float32))
+            self.regions[model] = outputs["regions"][:1].astype(np.float32)
 
     async def _add_gestures(self, frame: Frame, hands: dict[str, np.ndarray], shaped: dict[str, Any]) -> None:
         count = int(hands["count"][0])
