@@ -134,7 +134,7 @@ def build_repository(repo: Path) -> None:
         max_queue_delay_ms = 30
         parameters = { sleep_ms = 40 }
     """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
-    # one request at a time, 150 ms each, and longer while tests hold it (see `held`)
+    # one request at a time, 150 ms each, and longer while a test holds it (`serial_held`)
     write_model(repo, "serial", "1", f"""
         runtime = "python"
         entrypoint = "sleepy.py:Sleepy"

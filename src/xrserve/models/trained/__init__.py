@@ -142,7 +142,7 @@ class TerrainVAE(_TorchScriptBacked):
             if mode == "interpolate":
                 steps = parameters.get("steps", 8)
                 if len(latent) != 2 or not isinstance(steps, int) or not 2 <= steps <= MAX_MAPS:
-                    raise BadRequest("interpolate needs exactly 2 rows and parameters.steps an integer in 2..256")
+                    raise BadRequest(f"interpolate needs exactly 2 rows and parameters.steps an integer in 2..{MAX_MAPS}")
                 t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
                 latent = (latent[0] * (1 - t) + latent[1] * t).astype(np.float32)
             elif mode in ("decode", "sample") and sent[0] == "heightmap":

@@ -344,11 +344,12 @@ class TerrainGanRecipe(TerrainRecipe):
         self.best: dict[str, Any] = {"score": float("inf"), "epoch": 0, "smoothing": 0.0,
                                      "state": self.ema.state_dict()}
         self.epoch = 0
+        self.updates = 0  # generator steps folded into the EMA
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
                 "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(), "ema": self.ema.state_dict(),
-                "best": self.best, "epoch": self.epoch, "updates": getattr(self, "updates", 0)}
+                "best": self.best, "epoch": self.epoch, "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -363,7 +364,7 @@ class TerrainGanRecipe(TerrainRecipe):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        self.updates = getattr(self, "updates", 0) + 1
+        self.updates += 1
         decay = min(self.ema_decay, (1 + self.updates) / (10 + self.updates))  # warm-up: short runs track too
         for mine, theirs in zip(self.ema.parameters(), self.generator.parameters()):
             mine.lerp_(theirs, 1 - decay)
