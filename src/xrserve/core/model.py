@@ -2,17 +2,36 @@
 
 A model declares its inputs and outputs (from `model.toml` or its own class
 attribute `config`), loads once, and answers a batch. The scheduler has already
-checked names, datatypes and shapes, and concatenated compatible requests along
-the batch dimension, so `infer` only computes.
+checked names, datatypes, shapes and parameters, decoded declared image inputs, and
+concatenated compatible requests along the batch dimension, so `infer` only computes.
+
+Built-in models (classes inside the xrserve package, trusted to be imported into the
+server) may also declare, as class attributes, what the server does for them before
+and after the model runs: `Parameters` (validated at admission), `check_inputs` (a
+cheap check at admission) and `present` (how one row of the answer reads as JSON).
+A user's `model.py` is never imported into the server: its code runs only where a
+crash cannot reach the server, so these hooks are read from built-in classes only.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from xrserve.core.config import ModelConfig
+
+Outputs = dict[str, np.ndarray]
+#: One row of a model's answer as JSON-ready values (numpy arrays are fine: orjson writes them).
+Presenter = Callable[[Outputs, int], dict[str, Any]]
+InputCheck = Callable[[dict[str, np.ndarray]], None]
+
+
+class ModelParameters(BaseModel):
+    """Base of a model's request parameters: unknown names are refused, so a typo is a 400, not a default."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Model:
@@ -27,6 +46,12 @@ class Model:
 
     #: Built-in models set a default config here; user models get theirs from model.toml.
     config: ModelConfig
+    #: The request parameters this model reads (a `ModelParameters` subclass), checked before queuing.
+    Parameters: ClassVar[type[ModelParameters] | None] = None
+    #: A cheap check of the inputs run in the server at admission (e.g. image headers): 400 before queuing.
+    check_inputs: ClassVar[InputCheck | None] = None
+    #: One row of the outputs as the JSON `/v1/vision` and camera streams send; None: the tensors as JSON.
+    present: ClassVar[Presenter | None] = None
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -45,11 +70,12 @@ Emit = Callable[[dict[str, Any]], None]
 class StreamingModel(Model):
     """A model whose answer streams (LLM tokens, speech audio) and which schedules its own work.
 
-    The scheduler admits at most `config.parameters["max_streams"]` (default 8) streams per
-    instance at once and orders the waiting ones; the model interleaves the admitted ones
-    itself (an LLM decodes them in one batch). `start_stream` returns at once; `emit` may be
-    called from any thread with chunks `{"kind": "started" | "delta" | "done" | "error", ...}`,
-    and the last chunk of a stream is "done" or "error" (with "status" and "message").
+    The scheduler admits at most `config.max_streams` streams per instance at once and orders
+    the waiting ones; the model interleaves the admitted ones itself (an LLM decodes them in
+    one batch). `start_stream` returns at once; `emit` may be called from any thread with
+    chunks `{"kind": "started" | "delta" | "done" | "error", ...}`, and the last chunk of a
+    stream is "done" or "error" (with "status" and "message"). A "done" chunk may report
+    usage: `prompt_tokens`, `completion_tokens`.
     """
 
     def start_stream(self, stream_id: int, inputs: dict[str, np.ndarray], parameters: dict[str, Any],
