@@ -14,18 +14,21 @@ from rich.console import Console
 from starlette.types import ASGIApp
 
 from xrserve import __version__
-from xrserve.api import admin, oip, openai, openai_audio, openai_chat, session, vision
+from xrserve.api import admin, npc, oip, openai, openai_audio, openai_chat, session, vision
 from xrserve.api.errors import install_error_handlers
 from xrserve.api.fast_path import InferFastPath
-from xrserve.api.middleware import AuditMiddleware
-from xrserve.core.defaults import DefaultVersions
+from xrserve.api.middleware import AuditMiddleware, CancelOnDisconnect
 from xrserve.core.loader import RepositoryState, load_all
 from xrserve.core.metrics import Metrics
+from xrserve.core.promoted import PromotedVersions
+from xrserve.core.repository import RepositorySource
 from xrserve.core.scheduler import Scheduler
+from xrserve.models import builtin_configs
+from xrserve.runtimes import RUNTIMES
 from xrserve.security.audit import AuditLog
 from xrserve.security.guard import Guard
 from xrserve.security.keys import KeyStore
-from xrserve.security.limits import BodyLimitMiddleware
+from xrserve.api.limits import BodyLimitMiddleware
 from xrserve.security.moderation import Moderator
 from xrserve.settings import Settings
 
@@ -40,9 +43,9 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.scheduler = Scheduler(metrics, frame_policy=settings.frame_policy)
-        app.state.scheduler.defaults = app.state.default_versions.current  # promoted versions (same dict)
-        await load_all(app.state.scheduler, settings, app.state.repository, console)
+        app.state.scheduler = Scheduler(RUNTIMES, metrics, frame_policy=settings.frame_policy)
+        app.state.scheduler.defaults = app.state.promoted.current  # promoted versions (same dict)
+        await load_all(app.state.scheduler, app.state.repository_source, app.state.repository, console)
         app.state.started = True
         try:
             yield
@@ -61,17 +64,21 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     app.state.settings = settings
     app.state.started = False
     app.state.repository = RepositoryState()
-    app.state.default_versions = DefaultVersions(settings.data_dir / "default_versions.json")
+    # the pieces core is handed: where models come from (user directories + the built-ins) and the runtimes
+    app.state.repository_source = RepositorySource(settings.model_repositories,
+                                                   builtin_configs if settings.builtins else list,
+                                                   settings.only_models)
+    app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json")
     app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed)
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
-    for router in (oip.router, openai.router, openai_chat.router, openai_audio.router, admin.router, session.router,
-                   vision.router):
+    for router in (oip.router, openai.router, openai_chat.router, openai_audio.router, npc.router, admin.router,
+                   session.router, vision.router):
         app.include_router(router)
     mount_web_client(app)
     # outside FastAPI's own per-request stack, so the hot path skips it; the audit is
     # outermost so that even a 413 is recorded
-    limited = BodyLimitMiddleware(InferFastPath(app), limit=settings.max_body_bytes)
+    limited = BodyLimitMiddleware(CancelOnDisconnect(InferFastPath(app)), limit=settings.max_body_bytes)
     return AuditMiddleware(limited, audit=audit, metrics=metrics)
 
 

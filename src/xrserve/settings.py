@@ -35,8 +35,14 @@ class Settings:
     only_models: list[str] | None = None  # load just these (fast start for tests and benches)
     moderation: Path | None = None  # word/pattern lists replacing the shipped defaults
     frame_policy: str = "deadline"  # camera frames: "deadline" (latest-frame-wins, fair) or "fifo"
+    #: which models play a talking character's parts (asr, vad, llm, tts, embeddings); unset: the built-ins
+    npc_models: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        roles = ("asr", "vad", "llm", "tts", "embeddings")
+        unknown = [role for role in self.npc_models if role not in roles]
+        if unknown:
+            raise ValueError(f"--npc-model: {unknown} is not a part of a character; the parts are {', '.join(roles)}")
         if self.frame_policy not in ("deadline", "fifo"):
             raise ValueError(f"--frame-policy must be 'deadline' or 'fifo', not '{self.frame_policy}'")
         if self.dev and not is_loopback(self.host):

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import MODELS, run_scheduler
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import DeadlineExceeded, Superseded
-from xrserve.core.request import InferenceRequest
+from xrserve.core.request import InferenceRequest, Priority
 from xrserve.core.scheduler import Scheduler
 
 
@@ -27,7 +27,7 @@ def sleepy(sleep_ms: int = 40, max_batch_size: int = 1) -> ModelConfig:
 def frame(session: str, sequence: int, budget_s: float = 1.0) -> InferenceRequest:
     return InferenceRequest("sleepy", {"x": np.full((1, 4), sequence, np.float32)}, session=session,
                             frame_key=f"{session}/cam/sleepy", deadline=time.monotonic() + budget_s,
-                            priority="interactive", id=f"{session}:{sequence}")
+                            priority=Priority.INTERACTIVE, id=f"{session}:{sequence}")
 
 
 def run(policy: str, config: ModelConfig, scenario):

@@ -31,7 +31,7 @@ async def repository_index(request: Request) -> list[RepositoryEntry]:
              dependencies=[Depends(require_admin)], summary="Load new versions of a model from the repository")
 async def load_model(request: Request, model_name: ModelName) -> list[RepositoryEntry]:
     state = request.app.state
-    await reload_model(state.scheduler, state.settings, state.repository, model_name)
+    await reload_model(state.scheduler, state.repository_source, state.repository, model_name)
     versions = state.scheduler.models.get(model_name, {})
     problems = state.repository.problems.get(model_name, [])
     if not versions and not problems:
@@ -63,7 +63,7 @@ class Promotion(BaseModel):
 def _default_of(request: Request, name: str) -> DefaultVersion:
     state = request.app.state
     return DefaultVersion(name=name, default_version=state.scheduler.resolve(name).version,
-                          promoted=list(state.default_versions.history.get(name, [])))
+                          promoted=list(state.promoted.history.get(name, [])))
 
 
 @router.post("/v2/repository/models/{model_name}/promote", response_model=DefaultVersion,
@@ -74,7 +74,7 @@ async def promote_model(request: Request, model_name: ModelName, body: Promotion
     if not chosen.ready:
         raise Unavailable(f"model '{model_name}' version {body.version} is {chosen.state}, not READY; "
                           "load it first (POST /v2/repository/models/{name}/load)")
-    state.default_versions.promote(model_name, body.version)
+    state.promoted.promote(model_name, body.version)
     return _default_of(request, model_name)
 
 
@@ -85,13 +85,13 @@ async def rollback_model(request: Request, model_name: ModelName) -> DefaultVers
     state = request.app.state
     scheduler = state.scheduler
     serving = scheduler.resolve(model_name).version
-    if state.default_versions.history.get(model_name):
-        state.default_versions.pop(model_name)  # the previous promoted version, or else the newest ready
+    if state.promoted.history.get(model_name):
+        state.promoted.pop(model_name)  # the previous promoted version, or else the newest ready
     else:
         older = [v for v, m in scheduler.models[model_name].items() if m.ready and int(v) < int(serving)]
         if not older:
             raise BadRequest(f"model '{model_name}' has no ready version older than {serving} to roll back to")
-        state.default_versions.promote(model_name, max(older, key=int))
+        state.promoted.promote(model_name, max(older, key=int))
     return _default_of(request, model_name)
 
 

@@ -7,6 +7,7 @@ the key and model the guard recorded.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,7 +46,7 @@ class AuditMiddleware:
             await self.app(scope, receive, watched)
         finally:
             self.metrics.in_server -= counted
-            self._record(scope, status, (time.perf_counter() - started) * 1000)
+            self._record(scope, scope.get("xrserve.status", status), (time.perf_counter() - started) * 1000)
 
     def _record(self, scope: Scope, status: int, latency_ms: float) -> None:
         template = scope.get("xrserve.route") or getattr(scope.get("route"), "path", None) or "(unmatched)"
@@ -67,3 +68,70 @@ class AuditMiddleware:
         if counter is None:
             counter = self._counters[(template, status)] = self.metrics.http_requests.labels(template, str(status))
         counter.inc()  # type: ignore[attr-defined]
+
+
+#: the status recorded for a request whose client went away before the answer (nginx's convention)
+CLIENT_CLOSED = 499
+
+
+class CancelOnDisconnect:
+    """A client that goes away cancels its request: a queued request never runs, a stream stops.
+
+    Once the route has read the whole body, a watcher waits for `http.disconnect`; if it comes
+    before the answer has been sent, the request's task is cancelled, which the scheduler sees
+    as a cancelled future (dropped from the queue) or a cancelled stream (the model stops at its
+    next step). Routes that read `receive` themselves afterwards (streaming responses watching
+    for the disconnect) get the message from the watcher.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        handler = asyncio.current_task()
+        assert handler is not None
+        gone = asyncio.Event()
+        answered = False
+        cancelled_by_us = False
+        watcher: asyncio.Task[None] | None = None
+
+        async def watch() -> None:
+            nonlocal cancelled_by_us
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            if not answered:
+                cancelled_by_us = True
+                handler.cancel()
+
+        async def body_then_watch() -> Message:
+            nonlocal watcher
+            if watcher is not None:
+                await gone.wait()
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                watcher = asyncio.ensure_future(watch())
+            elif message["type"] == "http.disconnect":
+                gone.set()
+            return message
+
+        async def answering(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, body_then_watch, answering)
+        except asyncio.CancelledError:
+            if not cancelled_by_us:
+                raise
+            handler.uncancel()
+            scope["xrserve.note"] = "the client went away before the answer; its work was cancelled"
+            scope["xrserve.status"] = CLIENT_CLOSED
+        finally:
+            if watcher is not None and not watcher.done():
+                watcher.cancel()

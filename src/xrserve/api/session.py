@@ -43,7 +43,7 @@ async def session_socket(websocket: WebSocket) -> None:
     session = Session(websocket.app.state.scheduler, key, websocket.send_text, websocket.send_bytes,
                       app_state=websocket.app.state)
     await session.send_json(session.hello())
-    metrics = session.scheduler.metrics
+    metrics = websocket.app.state.scheduler.metrics
     try:
         while True:
             message = await websocket.receive()

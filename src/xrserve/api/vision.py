@@ -18,13 +18,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from xrserve.api.controls import deadline_from
-from xrserve.api.oip_codec import outputs_as_json
+from xrserve.core.controls import deadline_from
 from xrserve.api.oip_schema import ERRORS, ModelName
+from xrserve.core.client import InferenceClient
 from xrserve.core.errors import BadRequest, PayloadTooLarge
+from xrserve.core.images import image_size
 from xrserve.core.request import InferenceRequest
-from xrserve.models.vision.image import image_size
-from xrserve.models.vision.results import SHAPERS
 from xrserve.security.guard import require_model_scope
 
 router = APIRouter(tags=["Vision"], responses=ERRORS)
@@ -75,21 +74,23 @@ async def _image_and_parameters(request: Request) -> tuple[bytes, dict[str, Any]
              dependencies=[Depends(require_model_scope)])
 async def vision(request: Request, model_name: ModelName) -> Response:
     arrival = time.monotonic()
-    scheduler = request.app.state.scheduler
-    model = scheduler.resolve(model_name)
-    spec = model.config.input_specs.get("image")
-    if spec is None or spec.datatype != "BYTES":
-        vision_models = sorted(n for n in scheduler.models if "image" in scheduler.resolve(n).config.input_specs)
-        raise BadRequest(f"model '{model_name}' does not take an image; the vision models are {vision_models}")
+    client: InferenceClient = request.app.state.scheduler
+    model = client.resolve(model_name)
+    images = model.capabilities.image_inputs
+    if len(images) != 1:
+        takes = [n for n in client.model_names() if len(client.resolve(n).capabilities.image_inputs) == 1]
+        raise BadRequest(f"model '{model_name}' does not take one image (an input with content_type = \"image\"); "
+                         f"the models that do are {takes}")
     data, parameters = await _image_and_parameters(request)
     width, height = image_size(data)  # 400/413 from the header, before anything is queued or decoded
-    inference = InferenceRequest(model=model.name, inputs={"image": np.array([data], dtype=object)},
-                                 parameters=parameters, deadline=deadline_from(parameters, request.headers, arrival),
+    header = request.headers.get("x-deadline-ms")
+    inference = InferenceRequest(model=model.name, version=model.version,
+                                 inputs={images[0]: np.array([data], dtype=object)}, parameters=parameters,
+                                 deadline=deadline_from(parameters, header, arrival),
                                  session=request.scope.get("xrserve.key_id"), arrival=arrival)
-    result = await scheduler.submit(inference)
+    result = await client.submit(inference)
     request.scope["xrserve.version"] = result.version
-    shaper = SHAPERS.get(result.model)
     body: dict[str, Any] = {"model": result.model, "version": result.version, "width": width, "height": height}
-    body.update(shaper(result.outputs, 0) if shaper else {"outputs": outputs_as_json(result.outputs)})
+    body.update(model.capabilities.present(result.outputs, 0))
     body["server_ms"] = round((time.monotonic() - arrival) * 1000, 2)
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")

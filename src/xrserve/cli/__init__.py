@@ -55,7 +55,7 @@ def serve(
         "--model-repository", help="Directory of <model>/<version>/model.toml; repeatable.",
         exists=True, file_okay=False, dir_okay=True)] = None,
     data_dir: DataDir = default_data_dir(),
-    dev: Annotated[bool, typer.Option("--dev", help="Allow requests without an API key (loopback only).")] = False,
+    dev: Annotated[bool, typer.Option("--dev", help="Allow requests without an API key or with a placeholder token like EMPTY; xrs_ keys are still checked (loopback only).")] = False,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted, in MiB.", min=0.001)]
     = DEFAULT_MAX_BODY_BYTES / 2**20,
     no_builtins: Annotated[bool, typer.Option("--no-builtins", help="Serve only the --model-repository models.")]
@@ -66,14 +66,21 @@ def serve(
     frame_policy: Annotated[str, typer.Option(
         "--frame-policy", help="Camera frames: 'deadline' (latest frame wins, fair between sessions) or "
         "'fifo' (first in, first out; for comparison).")] = "deadline",
+    npc_model: Annotated[Optional[list[str]], typer.Option(
+        "--npc-model", help="ROLE=MODEL: which model plays a talking character's part (asr, vad, llm, tts, "
+        "embeddings), e.g. --npc-model llm=my-llm; repeatable. Default: the built-ins.")] = None,
 ) -> None:
     """Start the server with the built-in models and any model repositories."""
     from xrserve.server import serve as run_server
 
     try:
+        roles = [item.partition("=") for item in npc_model or []]
+        if any(not sep or not role or not name for role, sep, name in roles):
+            raise ValueError("--npc-model takes ROLE=MODEL, e.g. --npc-model llm=smollm2")
         settings = Settings(host=host, port=port, data_dir=data_dir, model_repositories=model_repository or [],
                             builtins=not no_builtins, dev=dev, max_body_bytes=int(max_body_mb * 2**20),
-                            only_models=only, moderation=moderation, frame_policy=frame_policy)
+                            only_models=only, moderation=moderation, frame_policy=frame_policy,
+                            npc_models={role: name for role, _, name in roles})
         if moderation is not None:
             from xrserve.security.moderation import Moderator
 
@@ -269,7 +276,7 @@ def models_rollback(name: Annotated[str, typer.Argument(help="Model name.")],
     out.print(f"{name}: default version {result['default_version']}")
 
 
-from xrserve.training.cli import train_command  # noqa: E402 - the command lives with the training code
+from xrserve.cli.train import train_command  # noqa: E402 - `xrserve train` (training runs in-process)
 
 app.command("train")(train_command)
 

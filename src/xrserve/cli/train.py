@@ -14,8 +14,8 @@ from xrserve.training.recipes import RECIPE_NAMES
 def train_command(
     recipe: Annotated[str, typer.Argument(help=f"One of: {', '.join(RECIPE_NAMES)}.")],
     data: Annotated[Optional[Path], typer.Option(
-        help="Training data (default: the real data; gesture recipes read $XRSERVE_SHARED_DATA/hand_gestures, "
-             "terrain recipes matplotlib's sample DEMs).")] = None,
+        help="Training data (default: the real data; gesture recipes read hand_gestures/ from the data shipped "
+             "with xrserve or $XRSERVE_DATASETS, terrain recipes matplotlib's sample DEMs).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the recipe's).", min=1)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the initialisation and the batches.")] = 0,
     out: Annotated[Optional[Path], typer.Option(
@@ -45,7 +45,10 @@ def train_command(
     try:
         from xrserve.training.register import register as register_version
         from xrserve.training.trainer import train
-
+    except ModuleNotFoundError as exc:  # matplotlib: the plots and the terrain data come with the `train` extra
+        fail(f"training needs {exc.name}, which comes with the 'train' extra: pip install 'xrserve[train]' "
+             "(make install does it)")
+    try:
         result = train(recipe, data=data, epochs=epochs, seed=seed, out=out, limit=limit, steps=steps,
                        threads=threads, restart=restart, console=console)
         if register is not None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from xrserve.core.tensors import DATATYPES, TensorSpec
 
 Runtime = Literal["onnx", "torchscript", "python", "gguf"]
-Priority = Literal["interactive", "bulk"]
+PriorityName = Literal["frame", "first_speech", "interactive", "bulk"]  # xrserve.core.request.Priority
 Isolation = Literal["process", "thread", "inline"]
 
 DEFAULT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt", "python": "model.py",
@@ -39,6 +39,11 @@ class TensorDecl(BaseModel):
     name: str = Field(min_length=1)
     datatype: str
     shape: list[int]
+    content_type: Literal["image"] | None = Field(default=None, description=(
+        "'image': clients send an encoded image (JPEG, PNG, WebP, BMP) as one BYTES element per row; the "
+        "server checks its header at admission and, when the declared datatype is UINT8 or FP32, decodes it "
+        "to RGB pixels of the declared shape (NHWC [-1, H, W, 3] or NCHW [-1, 3, H, W]; fixed H and W are "
+        "resized to, FP32 is scaled to 0..1) before the model sees it. BYTES: the model gets the bytes."))
 
     @field_validator("datatype")
     @classmethod
@@ -54,8 +59,36 @@ class TensorDecl(BaseModel):
             raise ValueError(f"{value} has a dimension that is neither positive nor -1 (any size)")
         return value
 
+    @model_validator(mode="after")
+    def _image_layout(self) -> "TensorDecl":
+        if self.content_type == "image" and self.datatype != "BYTES":
+            if self.datatype not in ("UINT8", "FP32"):
+                raise ValueError(f"image input '{self.name}': datatype must be BYTES (the encoded file), UINT8 or "
+                                 f"FP32 (decoded pixels), not {self.datatype}")
+            if len(self.shape) not in (3, 4) or 3 not in (self.shape[-1], self.shape[-3]):
+                raise ValueError(f"image input '{self.name}': decoded pixels need shape [H, W, 3], [-1, H, W, 3] "
+                                 f"or [-1, 3, H, W], got {self.shape}")
+        return self
+
     def spec(self) -> TensorSpec:
-        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+        return TensorSpec(self.name, self.datatype, tuple(self.shape), self.content_type)
+
+
+class TrackingDecl(BaseModel):
+    """A model that tracks between camera frames: its answer carries regions to look at in the next frame.
+
+    A camera stream sends the regions of the newest answered frame back as `input`, and sets `detect`
+    (BOOL) when the model should search the whole image again: nothing tracked, or fewer than
+    wanted (the size of the regions' second dimension, or the request parameter `limit_parameter`)
+    every `redetect_every` frames. Tracking is cheaper than detection and the model stays stateless.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = "regions"
+    output: str = "regions"
+    detect: str = "detect"
+    limit_parameter: str | None = None
 
 
 class ModelConfig(BaseModel):
@@ -82,7 +115,8 @@ class ModelConfig(BaseModel):
     max_queue_delay_ms: float = Field(default=0.0, ge=0, le=10_000)
     default_deadline_ms: float | None = Field(default=None, gt=0)
     instances: int = Field(default=1, ge=1, le=64)
-    priority: Priority = "interactive"
+    priority: PriorityName = Field(default="interactive", description="the class of this model's requests "
+                                   "unless a request names its own")
     isolation: Isolation = "process"
     queue_size: int = Field(default=256, ge=1, le=1_000_000)
     threads: int = Field(default=1, ge=1, le=256, description="intra-op threads per instance")
@@ -93,8 +127,25 @@ class ModelConfig(BaseModel):
         "its first sentence"))
     streaming: bool = Field(default=False, description="answers stream (LLM tokens, audio); set by the runtime")
     max_streams: int = Field(default=8, ge=1, le=256, description="streams one instance runs at once")
+    optional_inputs: list[str] = Field(default_factory=list, description="inputs a request may leave out")
+    camera: bool | None = Field(default=None, description=(
+        "whether camera streams may run this model on their frames; default: yes when it has an image input "
+        "and every other input is optional"))
+    tracking: TrackingDecl | None = None
+    frame_parameters: dict[str, Any] = Field(default_factory=dict, description=(
+        "request parameters a camera stream adds to every frame it sends this model (the stream's own "
+        "per-model parameters override them)"))
     parameters: dict[str, Any] = Field(default_factory=dict)
     directory: str | None = Field(default=None, description="set by the repository, not by the file")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optional_inputs_from_parameters(cls, raw: Any) -> Any:
+        """Repositories written before `optional_inputs` was a field kept it in [parameters]."""
+        if isinstance(raw, dict) and isinstance(raw.get("parameters"), dict) and "optional_inputs" in raw["parameters"]:
+            raw = {**raw, "parameters": dict(raw["parameters"])}
+            raw.setdefault("optional_inputs", raw["parameters"].pop("optional_inputs"))
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelConfig":
@@ -112,6 +163,9 @@ class ModelConfig(BaseModel):
             self.streaming = True
         if self.streaming and self.max_batch_size:
             raise ValueError("a streaming model schedules its own batches; leave max_batch_size at 0")
+        unknown = [name for name in self.optional_inputs if name not in names]
+        if unknown:
+            raise ValueError(f"optional_inputs {unknown} are not inputs; the inputs are {names}")
         if self.runtime == "python" and not self.entrypoint:
             raise ValueError("runtime 'python' needs entrypoint = \"model.py:ClassName\"")
         return self
@@ -124,6 +178,18 @@ class ModelConfig(BaseModel):
     @cached_property
     def output_specs(self) -> dict[str, TensorSpec]:
         return {t.name: t.spec() for t in self.outputs}
+
+    @property
+    def image_inputs(self) -> list[str]:
+        return [t.name for t in self.inputs if t.content_type == "image"]
+
+    @property
+    def runs_on_camera(self) -> bool:
+        """Camera streams may send it frames: declared, or one image input and nothing else required."""
+        if self.camera is not None:
+            return self.camera
+        required = [t.name for t in self.inputs if t.name not in self.optional_inputs]
+        return len(self.image_inputs) == 1 and required == self.image_inputs and not self.streaming
 
     def weights_path(self) -> Path | None:
         """The file this version loads from; None for a built-in Python class."""

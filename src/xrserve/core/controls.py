@@ -1,18 +1,17 @@
 """Scheduling controls a client may attach to any request: deadline and priority.
 
 Deadline: request parameter `deadline_ms` (relative, from arrival), Triton's
-`timeout` parameter (microseconds), or the `X-Deadline-Ms` header. Priority:
-`interactive` or `bulk`, or a Triton integer (1 = interactive, 2 and up = bulk).
+`timeout` parameter (microseconds), or the `X-Deadline-Ms` header (the transport
+passes its value). Priority: a class name (`frame`, `first_speech`, `interactive`,
+`bulk`) or a Triton integer (1 = interactive, 2 and up = bulk).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from starlette.datastructures import Headers
-
-from xrserve.core.config import Priority
 from xrserve.core.errors import BadRequest
+from xrserve.core.request import Priority
 
 MAX_DEADLINE_MS = 24 * 3600 * 1000
 
@@ -23,12 +22,12 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
-def deadline_from(parameters: dict[str, Any], headers: Headers, arrival: float) -> float | None:
+def deadline_from(parameters: dict[str, Any], header: str | None, arrival: float) -> float | None:
+    """The request's deadline on the monotonic clock, from its parameters or the X-Deadline-Ms header value."""
     if "deadline_ms" in parameters:
         return arrival + _number(parameters["deadline_ms"], "parameter 'deadline_ms'") / 1000
     if "timeout" in parameters:
         return arrival + _number(parameters["timeout"], "parameter 'timeout' (microseconds)") / 1_000_000
-    header = headers.get("x-deadline-ms")
     if header is not None:
         try:
             value = float(header)
@@ -42,8 +41,9 @@ def priority_from(parameters: dict[str, Any]) -> Priority | None:
     value = parameters.get("priority")
     if value is None or value == 0:
         return None
-    if value in ("interactive", "bulk"):
-        return value
+    if isinstance(value, str) and value.upper() in Priority.__members__:
+        return Priority[value.upper()]
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return "interactive" if value == 1 else "bulk"
-    raise BadRequest(f"parameter 'priority' must be 'interactive', 'bulk' or a positive integer, got {value!r}")
+        return Priority.INTERACTIVE if value == 1 else Priority.BULK
+    names = ", ".join(f"'{p.name.lower()}'" for p in Priority)
+    raise BadRequest(f"parameter 'priority' must be one of {names} or a positive integer, got {value!r}")

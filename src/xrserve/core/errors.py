@@ -74,3 +74,33 @@ class ModelFailed(XRServeError):
     """The model itself raised while computing a valid request."""
 
     status_code = 500
+
+
+_BY_STATUS: dict[int, type[XRServeError]] = {
+    cls.status_code: cls for cls in (BadRequest, Unauthorized, Forbidden, NotFound, DeadlineExceeded, Superseded,
+                                     PayloadTooLarge, ModelFailed)
+}
+
+
+def error_for(status: int, message: str, headers: dict[str, str] | None = None) -> XRServeError:
+    """The error a status stands for, rebuilt on this side of a process (or Ray) boundary.
+
+    The one mapping every runner uses, so a model's error reaches the client with the same
+    status and message whether it ran inline, in a thread or in a worker process.
+    """
+    if status == Unavailable.status_code:
+        error: XRServeError = Unavailable(message)
+    else:
+        error = _BY_STATUS.get(status, ModelFailed)(message)
+        if error.status_code != status:  # a status without a class of its own keeps its number
+            error.status_code = status
+    if headers:
+        error.headers = dict(headers)
+    return error
+
+
+def model_error(model: str, exc: BaseException) -> XRServeError:
+    """What a model's exception means for the client: its own verdict, or a 500 naming the model."""
+    if isinstance(exc, XRServeError):
+        return exc
+    return ModelFailed(f"model '{model}' failed: {type(exc).__name__}: {exc}")

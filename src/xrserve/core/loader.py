@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from xrserve.core.config import ModelConfig
-from xrserve.core.repository import scan_repository
+from xrserve.core.repository import RepositorySource, scan_repository
 from xrserve.core.scheduler import Scheduler
-from xrserve.settings import Settings
 
 log = logging.getLogger("xrserve.loader")
 
@@ -31,21 +29,17 @@ class RepositoryState:
         self.problems.setdefault(name, []).append(reason)
 
 
-def _wanted(settings: Settings, config: ModelConfig) -> bool:
-    return settings.only_models is None or config.name in settings.only_models
-
-
 def _model_name_of(path: str, fallback: str) -> str:
     parts = path.replace("\\", "/").split("/")
     return parts[-3] if len(parts) >= 3 and parts[-1] == "model.toml" else fallback
 
 
-async def load_all(scheduler: Scheduler, settings: Settings, state: RepositoryState, console: Console) -> None:
-    scan = scan_repository(settings.model_repositories, builtins=settings.builtins)
+async def load_all(scheduler: Scheduler, source: RepositorySource, state: RepositoryState, console: Console) -> None:
+    scan = scan_repository(source)
     for error in scan.errors:
         state.add(_model_name_of(error.path, error.path), str(error))
         console.print(f"[yellow]skipped[/]: {error}")
-    configs = [c for c in scan.configs if _wanted(settings, c)]
+    configs = [c for c in scan.configs if source.wanted(c)]
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -61,12 +55,12 @@ async def load_all(scheduler: Scheduler, settings: Settings, state: RepositorySt
         progress.update(task, description="models loaded")
 
 
-async def reload_model(scheduler: Scheduler, settings: Settings, state: RepositoryState, name: str) -> list[str]:
+async def reload_model(scheduler: Scheduler, source: RepositorySource, state: RepositoryState, name: str) -> list[str]:
     """Load new versions of one model from the repository and drop versions that are gone.
 
     Versions already serving stay up, so a running client never sees a gap.
     """
-    scan = scan_repository(settings.model_repositories, builtins=settings.builtins)
+    scan = scan_repository(source)
     state.problems.pop(name, None)
     for error in scan.errors:
         if _model_name_of(error.path, "") == name:

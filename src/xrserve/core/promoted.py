@@ -1,4 +1,4 @@
-"""Default versions chosen by an operator (`xrserve models promote` / `rollback`), kept across restarts.
+"""Versions promoted to default by an operator (`xrserve models promote` / `rollback`), kept across restarts.
 
 Without a choice a request without a version gets the newest ready version. A promote
 pins one; the history of pins makes `rollback` go back to the previous choice. The file
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 
-class DefaultVersions:
+class PromotedVersions:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.history: dict[str, list[str]] = {}

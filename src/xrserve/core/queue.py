@@ -1,6 +1,7 @@
 """A bounded, deadline-ordered queue of pending requests for one model version.
 
-Order: interactive before bulk, then earliest deadline first (requests with no
+Order: by priority class (camera frames, first speech, interactive, bulk), then
+earliest deadline first (requests with no
 deadline get a soft one, `SOFT_DEADLINE_S` after arrival, so they are not starved).
 A request whose deadline passes while it waits is answered at that moment with
 `DeadlineExceeded` by a timer, not when it reaches the head: an XR client learns
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from xrserve.core.errors import DeadlineExceeded, Superseded, Unavailable
-from xrserve.core.request import InferenceRequest
+from xrserve.core.request import InferenceRequest, Priority
 
 SOFT_DEADLINE_S = 10.0
 FAIR_WINDOW_S = 0.05  # frames whose deadlines are this close to the most urgent one count as equally urgent
@@ -42,10 +43,14 @@ class Pending:
     future: asyncio.Future
     batch_size: int
     signature: Any
-    interactive: bool
+    priority: Priority
     parameters: dict = field(default_factory=dict)  # what reaches Model.infer (control keys removed)
     done: bool = False
     timer: asyncio.TimerHandle | None = field(default=None)
+
+    @property
+    def interactive(self) -> bool:
+        return self.priority.interactive
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> bool:
         """Resolve the waiting caller once; False if it was already resolved."""
@@ -101,7 +106,7 @@ class RequestQueue:
             self._frames[key] = item
         request = item.request
         order = request.deadline if request.deadline is not None else request.arrival + SOFT_DEADLINE_S
-        heapq.heappush(self._heap, (0 if item.interactive else 1, order, next(self._seq), item))
+        heapq.heappush(self._heap, (int(item.priority), order, next(self._seq), item))
         self._live += 1
         if request.deadline is not None:
             loop = asyncio.get_running_loop()

@@ -1,18 +1,34 @@
-"""The one internal request type every transport produces, and its answer."""
+"""The one internal request type every transport produces, its answer, and the priority classes."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
-from xrserve.core.config import Priority
-
 #: Request parameters that steer the server rather than the model; they never reach
 #: `Model.infer` and do not stop two requests from sharing a batch.
-CONTROL_PARAMETERS = frozenset({"deadline_ms", "priority", "binary_data_output", "session"})
+CONTROL_PARAMETERS = frozenset({"deadline_ms", "timeout", "priority", "binary_data_output", "session"})
+
+
+class Priority(IntEnum):
+    """Ordered classes of work, most urgent first; the gaps leave room for classes added later.
+
+    Within a class, the earliest deadline goes first. Everything before BULK is interactive:
+    while any of it waits, bulk batches yield (see the scheduler).
+    """
+
+    FRAME = 10  # a camera frame: worthless once the next one is drawn
+    FIRST_SPEECH = 20  # the first spoken piece of a character's answer: what the user waits for
+    INTERACTIVE = 30  # a person is waiting (REST calls, the rest of an answer)
+    BULK = 40  # generation, training, batch jobs
+
+    @property
+    def interactive(self) -> bool:
+        return self < Priority.BULK
 
 
 @dataclass(slots=True, eq=False)
@@ -24,7 +40,9 @@ class InferenceRequest:
     of computing. `frame_key` marks a camera frame (e.g. session/stream/model): with
     the default frame policy a newer request with the same key supersedes an older
     one still waiting (latest-frame-wins), and frames of different sessions share
-    the model fairly.
+    the model fairly. `session` identifies the client (an XR session or an API key):
+    fairness between sessions, and a session's requests can stay on one version.
+    `priority` None means the model's own default class.
     """
 
     model: str
@@ -44,6 +62,15 @@ class InferenceRequest:
 
 
 @dataclass(slots=True)
+class Usage:
+    """What a request cost, reported back for quotas: tokens in and out, and compute time."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    compute_s: float = 0.0
+
+
+@dataclass(slots=True)
 class InferenceResponse:
     model: str
     version: str
@@ -51,3 +78,4 @@ class InferenceResponse:
     id: str = ""
     queue_s: float = 0.0
     compute_s: float = 0.0
+    usage: Usage = field(default_factory=Usage)

@@ -22,29 +22,38 @@ from typing import Any, Callable
 import numpy as np
 
 from xrserve.core import worker
+from xrserve.core.capabilities import Runtimes
 from xrserve.core.config import ModelConfig
-from xrserve.core.errors import BadRequest, ModelFailed, PayloadTooLarge, Unavailable, XRServeError
-from xrserve.core.model import StreamingModel
+from xrserve.core.errors import Unavailable, error_for, model_error
+from xrserve.core.images import decode_inputs
+from xrserve.core.model import Model, StreamingModel
 from xrserve.core.stream import Stream
-from xrserve.runtimes import create_model
 
 Outputs = dict[str, np.ndarray]
 LOAD_TIMEOUT_S = 600.0
 MAX_RESTARTS_PER_MINUTE = 5
 _LARGE_MESSAGE = 1 << 20  # bigger sends go through a thread so the event loop never blocks on the pipe
 _stream_ids = itertools.count(1)
-_CLIENT_ERRORS = {400: BadRequest, 413: PayloadTooLarge}
+
+
+def _compute(model: Model, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
+    """What every runner does with a batch, in the thread or process that computes it."""
+    try:
+        return model.infer(decode_inputs(model.config, inputs), parameters)
+    except Exception as exc:
+        raise model_error(model.config.name, exc) from exc
 
 
 class ThreadRunner:
     """Runs the model inside the server: `infer` in a dedicated thread, streams on the model's own threads."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, create: Callable[[ModelConfig], Model]) -> None:
         self.config = config
+        self._create = create
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{config.name}")
 
     async def start(self) -> ModelConfig:
-        self.model = create_model(self.config)
+        self.model = self._create(self.config)
         await asyncio.get_running_loop().run_in_executor(self._executor, self.model.load)
         return self.model.config
 
@@ -52,13 +61,8 @@ class ThreadRunner:
         return None
 
     async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self.model.infer, inputs, parameters)
-        except XRServeError:
-            raise  # the model says what is wrong with the input (400, 413)
-        except Exception as exc:
-            raise ModelFailed(f"model '{self.config.name}' failed: {type(exc).__name__}: {exc}") from exc
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _compute, self.model, inputs,
+                                                                 parameters)
 
     def open_stream(self, inputs: Outputs, parameters: dict[str, Any], on_close: Callable[[], None]) -> Stream:
         assert isinstance(self.model, StreamingModel)
@@ -68,7 +72,8 @@ class ThreadRunner:
         try:
             self.model.start_stream(stream.id, inputs, parameters, emit)
         except Exception as exc:  # noqa: BLE001
-            stream.deliver({"kind": "error", "status": 500, "message": f"{type(exc).__name__}: {exc}"})
+            error = model_error(self.config.name, exc)
+            stream.deliver({"kind": "error", "status": error.status_code, "message": error.message})
         return stream
 
     async def stop(self) -> None:
@@ -86,19 +91,16 @@ class InlineRunner(ThreadRunner):
     """
 
     async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
-        try:
-            return self.model.infer(inputs, parameters)
-        except XRServeError:
-            raise
-        except Exception as exc:
-            raise ModelFailed(f"model '{self.config.name}' failed: {type(exc).__name__}: {exc}") from exc
+        return _compute(self.model, inputs, parameters)
 
 
 class ProcessRunner:
     """One model instance in a worker process, restarted when it dies."""
 
-    def __init__(self, config: ModelConfig, on_restart: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, config: ModelConfig, create: Callable[[ModelConfig], Model],
+                 on_restart: Callable[[], None] = lambda: None) -> None:
         self.config = config
+        self._create = create
         self._ctx = mp.get_context("spawn")
         self._on_restart = on_restart
         self._process: Any = None
@@ -119,7 +121,7 @@ class ProcessRunner:
         loop = asyncio.get_running_loop()
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=worker.serve, args=(child, self.config.model_dump()), daemon=True,
+            target=worker.serve, args=(child, self.config.model_dump(), self._create), daemon=True,
             name=f"xrserve-{self.config.name}-{self.config.version}",
         )
         process.start()
@@ -174,9 +176,7 @@ class ProcessRunner:
                 self._crashed()
         ok, payload = await future
         if not ok:
-            if isinstance(payload, tuple):  # the model raised an XRServeError: (status, message)
-                raise _CLIENT_ERRORS.get(payload[0], ModelFailed)(payload[1])
-            raise ModelFailed(f"{self.label} failed: {payload}")
+            raise error_for(*payload)  # (status, message, headers), as the model's error was mapped there
         return payload
 
     def open_stream(self, inputs: Outputs, parameters: dict[str, Any], on_close: Callable[[], None]) -> Stream:
@@ -281,7 +281,7 @@ class ProcessRunner:
             await asyncio.to_thread(self._process.join, 5)
 
 
-def make_runner(config: ModelConfig, on_restart: Callable[[], None]) -> ThreadRunner | ProcessRunner:
+def make_runner(config: ModelConfig, runtimes: Runtimes, on_restart: Callable[[], None]) -> ThreadRunner | ProcessRunner:
     if config.isolation == "process":
-        return ProcessRunner(config, on_restart)
-    return InlineRunner(config) if config.isolation == "inline" else ThreadRunner(config)
+        return ProcessRunner(config, runtimes.create, on_restart)
+    return (InlineRunner if config.isolation == "inline" else ThreadRunner)(config, runtimes.create)

@@ -11,18 +11,19 @@ all models: a bulk batch waits (bounded) while any interactive request is pendin
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from xrserve.core.capabilities import Capabilities, Runtimes
 from xrserve.core.config import ModelConfig
-from xrserve.core.errors import BadRequest, DeadlineExceeded, NotFound, Unavailable, XRServeError
+from xrserve.core.errors import BadRequest, DeadlineExceeded, ModelFailed, NotFound, Unavailable, XRServeError
+from xrserve.core.images import check_images
 from xrserve.core.metrics import Metrics
 from xrserve.core.queue import Pending, RequestQueue
-from xrserve.core.request import InferenceRequest, InferenceResponse
+from xrserve.core.request import InferenceRequest, InferenceResponse, Priority, Usage
 from xrserve.core.runners import make_runner
 from xrserve.core.stream import Stream
 from xrserve.core.tensors import NUMPY_DTYPES, datatype_of
@@ -49,10 +50,10 @@ class ModelVersion:
         self._m_depth = labels.queue_depth.labels(config.name, config.version)
         self.queue = RequestQueue(config.queue_size, on_expired=self._expired, frame_policy=scheduler.frame_policy,
                                   on_superseded=self._superseded)
-        self.check_inputs = _input_check(config)
-        self.optional_inputs = frozenset(config.parameters.get("optional_inputs", ()))
+        self._builtin_class = scheduler.runtimes.builtin_class(config)
+        self.capabilities = Capabilities.of(config, self._builtin_class)
         self.runners = [
-            make_runner(config, labels.restarts.labels(config.name, config.version).inc)
+            make_runner(config, scheduler.runtimes, labels.restarts.labels(config.name, config.version).inc)
             for _ in range(config.instances)
         ]
         self._tasks: list[asyncio.Task] = []
@@ -79,6 +80,7 @@ class ModelVersion:
             await asyncio.gather(*(runner.stop() for runner in self.runners), return_exceptions=True)
             raise
         self.config = configs[0]  # a runtime may fill in tensors the file left out (ONNX)
+        self.capabilities = Capabilities.of(self.config, self._builtin_class)
         dispatch = self._dispatch_streams if self.config.streaming else self._dispatch
         self._tasks = [asyncio.create_task(dispatch(runner)) for runner in self.runners]
         self.state = "READY"
@@ -95,7 +97,8 @@ class ModelVersion:
     def admit(self, request: InferenceRequest) -> Pending:
         """Check the request against the declared tensors and queue it."""
         specs = self.config.input_specs
-        missing = [name for name in specs if name not in request.inputs and name not in self.optional_inputs]
+        capabilities = self.capabilities
+        missing = [name for name in specs if name not in request.inputs and name not in capabilities.optional_inputs]
         if missing:
             raise BadRequest(
                 f"model '{self.name}' needs input(s) {missing}; the request has {sorted(request.inputs)}"
@@ -131,23 +134,29 @@ class ModelVersion:
         for name, spec in specs.items():
             if name in request.inputs:
                 spec.check(request.inputs[name], datatype_of(request.inputs[name]))
-        if self.check_inputs is not None:
-            self.check_inputs(request.inputs)  # the model's own cheap check (image headers): 400 before queuing
-        parameters = request.model_parameters()
+        if capabilities.image_inputs:
+            check_images(self.config, request.inputs)  # headers only: 400/413 before queuing
+        if capabilities.check_inputs is not None:
+            capabilities.check_inputs(request.inputs)  # the model's own cheap check: 400 before queuing
+        parameters = capabilities.check_parameters(self.name, request.model_parameters())
         signature = (
             tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(request.inputs.items())),
             repr(sorted(parameters.items())) if parameters else "",
         )
-        interactive = (request.priority or self.config.priority) == "interactive"
-        pending = Pending(request, asyncio.get_running_loop().create_future(), batch_size, signature, interactive,
+        priority = request.priority or self.default_priority
+        pending = Pending(request, asyncio.get_running_loop().create_future(), batch_size, signature, priority,
                           parameters)
         self.queue.put(pending, retry_after_s=max(1.0, self.compute_ema_s * len(self.queue)))
         self._m_requests.inc()
         self._m_depth.set(len(self.queue))
-        if interactive:
+        if pending.interactive:
             self.scheduler.interactive_started()
             pending.future.add_done_callback(self.scheduler.interactive_finished)
         return pending
+
+    @property
+    def default_priority(self) -> Priority:
+        return Priority[self.config.priority.upper()]
 
     def _superseded(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "superseded").inc()
@@ -213,7 +222,7 @@ class ModelVersion:
                 release()
 
             try:
-                stream = runner.open_stream(request.inputs, request.model_parameters(), closed)
+                stream = runner.open_stream(request.inputs, pending.parameters, closed)
             except XRServeError as exc:
                 slots.release()
                 pending.finish(error=exc)
@@ -306,7 +315,8 @@ class ModelVersion:
         self._answer(live, outputs, now, compute_s)
 
     def _answer(self, live: list[Pending], outputs: dict[str, np.ndarray], started: float, compute_s: float) -> None:
-        outputs = self._checked_outputs(outputs, sum(p.batch_size for p in live))
+        offset_total = sum(p.batch_size for p in live)
+        outputs = self._checked_outputs(outputs, offset_total)
         offset = 0
         for pending in live:
             request = pending.request
@@ -318,12 +328,11 @@ class ModelVersion:
                 mine = {name: outputs[name] for name in wanted}
             offset += pending.batch_size
             pending.finish(InferenceResponse(
-                self.name, self.version, mine, request.id, started - request.arrival, compute_s
+                self.name, self.version, mine, request.id, started - request.arrival, compute_s,
+                Usage(compute_s=compute_s * pending.batch_size / max(1, offset_total)),
             ))
 
     def _checked_outputs(self, outputs: Any, rows: int) -> dict[str, np.ndarray]:
-        from xrserve.core.errors import ModelFailed
-
         if not isinstance(outputs, dict):
             raise ModelFailed(f"model '{self.name}' returned {type(outputs).__name__}, not a dict of arrays")
         declared = self.config.output_specs
@@ -339,23 +348,11 @@ class ModelVersion:
         return checked
 
 
-def _input_check(config: ModelConfig) -> Callable[[dict[str, np.ndarray]], None] | None:
-    """A built-in model's `check_inputs` (run in the server at admission), if it has one.
-
-    Only for classes inside the xrserve package: a user's model.py is never imported
-    into the server process, its code runs where its crash cannot reach us.
-    """
-    entrypoint = config.entrypoint or ""
-    module, _, name = entrypoint.partition(":")
-    if config.runtime != "python" or not module.startswith("xrserve."):
-        return None
-    return getattr(getattr(importlib.import_module(module), name, None), "check_inputs", None)
-
-
 class Scheduler:
-    """Owns every loaded model version and is the only way to reach one."""
+    """Owns every loaded model version and is the only way to reach one (an `InferenceClient`)."""
 
-    def __init__(self, metrics: Metrics | None = None, frame_policy: str = "deadline") -> None:
+    def __init__(self, runtimes: Runtimes, metrics: Metrics | None = None, frame_policy: str = "deadline") -> None:
+        self.runtimes = runtimes
         self.metrics = metrics or Metrics()
         self.frame_policy = frame_policy
         self.models: dict[str, dict[str, ModelVersion]] = {}
@@ -414,6 +411,9 @@ class Scheduler:
 
     def all_versions(self) -> list[ModelVersion]:
         return [v for versions in self.models.values() for v in versions.values()]
+
+    def model_names(self) -> list[str]:
+        return sorted(self.models)
 
     # -- requests ------------------------------------------------------------------------
 

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Callable
 
-from xrserve.core.errors import BadRequest, ModelFailed, Unavailable, XRServeError
+from xrserve.core.errors import XRServeError, error_for
+from xrserve.core.request import Usage
 
 TERMINAL = ("done", "error")
 #: After `cancel()`, the slot is held until the model confirms with its terminal chunk (the
 #: engine frees its sequence on its next step), or at most this long if that chunk never comes.
 CANCEL_RELEASE_TIMEOUT_S = 2.0
-_ERRORS: dict[int, type[XRServeError]] = {400: BadRequest, 503: Unavailable}
 
 
 def chunk_error(chunk: dict[str, Any]) -> XRServeError:
     """The exception an "error" chunk stands for, with its status."""
-    cls = _ERRORS.get(int(chunk.get("status", 500)), ModelFailed)
-    return cls(str(chunk.get("message", "the model failed")))
+    return error_for(int(chunk.get("status", 500)), str(chunk.get("message", "the model failed")))
 
 
 class Stream:
@@ -35,6 +35,8 @@ class Stream:
         self._released = False
         self._draining = False  # cancelled: waiting for the model's terminal chunk to free the slot
         self.version = ""
+        self.usage = Usage()  # filled in from the model's "done" chunk
+        self._opened = time.monotonic()
         self.observe_first: Callable[[], None] | None = None  # set by the scheduler: time to first output
         self.observe_done: Callable[[dict[str, Any]], None] | None = None
 
@@ -54,8 +56,11 @@ class Stream:
         if chunk.get("kind") == "delta" and self.observe_first is not None:
             self.observe_first()
             self.observe_first = None
-        elif chunk.get("kind") == "done" and self.observe_done is not None:
-            self.observe_done(chunk)
+        elif chunk.get("kind") == "done":
+            self.usage = Usage(int(chunk.get("prompt_tokens", 0)), int(chunk.get("completion_tokens", 0)),
+                               time.monotonic() - self._opened)
+            if self.observe_done is not None:
+                self.observe_done(chunk)
         if chunk.get("kind") in TERMINAL:
             self._close()
             if chunk["kind"] == "error":

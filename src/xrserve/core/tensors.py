@@ -7,7 +7,7 @@ code speaks numpy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -54,12 +54,25 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    content_type: str | None = None  # "image": sent as encoded image bytes (BYTES), whatever the model receives
 
-    def metadata(self) -> dict:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+    def metadata(self) -> dict[str, Any]:
+        wire = self.wire()
+        found: dict[str, Any] = {"name": wire.name, "datatype": wire.datatype, "shape": list(wire.shape)}
+        if self.content_type:
+            found["parameters"] = {"content_type": self.content_type}
+        return found
+
+    def wire(self) -> "TensorSpec":
+        """The tensor as clients send it: an image input is one encoded image (BYTES) per row."""
+        if self.content_type != "image" or self.datatype == "BYTES":
+            return self
+        return TensorSpec(self.name, "BYTES", (-1,) if len(self.shape) == 4 else (1,), self.content_type)
 
     def check(self, array: np.ndarray, datatype: str, what: str = "input") -> None:
-        """Raise a 400 that names the tensor if `array` does not fit this spec."""
+        """Raise a 400 that names the tensor if `array` does not fit this spec (as clients send it)."""
+        if self.content_type == "image" and self.datatype != "BYTES":
+            return self.wire().check(array, datatype, what)
         if datatype != self.datatype:
             raise BadRequest(
                 f"{what} '{self.name}': datatype {datatype} does not match the model, "

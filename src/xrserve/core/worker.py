@@ -7,7 +7,9 @@ fails what was in flight with a 503 and starts a new one.
 Messages are pickled tuples `(tag, id, payload)`.
 Parent to child: ("infer", seq, (inputs, parameters)), ("start", stream_id, (inputs, parameters)),
 ("cancel", stream_id, None). Child to parent: ("ready", 0, config), ("load_failed", 0, message),
-("reply", seq, (ok, outputs_or_message)), ("chunk", stream_id, chunk).
+("reply", seq, (True, outputs) or (False, (status, message, headers))), ("chunk", stream_id, chunk).
+An error crosses the pipe as its status and message (`errors.model_error` here, `errors.error_for`
+there), the same mapping the in-server runners use, so isolation never changes what a client sees.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import pickle
 import signal
 import threading
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
 from xrserve.core.config import ModelConfig
-from xrserve.core.errors import XRServeError
-from xrserve.core.model import StreamingModel
-from xrserve.runtimes import create_model
+from xrserve.core.errors import model_error
+from xrserve.core.images import decode_inputs
+from xrserve.core.model import Model, StreamingModel
 
 READY, LOAD_FAILED, REPLY, CHUNK = "ready", "load_failed", "reply", "chunk"
 INFER, START, CANCEL = "infer", "start", "cancel"
@@ -41,7 +43,8 @@ class _Sender:
             self._conn.send_bytes(data)
 
 
-def serve(conn: Connection, config_data: dict[str, Any]) -> None:
+def serve(conn: Connection, config_data: dict[str, Any], create: Callable[[ModelConfig], Model]) -> None:
+    """The worker's main loop; `create` is the runtime registry's factory (pickled by reference)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; it stops us
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     send = _Sender(conn)
@@ -49,7 +52,7 @@ def serve(conn: Connection, config_data: dict[str, Any]) -> None:
     if config.nice:
         os.nice(config.nice)  # before loading: the model's native threads inherit it (per thread on Linux)
     try:
-        model = create_model(config)
+        model = create(config)
         model.load()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which names the model
         send(LOAD_FAILED, 0, f"{type(exc).__name__}: {exc}")
@@ -71,20 +74,20 @@ def serve(conn: Connection, config_data: dict[str, Any]) -> None:
             return
 
 
-def _infer(model: Any, send: _Sender, seq: int, payload: Any) -> None:
+def _infer(model: Model, send: _Sender, seq: int, payload: Any) -> None:
     inputs, parameters = payload
+    reply: tuple[bool, Any]
     try:
-        reply = (True, model.infer(inputs, parameters))
-    except XRServeError as exc:  # the model's verdict on the input, sent with its status
-        reply = (False, (exc.status_code, exc.message))
-    except Exception as exc:  # noqa: BLE001
-        reply = (False, f"{type(exc).__name__}: {exc}")
+        reply = (True, model.infer(decode_inputs(model.config, inputs), parameters))
+    except Exception as exc:  # noqa: BLE001 - the model's verdict or its failure, sent with its status
+        error = model_error(model.config.name, exc)
+        reply = (False, (error.status_code, error.message, error.headers))
     try:
         send(REPLY, seq, reply)
     except (BrokenPipeError, OSError):
         raise
     except Exception as exc:  # noqa: BLE001 - an output that cannot be pickled
-        send(REPLY, seq, (False, f"output cannot be sent: {exc}"))
+        send(REPLY, seq, (False, (500, f"model '{model.config.name}': its output cannot be sent: {exc}", {})))
 
 
 def _start(model: StreamingModel, send: _Sender, stream_id: int, payload: Any) -> None:
@@ -99,4 +102,5 @@ def _start(model: StreamingModel, send: _Sender, stream_id: int, payload: Any) -
     try:
         model.start_stream(stream_id, inputs, parameters, emit)
     except Exception as exc:  # noqa: BLE001
-        emit({"kind": "error", "status": 500, "message": f"{type(exc).__name__}: {exc}"})
+        error = model_error(model.config.name, exc)
+        emit({"kind": "error", "status": error.status_code, "message": error.message})

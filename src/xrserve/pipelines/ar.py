@@ -20,21 +20,20 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
+from xrserve.core.client import ModelInfo
 from xrserve.core.errors import BadRequest, DeadlineExceeded, Superseded, Unavailable, XRServeError
-from xrserve.core.request import InferenceRequest
-from xrserve.models.vision.image import image_size
-from xrserve.models.vision.results import SHAPERS
+from xrserve.core.images import image_size
+from xrserve.core.request import InferenceRequest, Priority
 from xrserve.session.protocol import FrameHeader
-from xrserve.session.streams import SessionStream, stream_kind
+from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
 
-FRAME_MODELS = ("hands", "pose", "face", "segmentation", "markers")
 DEFAULT_BUDGET_MS = 33.0
 DEFAULT_REDETECT_EVERY = 10
-MARKER_OPTIONS = ("fx", "fy", "cx", "cy", "marker_length_m", "dictionary")
 SKIPPED = {Superseded: "superseded", DeadlineExceeded: "deadline", Unavailable: "overloaded"}
 
 
@@ -53,67 +52,123 @@ class Frame:
     payload: bytes
 
 
+class Intrinsics(StreamOptions):
+    fx: float = Field(gt=0)
+    fy: float = Field(gt=0)
+    cx: float
+    cy: float
+
+
+class CameraOptions(StreamOptions):
+    models: list[str] = Field(min_length=1, max_length=8, description=(
+        "models to run on every frame: any model that declares it runs on camera frames (an image input)"))
+    budget_ms: float = Field(DEFAULT_BUDGET_MS, ge=1, le=10_000, description="a frame is worth answering this "
+                             "long after its capture")
+    redetect_every: int = Field(DEFAULT_REDETECT_EVERY, ge=1, le=10_000, description=(
+        "while a tracking model tracks fewer than it may, search the whole frame again every this many frames"))
+    parameters: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "request parameters per model, e.g. {\"hands\": {\"max_hands\": 1}}; checked against the model's own"))
+    gestures: bool = Field(False, description="read gestures from the hand landmarks (needs 'hands')")
+    gesture_model: str = "gesture"
+    # shortcuts for the built-in models, kept for clients written before `parameters`
+    max_hands: int | None = Field(None, ge=1, le=2, description="= parameters.hands.max_hands")
+    complexity: Literal[0, 1] | None = Field(None, description="= parameters.hands.complexity (0: lite, faster)")
+    intrinsics: Intrinsics | None = Field(None, description="= parameters.markers fx, fy, cx, cy (pixels)")
+    fx: float | None = None
+    fy: float | None = None
+    cx: float | None = None
+    cy: float | None = None
+    marker_length_m: float | None = None
+    dictionary: str | None = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def model_parameters(self) -> dict[str, dict[str, Any]]:
+        """Per-model parameters with the shortcuts folded in (explicit `parameters` win)."""
+        hands = {k: v for k, v in (("max_hands", self.max_hands), ("complexity", self.complexity)) if v is not None}
+        markers = {k: getattr(self, k) for k in ("fx", "fy", "cx", "cy", "marker_length_m", "dictionary")
+                   if getattr(self, k) is not None}
+        if self.intrinsics is not None:
+            markers.update(self.intrinsics.model_dump())
+        merged: dict[str, dict[str, Any]] = {}
+        for model, shortcut in (("hands", hands), ("markers", markers)):
+            if shortcut and model in self.models:
+                merged[model] = shortcut
+        for model, given in self.parameters.items():
+            merged[model] = {**merged.get(model, {}), **given}
+        return merged
+
+
+@dataclass
+class Tracked:
+    """A tracking model's state in one stream: the regions of the newest answered frame, sent with the next."""
+
+    regions: np.ndarray  # [1, slots, 4]
+    wanted: int  # how many the model may track (its slots, or the stream's limit parameter)
+    frames_since_detect: int = 0
+    sequence: int | None = None  # the frame the regions came from
+    searching: int | None = None  # the frame the detector runs on, while nothing is tracked
+
+
 @stream_kind("camera")
 class CameraStream(SessionStream):
     """Open with `{"type": "open", "stream": "cam", "kind": "camera", "models": ["hands"], "budget_ms"?: 33, ...}`."""
 
+    Options = CameraOptions
+    options: CameraOptions
+
     async def open(self) -> dict[str, Any]:
         o = self.options
-        models = o.get("models")
-        if isinstance(models, str):
-            models = [models]
-        if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
-            raise BadRequest(f"a camera stream needs 'models': a list of some of {list(FRAME_MODELS)}")
-        if "ocr" in models:
-            raise BadRequest("'ocr' takes ~300 ms an image, too slow for camera frames; send a snapshot to "
-                             "POST /v1/vision/ocr instead")
-        unknown = [m for m in models if m not in FRAME_MODELS]
-        if unknown:
-            raise BadRequest(f"option 'models': {unknown} cannot run on camera frames; choose from {list(FRAME_MODELS)}")
-        self.models = list(dict.fromkeys(models))
-        self.budget_ms = _number(o.get("budget_ms", DEFAULT_BUDGET_MS), "budget_ms", 1, 10_000)
-        self.max_hands = o.get("max_hands", 2)
-        if self.max_hands not in (1, 2):
-            raise BadRequest(f"option 'max_hands' must be 1 or 2, got {self.max_hands!r}")
-        self.complexity = o.get("complexity", 1)
-        if self.complexity not in (0, 1):
-            raise BadRequest(f"option 'complexity' must be 0 (lite hand model, faster) or 1 (full), got "
-                             f"{self.complexity!r}")
-        self.redetect_every = int(_number(o.get("redetect_every", DEFAULT_REDETECT_EVERY), "redetect_every", 1, 10_000))
-        self.gestures = o.get("gestures", False)
-        if not isinstance(self.gestures, bool):
-            raise BadRequest("option 'gestures' must be true or false")
-        self.marker_parameters = {k: o[k] for k in MARKER_OPTIONS if k in o}
-        intrinsics = o.get("intrinsics")
-        if intrinsics is not None:
-            if not isinstance(intrinsics, dict):
-                raise BadRequest("option 'intrinsics' must be {\"fx\": ..., \"fy\": ..., \"cx\": ..., \"cy\": ...} "
-                                 "in pixels")
-            self.marker_parameters.update({k: intrinsics[k] for k in ("fx", "fy", "cx", "cy") if k in intrinsics})
-        scheduler = self.session.scheduler
-        needed = self.models + (["gesture"] if self.gestures else [])
-        for model in needed:
+        self.models = list(dict.fromkeys(o.models))
+        for model in self.models:
             self.session.authorize(model)
-        if self.gestures:
+        infos = {model: self.client.resolve(model) for model in self.models}  # 404 names the loaded models
+        for model, info in infos.items():
+            if not info.capabilities.camera:
+                raise BadRequest(f"model '{model}' does not run on camera frames (it declares camera = false or "
+                                 f"has no single image input); send it single images with POST /v1/vision/{model}. "
+                                 f"Models for camera streams: {self._camera_models()}")
+        per_model = o.model_parameters()
+        unused = sorted(set(per_model) - set(self.models))
+        if unused:
+            raise BadRequest(f"option 'parameters' names {unused}, which are not in 'models' {self.models}")
+        self.infos = infos
+        self.parameters = {model: {**info.config.frame_parameters,
+                                   **info.capabilities.check_parameters(model, per_model.get(model, {}))}
+                           for model, info in infos.items()}  # a bad parameter is a 400 now, not per frame
+        versions = {model: info.version for model, info in infos.items()}
+        if o.gestures:
             if "hands" not in self.models:
                 raise BadRequest("option 'gestures' needs 'hands' in 'models' (gestures are read from hand landmarks)")
-            if "gesture" not in scheduler.models:
-                raise BadRequest("model gesture is not loaded, so 'gestures' cannot be served; open the stream "
-                                 "without it, or start the server with the gesture model")
-        versions = {model: scheduler.resolve(model).version for model in needed}  # 404 names the loaded models
+            self.session.authorize(o.gesture_model)
+            if o.gesture_model not in self.client.model_names():
+                raise BadRequest(f"model {o.gesture_model} is not loaded, so 'gestures' cannot be served; open the "
+                                 "stream without it, or start the server with the gesture model")
+            versions[o.gesture_model] = self.client.resolve(o.gesture_model).version
+        self.tracked = {model: self._tracking_state(model, info) for model, info in infos.items()
+                        if info.capabilities.tracking is not None}
         # per-stream state
         self.offset_ms = float("inf")
-        # tracked regions of the newest answered frame, sent back as the next frame's input
-        self.regions = {"hands": np.zeros((1, 2, 4), np.float32), "face": np.zeros((1, 1, 4), np.float32)}
-        self.frames_since_detect = {"hands": 0, "face": 0}
-        self.state_sequence: dict[str, int | None] = {"hands": None, "face": None}
-        self.searching: dict[str, int | None] = {"hands": None, "face": None}  # frame running the detector
         self.last_sent: dict[str, int | None] = {model: None for model in self.models}
         self.last_received: int | None = None
         self.skipped_since_result = {model: 0 for model in self.models}
         self.counts = {"received": 0, "answered": 0, "skipped": 0}
-        return {"models": self.models, "versions": versions, "budget_ms": self.budget_ms,
+        return {"models": self.models, "versions": versions, "budget_ms": o.budget_ms,
                 "clock": "offset = min(server receive - capture) over the stream's frames"}
+
+    def _camera_models(self) -> list[str]:
+        return [name for name in self.client.model_names() if self.client.resolve(name).capabilities.camera]
+
+    def _tracking_state(self, model: str, info: ModelInfo) -> Tracked:
+        tracking = info.capabilities.tracking
+        assert tracking is not None
+        shape = [1 if d == -1 else d for d in info.config.input_specs[tracking.input].shape]
+        slots = shape[1] if len(shape) > 1 else 1
+        limit = self.parameters[model].get(tracking.limit_parameter or "", slots)
+        return Tracked(np.zeros(shape, np.float32), min(slots, int(limit)))
 
     # -- frames in -------------------------------------------------------------------------
 
@@ -130,7 +185,7 @@ class CameraStream(SessionStream):
         self.offset_ms = min(self.offset_ms, wall_ms - header.timestamp_ms)
         age_ms = wall_ms - header.timestamp_ms - self.offset_ms
         frame = Frame(sequence, header.timestamp_ms, received, age_ms,
-                      received + (self.budget_ms - age_ms) / 1000, bytes(payload))
+                      received + (self.options.budget_ms - age_ms) / 1000, bytes(payload))
         if self.last_received is not None and not newer(sequence, self.last_received):
             return await self._skip(frame, "out of order: a newer frame was already received")
         self.last_received = sequence
@@ -147,7 +202,7 @@ class CameraStream(SessionStream):
         if request is None:
             return await self._skip(frame, "searching: the detector is still looking at an earlier frame", [model])
         try:
-            response = await self.session.scheduler.submit(request)
+            response = await self.client.submit(request)
         except (Superseded, DeadlineExceeded, Unavailable) as error:
             return await self._skip(frame, next(why for kind, why in SKIPPED.items() if isinstance(error, kind)),
                                     [model])
@@ -156,14 +211,15 @@ class CameraStream(SessionStream):
                                           "stream": self.name, "model": model, "sequence": frame.sequence})
             return
         finally:
-            if self.searching.get(model) == frame.sequence:
-                self.searching[model] = None
+            tracked = self.tracked.get(model)
+            if tracked is not None and tracked.searching == frame.sequence:
+                tracked.searching = None
         if self._outdated(model, frame):
             return await self._skip(frame, "late: a newer frame was answered first", [model])
         outputs = response.outputs
         self._track(model, frame.sequence, outputs)
-        shaped = SHAPERS[model](outputs, 0)
-        if model == "hands" and self.gestures and int(outputs["count"][0]):
+        shaped = self.infos[model].capabilities.present(outputs, 0)
+        if model == "hands" and self.options.gestures and int(outputs["count"][0]):
             await self._add_gestures(frame, outputs, shaped)
             if self._outdated(model, frame):  # a newer frame was answered while the gestures were read
                 return await self._skip(frame, "late: a newer frame was answered first", [model])
@@ -198,45 +254,45 @@ class CameraStream(SessionStream):
         only compete with the first for the cores: that frame is skipped ("searching"),
         as MediaPipe's graph drops frames while it is busy.
         """
-        inputs: dict[str, np.ndarray] = {"image": np.array([frame.payload], dtype=object)}
-        parameters: dict[str, Any] = {}
-        if model in ("hands", "face"):
-            regions = self.regions[model]
-            tracked = int((regions[0, :, 2] > 0).sum())
-            if tracked == 0 and self.searching[model] is not None:
+        info = self.infos[model]
+        inputs: dict[str, np.ndarray] = {info.capabilities.image_inputs[0]: np.array([frame.payload], dtype=object)}
+        tracked = self.tracked.get(model)
+        if tracked is not None:
+            tracking = info.capabilities.tracking
+            assert tracking is not None
+            count = int((tracked.regions[0, :, 2] > 0).sum())
+            if count == 0 and tracked.searching is not None:
                 return None
-            wanted = self.max_hands if model == "hands" else 1
-            due = self.frames_since_detect[model] >= self.redetect_every
-            detect = tracked == 0 or (tracked < wanted and due)
-            self.frames_since_detect[model] = 0 if detect else self.frames_since_detect[model] + 1
-            if tracked == 0:
-                self.searching[model] = frame.sequence
-            inputs["regions"] = regions.copy()
-            inputs["detect"] = np.array([detect])
-        if model == "hands":
-            parameters = {"max_hands": self.max_hands, "tiles": False, "complexity": self.complexity}
-        elif model == "markers":
-            parameters = dict(self.marker_parameters)
-        return InferenceRequest(model, inputs, parameters=parameters, deadline=frame.deadline, priority="interactive",
-                                session=self.session.id, id=f"{self.name}:{frame.sequence}", arrival=frame.received,
+            due = tracked.frames_since_detect >= self.options.redetect_every
+            detect = count == 0 or (count < tracked.wanted and due)
+            tracked.frames_since_detect = 0 if detect else tracked.frames_since_detect + 1
+            if count == 0:
+                tracked.searching = frame.sequence
+            inputs[tracking.input] = tracked.regions.copy()
+            inputs[tracking.detect] = np.array([detect])
+        return InferenceRequest(model, inputs, version=info.version, parameters=self.parameters[model],
+                                deadline=frame.deadline, priority=Priority.FRAME, session=self.session.id,
+                                id=f"{self.name}:{frame.sequence}", arrival=frame.received,
                                 frame_key=f"{self.session.id}/{self.name}/{model}")
 
     def _track(self, model: str, sequence: int, outputs: dict[str, np.ndarray]) -> None:
         """Keep the regions found in the newest answered frame for the next frame's requests."""
-        if model not in self.regions:
+        tracked = self.tracked.get(model)
+        tracking = self.infos[model].capabilities.tracking
+        if tracked is None or tracking is None or tracking.output not in outputs:
             return
-        last = self.state_sequence[model]
-        if last is None or newer(sequence, last):
-            self.state_sequence[model] = sequence
-            self.regions[model] = outputs["regions"][:1].astype(np.float32)
+        if tracked.sequence is None or newer(sequence, tracked.sequence):
+            tracked.sequence = sequence
+            tracked.regions = outputs[tracking.output][:1].astype(np.float32)
 
     async def _add_gestures(self, frame: Frame, hands: dict[str, np.ndarray], shaped: dict[str, Any]) -> None:
         count = int(hands["count"][0])
         points = hands["landmarks"][0, :count, :, :2].astype(np.float32)
-        request = InferenceRequest("gesture", {"landmarks": points}, deadline=frame.deadline, priority="interactive",
-                                   session=self.session.id, id=f"{self.name}:{frame.sequence}:gesture")
+        request = InferenceRequest(self.options.gesture_model, {"landmarks": points}, deadline=frame.deadline,
+                                   priority=Priority.FRAME, session=self.session.id,
+                                   id=f"{self.name}:{frame.sequence}:gesture")
         try:
-            response = await self.session.scheduler.submit(request)
+            response = await self.client.submit(request)
         except XRServeError as error:
             shaped["gesture_error"] = error.message
             return
@@ -250,9 +306,3 @@ class CameraStream(SessionStream):
         if message["type"] == "stats":
             return await self.send("stats", **self.counts, offset_ms=self.offset_ms)
         return await super().on_message(message)
-
-
-def _number(value: Any, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise BadRequest(f"option '{name}' must be a number from {low:g} to {high:g}, got {value!r}")
-    return float(value)

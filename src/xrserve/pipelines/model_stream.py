@@ -10,28 +10,32 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from starlette.datastructures import Headers
 
-from xrserve.api.controls import deadline_from, priority_from
-from xrserve.api.oip_codec import decode_inputs, outputs_as_json
+from xrserve.core.controls import deadline_from, priority_from
+from xrserve.core.codec import decode_inputs, outputs_as_json
+from pydantic import Field
+
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
-from xrserve.session.streams import SessionStream, stream_kind
+from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
+
+
+class InferOptions(StreamOptions):
+    model: str = Field(min_length=1, description="the name of the model to call")
+    version: str | None = Field(default=None, pattern=r"^[0-9]+$", description="a version such as \"1\"")
 
 
 @stream_kind("infer")
 class ModelStream(SessionStream):
     """Open with `{"type": "open", "stream": "s", "kind": "infer", "model": "minilm", "version"?: "1"}`."""
 
+    Options = InferOptions
+    options: InferOptions
+
     async def open(self) -> dict[str, Any]:
-        model = self.options.get("model")
-        if not isinstance(model, str):
-            raise BadRequest("an 'infer' stream needs 'model': the name of the model to call")
-        version = self.options.get("version")
-        if version is not None and not isinstance(version, str):
-            raise BadRequest("'version' must be a string such as \"1\"")
+        model, version = self.options.model, self.options.version
         self.session.authorize(model)
-        resolved = self.session.scheduler.resolve(model, version)  # 404 with the known models if unknown
+        resolved = self.client.resolve(model, version)  # 404 with the known models if unknown
         self.model, self.version = model, version
         return {"model": model, "version": resolved.version}
 
@@ -47,13 +51,13 @@ class ModelStream(SessionStream):
             raise BadRequest("'parameters' must be an object")
         request = InferenceRequest(self.model, inputs, version=self.version, parameters=parameters,
                                    session=self.session.id, id=request_id, priority=priority_from(parameters))
-        request.deadline = deadline_from(parameters, Headers(), request.arrival)
+        request.deadline = deadline_from(parameters, None, request.arrival)
         self.spawn(self._answer(request))
 
     async def _answer(self, request: InferenceRequest) -> None:
         started = time.perf_counter()
         try:
-            response = await self.session.scheduler.submit(request)
+            response = await self.client.submit(request)
         except Exception as error:  # noqa: BLE001 - answered with the request's id
             await self.session.send_error(error, stream=self.name, request=request.id)
             return

@@ -1,10 +1,13 @@
 """The NPC turn: speech in, the character's answer out as text, audio, visemes and an emotion.
 
-One turn is a chain of model calls, each through the scheduler: speech recognition
-(`whisper-tiny-en`), the answer streamed from the LLM (`smollm2`) in the character's persona,
-cut into sentences as it streams, each sentence spoken (`piper-joe`) as soon as it is
-complete, with visemes from the speech model's own phoneme timing and an emotion label
-(`minilm` zero-shot). The transports decide where the events go: `npc_stream.py` sends
+One turn is a chain of model calls, each through the `InferenceClient`: speech recognition,
+the answer streamed from the LLM in the character's persona, cut into sentences as it
+streams, each sentence spoken as soon as it is complete, with visemes from the speech
+model's own phoneme timing and an emotion label (sentence embeddings, zero-shot). Which
+models play those parts is configuration (`NpcModels`: the server's `--npc-model ROLE=NAME`,
+and a stream's `models` option), not names in this code; the defaults are the built-ins.
+The first spoken piece of an answer is scheduled as `FIRST_SPEECH`, ahead of other
+interactive work: it is what the user is waiting for. The transports decide where the events go: `npc_stream.py` sends
 them over the XR session as they happen, `api/openai_audio.py` collects them for
 `POST /v1/npc/{id}/turn`.
 
@@ -23,15 +26,45 @@ from typing import Any
 
 import numpy as np
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from xrserve.core.client import InferenceClient
 from xrserve.core.errors import BadRequest
-from xrserve.core.request import InferenceRequest
+from xrserve.core.request import InferenceRequest, Priority
 from xrserve.security.moderation import Moderator, StreamMasker
 from xrserve.voice.emotion import EmotionClassifier
 from xrserve.voice.sentences import SentenceSplitter, speakable
 from xrserve.voice.visemes import visemes_from_alignment
 
-ASR_MODEL, LLM_MODEL, TTS_MODEL, VAD_MODEL, EMOTION_MODEL = "whisper-tiny-en", "smollm2", "piper-joe", "silero-vad", "minilm"
-MODELS = (ASR_MODEL, LLM_MODEL, TTS_MODEL, VAD_MODEL, EMOTION_MODEL)
+
+
+class NpcModels(BaseModel):
+    """The models a talking character is made of; each must be loaded and covered by the caller's key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    asr: str = Field("whisper-tiny-en", min_length=1, description="speech recognition: audio FP32 16 kHz -> text")
+    vad: str = Field("silero-vad", min_length=1, description="voice activity: 512-sample chunks -> probability")
+    llm: str = Field("smollm2", min_length=1, description="a streaming chat model (text_input, input_format=chat)")
+    tts: str = Field("piper-joe", min_length=1, description="speech: text -> audio, sample_rate, phoneme timing")
+    embeddings: str = Field("minilm", min_length=1, description="sentence embeddings for the emotion of a line")
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(self.model_dump().values()))
+
+    def check(self, client: InferenceClient) -> None:
+        """404 naming the loaded models when one of ours is not there; 400 when the LLM cannot stream."""
+        for role, name in self.model_dump().items():
+            info = client.resolve(name)
+            if role == "llm" and not info.capabilities.streaming:
+                raise BadRequest(f"'{name}' cannot be the character's LLM: it does not stream its answer")
+
+
+def npc_models(app_state: Any, overrides: dict[str, str] | None = None) -> NpcModels:
+    """The server's choice (`--npc-model ROLE=NAME`, settings.npc_models) with a caller's overrides."""
+    settings = getattr(app_state, "settings", None)
+    chosen = dict(getattr(settings, "npc_models", None) or {})
+    return NpcModels(**{**chosen, **(overrides or {})})
 #: The LLM's context per sequence is 2048 tokens: the persona, the memory and the answer share it.
 HISTORY_TOKEN_BUDGET = 1200
 CHARS_PER_TOKEN = 4  # English with SmolLM2's tokenizer: ~4 characters per token (an estimate, erring long)
@@ -40,23 +73,15 @@ MAX_TEXT = 2000
 Emit = Callable[..., Awaitable[None]]
 
 
-def _text(options: dict[str, Any], name: str, default: str = "", limit: int = MAX_TEXT) -> str:
-    value = options.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, str) or len(value) > limit:
-        raise BadRequest(f"'{name}' must be a string of at most {limit} characters")
-    return value.strip()
 
+class PersonaOptions(BaseModel):
+    """Who the character is, as a client describes it (empty fields keep the defaults)."""
 
-def number_option(options: dict[str, Any], name: str, default: float, low: float, high: float, *,
-            integer: bool = False) -> Any:
-    value = options.get(name, default)
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        kind = "an integer" if integer else "a number"
-        raise BadRequest(f"'{name}' must be {kind} from {low:g} to {high:g}, got {value!r}")
-    return value
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=100)
+    description: str | None = Field(None, max_length=MAX_TEXT)
+    style: str | None = Field(None, max_length=500)
 
 
 @dataclass
@@ -69,16 +94,10 @@ class Persona:
     scene: str = ""
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Persona:
-        persona = options.get("persona", {})
-        if not isinstance(persona, dict):
-            raise BadRequest("'persona' must be an object: {\"name\", \"description\", \"style\"}")
-        return cls(
-            name=_text(persona, "name", cls.name, 100) or cls.name,
-            description=_text(persona, "description", cls.description) or cls.description,
-            style=_text(persona, "style", cls.style, 500) or cls.style,
-            scene=_text(options, "scene", ""),
-        )
+    def from_options(cls, persona: PersonaOptions, scene: str | None = None) -> Persona:
+        return cls(name=(persona.name or "").strip() or cls.name,
+                   description=(persona.description or "").strip() or cls.description,
+                   style=(persona.style or "").strip() or cls.style, scene=(scene or "").strip())
 
     def system_prompt(self) -> str:
         lines = [f"You are {self.name}, {self.description}. You speak {self.style}.",
@@ -130,22 +149,15 @@ class ConversationStore:
         return memory
 
 
-@dataclass
-class TurnOptions:
-    max_tokens: int = 64
-    temperature: float = 0.7
-    speed: float = 1.0
-    seed: int | None = None
+class TurnOptions(BaseModel):
+    """How a turn is answered; a spoken turn is short: 256 tokens is already a minute and a half of speech."""
 
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> TurnOptions:
-        seed = options.get("seed")
-        if seed is not None:
-            seed = number_option(options, "seed", 0, 0, 2**32 - 1, integer=True)
-        # a turn is spoken: 256 tokens is already a minute and a half of speech
-        return cls(max_tokens=number_option(options, "max_tokens", 64, 1, 256, integer=True),
-                   temperature=float(number_option(options, "temperature", 0.7, 0.0, 2.0)),
-                   speed=float(number_option(options, "speed", 1.0, 0.25, 4.0)), seed=seed)
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(64, ge=1, le=256)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate")
+    seed: int | None = Field(None, ge=0, lt=2**32)
 
 
 @dataclass
@@ -165,36 +177,41 @@ class Turn:
 class NpcPipeline:
     """Runs turns for any transport; `emit(kind, **fields)` receives the events in order."""
 
-    def __init__(self, scheduler: Any, moderator: Moderator, emotions: EmotionClassifier) -> None:
-        self.scheduler = scheduler
+    def __init__(self, client: InferenceClient, moderator: Moderator) -> None:
+        self.client = client
         self.moderator = moderator
-        self.emotions = emotions
+        self._emotions: dict[str, EmotionClassifier] = {}  # per embedding model: its prototypes, embedded once
 
-    async def transcribe(self, audio: np.ndarray, session: str | None) -> str:
-        request = InferenceRequest(ASR_MODEL, {"audio": audio.astype(np.float32, copy=False)},
+    def emotions(self, models: NpcModels) -> EmotionClassifier:
+        if models.embeddings not in self._emotions:
+            self._emotions[models.embeddings] = EmotionClassifier(self.client, models.embeddings)
+        return self._emotions[models.embeddings]
+
+    async def transcribe(self, audio: np.ndarray, session: str | None, models: NpcModels) -> str:
+        request = InferenceRequest(models.asr, {"audio": audio.astype(np.float32, copy=False)},
                                    parameters={"window": "auto", "beam_size": 5}, session=session,
-                                   priority="interactive")
-        response = await self.scheduler.submit(request)
+                                   priority=Priority.INTERACTIVE)
+        response = await self.client.submit(request)
         return response.outputs["text"].reshape(-1)[0].decode("utf-8", "replace").strip()
 
-    async def speak(self, text: str, speed: float, session: str | None,
-                    offset_ms: float) -> tuple[bytes, int, list[dict[str, Any]]]:
-        request = InferenceRequest(TTS_MODEL, {"text": np.array([speakable(text).encode()], dtype=object)},
+    async def speak(self, text: str, speed: float, session: str | None, offset_ms: float, models: NpcModels,
+                    priority: Priority = Priority.INTERACTIVE) -> tuple[bytes, int, list[dict[str, Any]]]:
+        request = InferenceRequest(models.tts, {"text": np.array([speakable(text).encode()], dtype=object)},
                                    parameters={"speed": speed} if speed != 1.0 else {}, session=session,
-                                   priority="interactive")
-        out = (await self.scheduler.submit(request)).outputs
+                                   priority=priority)
+        out = (await self.client.submit(request)).outputs
         rate = int(out["sample_rate"].reshape(-1)[0])
         phonemes = [p.decode("utf-8", "replace") for p in out["phonemes"].reshape(-1)]
         visemes = visemes_from_alignment(phonemes, out["phoneme_samples"].reshape(-1).tolist(), rate, offset_ms)
         return out["audio"].astype("<i2", copy=False).tobytes(), rate, visemes
 
     async def run_turn(self, turn: Turn, memory: Memory, persona: Persona, options: TurnOptions, emit: Emit,
-                       *, audio: np.ndarray | None = None, text: str | None = None,
+                       *, models: NpcModels, audio: np.ndarray | None = None, text: str | None = None,
                        session: str | None = None) -> Turn:
         """One turn, from audio (transcribed first) or from text. Cancelling it stops every stage."""
         started = turn.started = time.monotonic()
         if audio is not None:
-            turn.transcript = await self.transcribe(audio, session)
+            turn.transcript = await self.transcribe(audio, session, models)
             turn.timings["asr_ms"] = _ms(started)
         else:
             turn.transcript = (text or "").strip()
@@ -209,11 +226,11 @@ class NpcPipeline:
                                       "temperature": options.temperature, "stop": ["\nUser:", "<|im_end|>"]}
         if options.seed is not None:
             parameters["seed"] = options.seed
-        stream = await self.scheduler.stream(InferenceRequest(
-            LLM_MODEL, {"text_input": np.array([json.dumps(messages).encode()], dtype=object)},
-            parameters=parameters, session=session, priority="interactive"))
+        stream = await self.client.stream(InferenceRequest(
+            models.llm, {"text_input": np.array([json.dumps(messages).encode()], dtype=object)},
+            parameters=parameters, session=session, priority=Priority.INTERACTIVE))
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.ensure_future(self._speak_pieces(turn, pieces, options, emit, session, llm_started))
+        speaker = asyncio.ensure_future(self._speak_pieces(turn, pieces, options, emit, session, models))
         masker, splitter = StreamMasker(self.moderator), SentenceSplitter()
         try:
             async for chunk in stream:
@@ -236,7 +253,7 @@ class NpcPipeline:
             stream.cancel()
             if not speaker.done():
                 speaker.cancel()
-        turn.emotion, _ = await self.emotions.classify(turn.answer, session)
+        turn.emotion, _ = await self.emotions(models).classify(turn.answer, session)
         turn.timings["total_ms"] = _ms(started)
         return turn
 
@@ -250,14 +267,15 @@ class NpcPipeline:
             pieces.put_nowait(piece)
 
     async def _speak_pieces(self, turn: Turn, pieces: asyncio.Queue, options: TurnOptions, emit: Emit,
-                            session: str | None, llm_started: float) -> None:
+                            session: str | None, models: NpcModels) -> None:
         """Speaks the pieces in order while the LLM goes on writing; the first one also sets the emotion."""
         index = 0
         while (piece := await pieces.get()) is not None:
             speaking = time.monotonic()
             if index == 0:
-                feeling = asyncio.ensure_future(self.emotions.classify(piece, session))
-            pcm, rate, visemes = await self.speak(piece, options.speed, session, turn.audio_ms)
+                feeling = asyncio.ensure_future(self.emotions(models).classify(piece, session))
+            first = Priority.FIRST_SPEECH if index == 0 else Priority.INTERACTIVE
+            pcm, rate, visemes = await self.speak(piece, options.speed, session, turn.audio_ms, models, first)
             if index == 0:
                 turn.timings["tts_first_ms"] = _ms(speaking)
                 turn.emotion, scores = await feeling
@@ -279,6 +297,6 @@ def pipeline_of(app_state: Any) -> NpcPipeline:
     """The one pipeline of a server (the emotion prototypes are embedded once)."""
     pipeline = getattr(app_state, "npc_pipeline", None)
     if pipeline is None:
-        pipeline = NpcPipeline(app_state.scheduler, app_state.moderator, EmotionClassifier(app_state.scheduler))
+        pipeline = NpcPipeline(app_state.scheduler, app_state.moderator)
         app_state.npc_pipeline = pipeline
     return pipeline

@@ -20,24 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from pydantic import Field
+
 from xrserve.core.errors import BadRequest
-from xrserve.core.request import InferenceRequest
-from xrserve.pipelines.npc import (
-    MODELS,
-    VAD_MODEL,
-    Memory,
-    Persona,
-    Turn,
-    TurnOptions,
-    number_option,
-    pipeline_of,
-)
+from xrserve.core.request import InferenceRequest, Priority
+from xrserve.pipelines.npc import MAX_TEXT, Memory, Persona, PersonaOptions, Turn, TurnOptions, npc_models, pipeline_of
 from xrserve.session.protocol import FrameHeader
-from xrserve.session.streams import SessionStream, stream_kind
+from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
 from xrserve.voice.audio import pcm16_to_float
 
 RATE = 16_000
@@ -62,30 +55,48 @@ class VoiceActivity:
         self.silent_run = 0
 
 
+class NpcOptions(TurnOptions):
+    sample_rate: Literal[16000] = Field(RATE, description="microphone audio: 16 kHz mono PCM16 (resample on "
+                                        "the client)")
+    persona: PersonaOptions = Field(default_factory=PersonaOptions)
+    scene: str = Field("", max_length=MAX_TEXT, description="what the character can see, for its answers")
+    end_of_turn_ms: float = Field(500, ge=100, le=5000, description="silence that ends the user's turn")
+    speculate_ms: float | None = Field(None, ge=0, le=5000, description=(
+        "silence after which the turn is already computed, held back until end_of_turn_ms (default "
+        "min(200, end_of_turn_ms))"))
+    barge_in: bool = Field(True, description="speech while the character talks interrupts it")
+    vad_threshold: float = Field(0.5, ge=0.1, le=0.95)
+    min_speech_ms: float = Field(96, ge=32, le=1000)
+    models: dict[str, str] = Field(default_factory=dict, description=(
+        "which models play which part, overriding the server's: asr, vad, llm, tts, embeddings"))
+
+
 @stream_kind("npc")
 class NpcStream(SessionStream):
     """Open with `{"type": "open", "stream": "npc", "kind": "npc", "persona": {...}, "scene": "..."}`."""
 
+    Options = NpcOptions
+    options: NpcOptions
+
     async def open(self) -> dict[str, Any]:
         options = self.options
-        rate = options.get("sample_rate", RATE)
-        if rate != RATE:
-            raise BadRequest(f"'sample_rate' must be {RATE}: send 16 kHz mono PCM16 (resample on the client), "
-                             f"got {rate!r}")
-        self.persona = Persona.from_options(options)
-        self.turn_options = TurnOptions.from_options(options)
-        self.end_of_turn_ms = float(number_option(options, "end_of_turn_ms", 500, 100, 5000))
-        self.speculate_ms = float(number_option(options, "speculate_ms", min(200, self.end_of_turn_ms),
-                                          0, self.end_of_turn_ms))
-        barge_in = options.get("barge_in", True)
-        if not isinstance(barge_in, bool):
-            raise BadRequest("'barge_in' must be true or false")
-        self.barge_in = barge_in
-        self.vad = VoiceActivity(float(number_option(options, "vad_threshold", 0.5, 0.1, 0.95)),
-                                 float(number_option(options, "min_speech_ms", 96, 32, 1000)))
-        for model in MODELS:
+        if options.speculate_ms is not None and options.speculate_ms > options.end_of_turn_ms:
+            raise BadRequest(f"option 'speculate_ms' ({options.speculate_ms:g}) must be at most end_of_turn_ms "
+                             f"({options.end_of_turn_ms:g})")
+        self.persona = Persona.from_options(options.persona, options.scene)
+        self.turn_options = TurnOptions.model_validate(options.model_dump(include=set(TurnOptions.model_fields)))
+        self.end_of_turn_ms = options.end_of_turn_ms
+        self.speculate_ms = min(200, self.end_of_turn_ms) if options.speculate_ms is None else options.speculate_ms
+        self.barge_in = options.barge_in
+        self.vad = VoiceActivity(options.vad_threshold, options.min_speech_ms)
+        try:
+            self.models = npc_models(self.session.app_state, options.models)
+        except ValueError as exc:  # pydantic: an unknown role or an empty name
+            raise BadRequest(f"option 'models': {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}; the "
+                             f"roles are asr, vad, llm, tts, embeddings") from None
+        for model in self.models.names():
             self.session.authorize(model)
-            self.session.scheduler.resolve(model)  # 404 naming the models here if one is missing
+        self.models.check(self.client)  # 404 naming the models here if one is missing
         self.pipeline = pipeline_of(self.session.app_state)
         self.memory = Memory()
         self.pending = np.zeros(0, dtype=np.float32)  # samples not yet a whole VAD chunk
@@ -113,9 +124,9 @@ class NpcStream(SessionStream):
             return
         chunks = self.pending[: whole * CHUNK].reshape(whole, CHUNK)
         self.pending = self.pending[whole * CHUNK:]
-        response = await self.session.scheduler.submit(InferenceRequest(
-            VAD_MODEL, {"audio": chunks, "state": self.vad.state, "context": self.vad.context},
-            session=self.session.id, priority="interactive"))
+        response = await self.client.submit(InferenceRequest(
+            self.models.vad, {"audio": chunks, "state": self.vad.state, "context": self.vad.context},
+            session=self.session.id, priority=Priority.INTERACTIVE))
         self.vad.state, self.vad.context = response.outputs["state"], response.outputs["context"]
         for chunk, probability in zip(chunks, response.outputs["probability"]):
             await self._step(chunk, float(probability))
@@ -235,8 +246,8 @@ class NpcStream(SessionStream):
 
         sender = asyncio.ensure_future(deliver())
         try:
-            await self.pipeline.run_turn(turn, self.memory, self.persona, self.turn_options, emit, audio=audio,
-                                         text=text, session=self.session.id)
+            await self.pipeline.run_turn(turn, self.memory, self.persona, self.turn_options, emit,
+                                         models=self.models, audio=audio, text=text, session=self.session.id)
             outbox.put_nowait(None)
             await sender
             self.memory.add(turn.transcript, turn.answer)

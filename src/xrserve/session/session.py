@@ -16,8 +16,8 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from xrserve.core.client import InferenceClient
 from xrserve.core.errors import BadRequest, NotFound, XRServeError
-from xrserve.core.scheduler import Scheduler
 from xrserve.security.guard import require_scope
 from xrserve.security.keys import ApiKey
 from xrserve.session import protocol
@@ -34,10 +34,10 @@ def server_time_ms() -> float:
 
 
 class Session:
-    def __init__(self, scheduler: Scheduler, key: ApiKey, send_text: Callable[[str], Awaitable[None]],
+    def __init__(self, client: InferenceClient, key: ApiKey, send_text: Callable[[str], Awaitable[None]],
                  send_bytes: Callable[[bytes], Awaitable[None]], *, app_state: Any = None) -> None:
         self.id = uuid.uuid4().hex[:12]
-        self.scheduler = scheduler
+        self.client = client
         self.key = key
         self.app_state = app_state  # the server's shared state (settings, moderator) for stream kinds that need it
         self.streams: dict[str, SessionStream] = {}

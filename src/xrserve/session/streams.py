@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from xrserve.core.errors import BadRequest, XRServeError
 from xrserve.session.protocol import FrameHeader
 
@@ -22,6 +24,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("xrserve.session")
 
 STREAM_KINDS: dict[str, type["SessionStream"]] = {}
+
+
+class StreamOptions(BaseModel):
+    """Base of a stream kind's `open` options: an unknown option is a 400 naming it, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def parse_options(kind: str, options_class: type[StreamOptions], raw: dict[str, Any]) -> Any:
+    """The `open` message's options as the stream kind declared them, or a 400 naming each problem."""
+    try:
+        return options_class.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors()[:5]:
+            name = ".".join(str(p) for p in error["loc"]) or "options"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"option '{name}' is not an option of a {kind} stream")
+            else:
+                problems.append(f"option '{name}': {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})")
+        known = ", ".join(sorted(options_class.model_fields))
+        raise BadRequest(f"{'; '.join(problems)}. A {kind} stream's options are: {known}") from None
 
 
 def stream_kind(name: str):  # noqa: ANN201 - a class decorator
@@ -39,19 +63,22 @@ class SessionStream:
     """One stream in a session. Override `open`, `on_binary`, `on_message`, `close` as needed."""
 
     kind: ClassVar[str] = ""
+    #: The `open` options this kind reads (checked before `open` runs; `self.options` is an instance).
+    Options: ClassVar[type[StreamOptions]] = StreamOptions
 
     def __init__(self, session: "Session", name: str, channel: int, options: dict[str, Any]) -> None:
         self.session = session
+        self.client = session.client
         self.name = name
         self.channel = channel
-        self.options = options
+        self.options = parse_options(self.kind, self.Options, options)
         self.closed = False
         self._tasks: set[asyncio.Task] = set()
 
     # -- what a stream kind implements -------------------------------------------------
 
     async def open(self) -> dict[str, Any]:
-        """Check the options (raise `BadRequest` naming the bad one); return extra fields for `opened`."""
+        """Check what the options refer to (models, scopes); return extra fields for `opened`."""
         return {}
 
     async def on_binary(self, header: FrameHeader, payload: memoryview) -> None:

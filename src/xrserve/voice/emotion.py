@@ -1,4 +1,4 @@
-"""The emotion of a character's line, for its face: zero-shot with the built-in `minilm` embeddings.
+"""The emotion of a character's line, for its face: zero-shot with sentence embeddings (`minilm` by default).
 
 Why embeddings against prototype sentences, not a trained classifier: no emotion model ships
 in an offline package here, and the label drives a facial expression, where a plausible
@@ -12,11 +12,10 @@ every other model call.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 import numpy as np
 
-from xrserve.core.request import InferenceRequest
+from xrserve.core.client import InferenceClient
+from xrserve.core.request import InferenceRequest, Priority
 
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "afraid")
 PROTOTYPES: dict[str, tuple[str, ...]] = {
@@ -37,16 +36,16 @@ NEUTRAL_MARGIN = 0.05  # another label must beat neutral by this much cosine sim
 
 
 class EmotionClassifier:
-    def __init__(self, scheduler: Any, model: str = "minilm") -> None:
-        self.scheduler = scheduler
+    def __init__(self, client: InferenceClient, model: str = "minilm") -> None:
+        self.client = client
         self.model = model
         self._prototypes: dict[str, np.ndarray] | None = None
         self._lock = asyncio.Lock()
 
     async def _embed(self, texts: list[str], session: str | None) -> np.ndarray:
         request = InferenceRequest(self.model, {"text": np.array([t.encode("utf-8", "replace") for t in texts], dtype=object)},
-                                   session=session, priority="interactive")
-        response = await self.scheduler.submit(request)
+                                   session=session, priority=Priority.INTERACTIVE)
+        response = await self.client.submit(request)
         return response.outputs["embedding"]
 
     async def prototypes(self) -> dict[str, np.ndarray]:

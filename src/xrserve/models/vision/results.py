@@ -8,7 +8,7 @@ arrays stay numpy, serialised by orjson without a Python-list detour.
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +55,3 @@ def markers(out: Outputs, row: int = 0) -> dict[str, Any]:
 def ocr(out: Outputs, row: int = 0) -> dict[str, Any]:
     return {"lines": [{"text": _text(out["text"][i]), "box": out["boxes"][i], "score": round(float(out["scores"][i]), 4)}
                       for i in range(len(out["text"]))]}
-
-
-SHAPERS: dict[str, Callable[[Outputs, int], dict[str, Any]]] = {
-    "hands": hands, "pose": pose, "face": face, "segmentation": segmentation, "markers": markers, "ocr": ocr,
-}
