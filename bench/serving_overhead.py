@@ -20,10 +20,8 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,11 +46,11 @@ RESULTS = BENCH / "results" / "serving_overhead.json"
 sys.path.insert(0, str(PEERS))
 
 from tinymodel import IN_FEATURES, OUT_FEATURES, SLOW_DELAY_S, LinearModel  # noqa: E402
+from llm_support import procs  # noqa: E402 - bench/ is on sys.path as this script's folder
 
 SERVERS = ("xrserve", "mlserver", "ray", "fastapi", "asgi")
 MAX_BATCH = 16
 BATCH_WINDOW_MS = 2  # every server's batching window for the 10 ms model
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 QUIET_CORES = 0.15  # CPU other processes may use while we measure before a window counts as disturbed
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -147,77 +145,32 @@ MLSERVER_VENV = Venv("mlserver", ("mlserver==1.7.1", "uvloop<0.22", "httptools",
 RAY_VENV = Venv("ray", ("ray[serve]==2.60.0", "onnxruntime", "numpy"), "ray.serve")
 
 
-# -- process trees: CPU accounting and clean shutdown ---------------------------------------------
-
-from llm_support.procs import _proc_stats, end as end_tree, tree_pids  # noqa: E402 - one copy, shared with bench/llm.py
+# -- process trees: started, measured and ended by bench/llm_support/procs.py (shared with every bench) ------
 
 
-
-def tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of the live processes of a tree (utime and stime of /proc/<pid>/stat)."""
-    stats = _proc_stats()
-    return sum(int(stats[p][11]) + int(stats[p][12]) for p in tree_pids(root, stats)) / CLK_TCK
-
-
-def system_busy_s() -> float:
-    """CPU seconds all cores have spent busy since boot (/proc/stat), to see load that is not ours."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / CLK_TCK  # all but idle and iowait
-
-
-def own_cpu_s() -> float:
-    """CPU of this process and of the children it has reaped (wrk): load we cause that is not the server's."""
-    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-
-class QuietGate:
-    """Holds each measurement until processes other than the server and us use under QUIET_CORES.
+def wait_quiet(gate: procs.QuietGate, server_pid: int, progress: Progress) -> None:
+    """Hold the next window until processes other than the server and us use under QUIET_CORES.
 
     The machine has 2 cores: a test suite or a compiler running beside the benchmark
-    halves a server's throughput. Waiting is bounded per window and per run; a window
-    that still runs beside foreign load is marked in the tables instead.
+    halves a server's throughput. Waiting is bounded per window and per run (the gate);
+    a window that still runs beside foreign load is marked in the tables instead.
     """
+    task = None
 
-    def __init__(self, budget_s: float, per_window_s: float = 30.0) -> None:
-        self.budget_s = budget_s
-        self.per_window_s = per_window_s
+    def show(busy: float) -> None:
+        nonlocal task
+        description = f"  waiting for other processes to go quiet ({busy:.2f} cores busy)"
+        task = task if task is not None else progress.add_task(description, total=None)
+        progress.update(task, description=description)
 
-    def wait(self, server_pid: int, progress: Progress) -> None:
-        started = time.monotonic()
-        limit = min(self.per_window_s, self.budget_s)
-        task = None
-        while time.monotonic() - started < limit and (foreign := foreign_cores(server_pid, 0.5)) >= QUIET_CORES:
-            description = f"  waiting for other processes to go quiet ({foreign:.2f} cores busy)"
-            task = task if task is not None else progress.add_task(description, total=None)
-            progress.update(task, description=description)
-        if task is not None:
-            progress.remove_task(task)
-        self.budget_s -= time.monotonic() - started
+    gate.wait([server_pid], on_wait=show)
+    if task is not None:
+        progress.remove_task(task)
 
 
-class CpuWindow:
-    """CPU over a stretch of time: the server tree's, and everyone else's but ours (wrk and this client)."""
-
-    def __init__(self, server_pid: int) -> None:
-        self.server_pid = server_pid
-        self.started = time.monotonic()
-        self._before = self._sample()
-
-    def _sample(self) -> tuple[float, float, float]:
-        return tree_cpu_s(self.server_pid), system_busy_s(), own_cpu_s()
-
-    def close(self) -> tuple[float, float]:
-        """Server CPU seconds, and the cores used meanwhile by processes that are neither the server nor ours."""
-        server, busy, own = (a - b for a, b in zip(self._sample(), self._before, strict=True))
-        return server, max(busy - server - own, 0.0) / (time.monotonic() - self.started)
-
-
-def foreign_cores(server_pid: int, seconds: float) -> float:
-    """Cores used over `seconds` by everything but the server's tree and this process."""
-    window = CpuWindow(server_pid)
-    time.sleep(seconds)
-    return window.close()[1]
+def server_window(server_pid: int) -> procs.CpuWindow:
+    """CPU from now on: the server tree's, and the cores of processes that are neither the server nor ours (wrk)."""
+    return procs.CpuWindow([server_pid], own=server_pid)
 
 
 def prioritize(pid: int, niceness: int) -> None:
@@ -234,12 +187,6 @@ def prioritize(pid: int, niceness: int) -> None:
         Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
     except OSError:
         pass  # no autogroup scheduling on this kernel: the process nice is what counts
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the servers -------------------------------------------------------------------------------
@@ -264,18 +211,17 @@ class ServerSpec:
     argv: list[str]
     port: int
     targets: list[Target]
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)  # on top of ours (procs.start)
     cwd: Path = ROOT
     headers: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 90.0
     batch_probe: Callable[[str], tuple[float, float]] | None = None  # model -> (rows batched, batches) so far
 
 
-def _peer_env(**extra: str) -> dict[str, str]:
-    """The environment every server starts with: bench/peers importable, nothing phoning home."""
-    env = {**os.environ, "PYTHONPATH": str(PEERS), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
-    env.pop("VIRTUAL_ENV", None)
-    return {**env, **extra}
+def _peer_env(**extra: str) -> dict[str, str | None]:
+    """What every server's environment changes from ours: bench/peers importable, nothing phoning home, no venv."""
+    return {"PYTHONPATH": str(PEERS), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "VIRTUAL_ENV": None,
+            **extra}
 
 
 def _write_toml(directory: Path, onnx: Path, body: str) -> None:
@@ -303,7 +249,7 @@ def xrserve_spec(work: Path, onnx: Path) -> ServerSpec:
     xrserve = str(ROOT / ".venv" / "bin" / "xrserve")
     key = subprocess.run([xrserve, "keys", "create", "--data-dir", str(data), "--scope", "*", "--quiet"],
                          check=True, capture_output=True, text=True).stdout.strip()
-    port = free_port()
+    port = procs.free_port()
     return ServerSpec(
         "xrserve", "xrserve", [xrserve, "serve", "--port", str(port), "--no-builtins", "--model-repository", str(repo),
                                "--data-dir", str(data)],
@@ -332,9 +278,9 @@ def xrserve_batches(port: int, model: str) -> tuple[float, float]:
 
 def mlserver_spec(work: Path, onnx: Path) -> ServerSpec:
     """MLServer at its fastest: no parallel workers, no access log, httptools; adaptive batching for the 10 ms model."""
-    repo, port = work / "mlserver-repo", free_port()
+    repo, port = work / "mlserver-repo", procs.free_port()
     repo.mkdir()
-    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "parallel_workers": 0,
+    settings = {"http_port": port, "grpc_port": procs.free_port(), "metrics_port": procs.free_port(), "parallel_workers": 0,
                 "debug": False}
     (repo / "settings.json").write_text(json.dumps(settings))
     models = {"linear": {"extra": {"delay_ms": 0}},
@@ -354,7 +300,7 @@ def mlserver_spec(work: Path, onnx: Path) -> ServerSpec:
 
 def ray_spec(work: Path, onnx: Path) -> ServerSpec:
     """Ray Serve: one replica per model, `@serve.batch` for the 10 ms model."""
-    port = free_port()
+    port = procs.free_port()
     label = f"Ray Serve {RAY_VENV.version_of('ray')}"
     return ServerSpec("ray", label, [str(RAY_VENV.python), str(PEERS / "ray_app.py"), str(port), str(onnx)], port,
                       [Target("ray", label, "linear", "linear"),
@@ -364,7 +310,7 @@ def ray_spec(work: Path, onnx: Path) -> ServerSpec:
 
 def _uvicorn_spec(name: str, label: str, app: str, onnx: Path) -> ServerSpec:
     """A floor: uvicorn (uvloop, httptools) serving an app from bench/peers with the model on the event loop."""
-    port = free_port()
+    port = procs.free_port()
     argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
     return ServerSpec(name, label, argv, port, [Target(name, label, "linear", "linear")],
@@ -390,15 +336,13 @@ def running(spec: ServerSpec, work: Path, body: bytes, expected: np.ndarray,
             niceness: int) -> Iterator[subprocess.Popen]:
     """Start a server in its own session, wait until every target answers correctly, end its tree after."""
     log_path = work / f"{spec.name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(spec.argv, cwd=spec.cwd, env=spec.env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    process = procs.start(spec.argv, log_path, env=spec.env, cwd=spec.cwd)
     prioritize(process.pid, niceness)
     try:
         _wait_until_answering(spec, process, body, expected, log_path)
         yield process
     finally:
-        end_tree(process)
+        procs.end(process)
 
 
 def _wait_until_answering(spec: ServerSpec, process: subprocess.Popen, body: bytes, expected: np.ndarray,
@@ -468,12 +412,13 @@ def run_wrk(url: str, body_file: Path, headers: dict[str, str], connections: int
     """One wrk thread, `connections` keep-alive connections; CPU of the server tree read before and after."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(PEERS / "wrk_post.lua"),
             url, "--", str(body_file), headers.get("Authorization", "")]
-    window = CpuWindow(server_pid)
+    window = server_window(server_pid)
     wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while wrk.poll() is None:
         progress.update(task, completed=min(time.monotonic() - window.started, seconds))
         time.sleep(0.1)
-    cpu, foreign = window.close()
+    usage = window.close()
+    cpu, foreign = usage["server_cores"] * usage["seconds"], usage["foreign_cores"]
     output = wrk.stdout.read() if wrk.stdout else ""
     line = next((ln for ln in output.splitlines() if ln.startswith("WRK_JSON ")), None)
     if wrk.returncode != 0 or line is None:
@@ -563,10 +508,10 @@ def measure_latency(port: int, path: str, body: bytes, headers: dict[str, str], 
 
     request = _raw_request(port, path, body, headers)
     tick = lambda elapsed: progress.update(task, completed=min(elapsed, plan.latency_s))  # noqa: E731
-    window = CpuWindow(server_pid)
+    window = server_window(server_pid)
     latencies, errors = uvloop.run(
         _latency(port, request, concurrency, plan.latency_s, plan.latency_max_requests, tick))
-    foreign = window.close()[1]
+    foreign = window.close()["foreign_cores"]
     kept = np.array(latencies[len(latencies) // 20:]) * 1000
     return LatencyRun(concurrency, len(kept), errors, float(np.percentile(kept, 50)), float(np.percentile(kept, 99)),
                       float(kept.mean()), foreign)
@@ -638,14 +583,14 @@ def steps_of(target: Target) -> list[tuple[str, int]]:
 
 
 def measure_target(spec: ServerSpec, target: Target, server: subprocess.Popen, body: bytes, body_file: Path,
-                   plan: Plan, gate: QuietGate, progress: Progress, overall: Any) -> Row:
+                   plan: Plan, gate: procs.QuietGate, progress: Progress, overall: Any) -> Row:
     row = Row(target.key, target.label, spec.name, target.model, target.kind)
     path = f"/v2/models/{target.model}/infer"
     url = f"http://127.0.0.1:{spec.port}{path}"
     for step, c in steps_of(target):
         seconds = {"warmup": plan.warmup_s, "wrk": plan.wrk_s, "latency": plan.latency_s}[step]
         if step != "warmup":
-            gate.wait(server.pid, progress)
+            wait_quiet(gate, server.pid, progress)
         task = progress.add_task(f"  {target.label}: {step} c={c}", total=seconds)
         if step == "latency":
             row.latency[c] = measure_latency(spec.port, path, body, spec.headers, c, plan, server.pid, progress, task)
@@ -888,7 +833,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                TimeElapsedColumn())
     rows: list[Row] = []
-    gate = QuietGate(plan.quiet_wait_s if args.nice >= 0 else 0.0)  # with priority, measure beside others
+    # with priority, measure beside others
+    gate = procs.QuietGate(cores=QUIET_CORES, budget_s=plan.quiet_wait_s if args.nice >= 0 else 0.0)
     with Progress(*columns, console=console, refresh_per_second=4) as progress:
         for venv, server in ((MLSERVER_VENV, "mlserver"), (RAY_VENV, "ray")):
             if server in args.only:

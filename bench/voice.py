@@ -267,7 +267,6 @@ def main() -> None:
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng is needed to speak the questions (make install installs it)")
     tmp = Path(tempfile.mkdtemp(prefix="xrserve-voice-bench-"))
-    port = procs.free_port()
     only = [a for m in MODELS for a in ("--only", m)]
     if args.llm_threads is not None:
         llm_override(tmp, args.llm_threads)
@@ -275,24 +274,16 @@ def main() -> None:
         isolation_override(tmp, args.isolation)
     if (tmp / "repo").exists():
         only += ["--model-repository", str(tmp / "repo")]
-    server = procs.start([sys.executable, "-m", "xrserve", "serve", "--dev", "--port", str(port), "--data-dir",
-                          str(tmp / "data"), *only], tmp / "server.log", env={"PYTHONPATH": str(ROOT / "src")})
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                sys.exit(f"the server did not start; log: {tmp / 'server.log'}")
-            time.sleep(0.5)
+        server, base = procs.start_xrserve(["--dev", "--data-dir", str(tmp / "data"), *only], tmp / "server.log",
+                                           env={"PYTHONPATH": str(ROOT / "src")}, timeout=300)
+    except RuntimeError as exc:
+        sys.exit(f"the server did not start: {exc}")
+    try:
         utterances = [speech(q, tmp) for q in QUESTIONS]
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
-            results = asyncio.run(conversation(f"ws://127.0.0.1:{port}/v1/session", utterances, args.turns,
+            results = asyncio.run(conversation(base.replace("http", "ws", 1) + "/v1/session", utterances, args.turns,
                                                server.pid, progress))
         alone = models_alone(base, utterances)
     finally:

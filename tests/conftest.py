@@ -7,10 +7,7 @@ need a differently configured server start their own small one with `start_serve
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,26 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from xrserve.training.data import shared_data_dir
-
-#: the real photos, speech and training data the tests use (../shared/data beside the checkout)
-SHARED_DATA = shared_data_dir()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not SHARED_DATA.is_dir():
-        raise pytest.UsageError(f"the shared test data is not at {SHARED_DATA}: check the repository out beside "
-                                f"shared/ (as ../shared/data) or set XRSERVE_SHARED_DATA to its folder")
+from bench.llm_support import procs
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the real photos and speech the tests use, with their sources and licences (tests/data/README.md)
+TEST_DATA = Path(__file__).resolve().parent / "data"
 XRSERVE = [sys.executable, "-m", "xrserve"]
 MODELS = Path(__file__).parent / "models"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(*args: str, data_dir: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -192,38 +176,21 @@ class Server:
         return total
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        procs.end(self.process)
 
 
-def start_server(tmp: Path, *args: str, repo: Path | None = None, timeout: float = 180) -> Server:
-    data_dir = tmp / "data"
-    port = free_port()
-    log = tmp / "server.log"
-    command = [*XRSERVE, "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
-    if repo is not None:
-        command += ["--model-repository", str(repo)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", data_dir, repo or tmp, process, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.stop()
-    raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()}")
+def start_server(tmp: Path, *args: str, repo: Path | None = None, timeout: float = 180,
+                 admin_key: bool = False) -> Server:
+    """`xrserve serve ARGS` with its data in tmp/data, returned once ready (bench/llm_support/procs.py starts it).
+
+    With `admin_key`, an admin key is made first and kept as `server.admin_key` (what `client()` sends).
+    """
+    data_dir, log = tmp / "data", tmp / "server.log"
+    key = cli("keys", "create", "--scope", "admin", "--name", "tests", "--quiet", data_dir=data_dir).stdout.strip() \
+        if admin_key else ""
+    args = ("--data-dir", str(data_dir), *args, *(("--model-repository", str(repo)) if repo is not None else ()))
+    process, url = procs.start_xrserve(list(args), log, timeout=timeout)
+    return Server(url, data_dir, repo or tmp, process, log, key)
 
 
 @pytest.fixture(scope="session")
@@ -231,9 +198,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("server")
     repo = tmp / "repo"
     build_repository(repo)
-    admin = cli("keys", "create", "--scope", "admin", "--name", "tests", "--quiet", data_dir=tmp / "data")
-    srv = start_server(tmp, "--max-body-mb", "8", repo=repo)
-    srv.admin_key = admin.stdout.strip()
+    srv = start_server(tmp, "--max-body-mb", "8", repo=repo, admin_key=True)
     yield srv
     srv.stop()
 

@@ -1,4 +1,10 @@
-"""Processes for the LLM bench: servers in their own sessions, ended with their whole group.
+"""Server processes for the benches and the tests: started in their own sessions, ended with their whole group.
+
+`start_xrserve` is the one "start xrserve and wait until it is ready": the benches
+(`bench/*.py`, with bench/ on sys.path, as `llm_support.procs`) and the tests
+(`tests/conftest.py`, from the repository root, as `bench.llm_support.procs`) both call it.
+It lives here, beside the process start and end it is made of, rather than in the
+package, because only the repository's own tests and benches start servers this way.
 
 Also the CPU accounting that tells a measured window apart from one that ran beside
 someone else's compiler or test suite (this machine has 2 cores).
@@ -11,6 +17,7 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,22 +31,60 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
+def start(cmd: list[str], log_path: Path, env: dict[str, str | None] | None = None,
           cwd: Path | None = None, pipes: bool = False) -> subprocess.Popen:
     """Start `cmd` as the leader of a new session (and so of a new process group).
 
+    The environment is ours with `env` on top (a None value removes that variable).
     stderr (and stdout unless `pipes`) go to `log_path`; with `pipes`, stdin and stdout
     are text pipes for a line protocol.
     """
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     log = open(log_path, "wb")
     process = subprocess.Popen(
         cmd, stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
         stdout=subprocess.PIPE if pipes else log, stderr=log, text=pipes, bufsize=1 if pipes else -1,
-        env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+        env=environment, cwd=cwd, start_new_session=True,
     )
     log.close()
     _started.append(process)
     return process
+
+
+def wait_ready(process: subprocess.Popen, url: str, timeout: float, interval: float = 0.25) -> str | None:
+    """Poll `url` until it answers 200: None then, else why not (the process exited, or time ran out)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"exited with {process.returncode} before it was ready"
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    return f"not ready within {timeout:.0f} s"
+
+
+def start_xrserve(args: list[str], log_path: Path, env: dict[str, str | None] | None = None,
+                  timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+    """`python -m xrserve serve ARGS` on a free loopback port, returned once `/v2/health/ready` says 200.
+
+    Returns the process and its base URL. When the server exits first or is not ready
+    within `timeout`, it is ended and RuntimeError carries the end of its log.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "xrserve", "serve", "--port", str(port), *args]
+    process = start(command, log_path, env={"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    failure = wait_ready(process, f"{url}/v2/health/ready", timeout)
+    if failure:
+        end(process)
+        log = Path(log_path).read_text(errors="replace")
+        raise RuntimeError(f"xrserve {failure} ({' '.join(command)}); the end of {log_path}:\n{log[-6000:]}")
+    return process, url
 
 
 def end(process: subprocess.Popen) -> None:
@@ -139,8 +184,9 @@ def system_busy_s() -> float:
 
 
 def own_cpu_s() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    return me.ru_utime + me.ru_stime
+    """CPU of this process and of the children it has reaped (a load generator like wrk): ours, not foreign."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 class CpuWindow:

@@ -12,9 +12,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.browser.conftest import ARTIFACTS, launch
 from tests.browser.test_web_client import open_with_key
-from tests.conftest import SHARED_DATA, Server
-
-SHARED = SHARED_DATA
+from tests.conftest import TEST_DATA, Server
 
 
 def run(*command: str) -> None:
@@ -24,7 +22,7 @@ def run(*command: str) -> None:
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("media")
-    photo = sorted((SHARED / "hand_images" / "four").glob("*.jpg"))[0]
+    photo = sorted((TEST_DATA / "hand_images" / "four").glob("*.jpg"))[0]
     video = tmp / "hand.y4m"
     run("ffmpeg", "-loglevel", "error", "-loop", "1", "-i", str(photo), "-t", "2", "-r", "15",
         "-vf", "scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2",

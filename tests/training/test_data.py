@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import cli
-from xrserve.training.data import (DataError, read_dems, read_labeled_csv, shared_data_dir, split_terrain,
+from xrserve.training.data import (DataError, datasets_dir, read_dems, read_labeled_csv, split_terrain,
                                    stratified_split)
 from xrserve.training.evaluate import classification_metrics, fit_fractal_baseline, realism_score
 
-KEYPOINTS = shared_data_dir() / "hand_gestures" / "keypoint.csv"
+KEYPOINTS = datasets_dir() / "hand_gestures" / "keypoint.csv"
 
 
 def dataset(tmp_path: Path, text: str, labels: str = "Open\nClose\n") -> Path:

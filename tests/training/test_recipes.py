@@ -12,7 +12,7 @@ from rich.console import Console
 
 from xrserve.core.config import load_model_toml
 from xrserve.runtimes import create_model
-from xrserve.training.data import DataError, shared_data_dir
+from xrserve.training.data import DataError, datasets_dir
 
 PICTURES = {
     "gesture": ["curves.png", "confusion_matrix.png"],
@@ -57,7 +57,7 @@ def test_classifier_metrics_and_export(trained, recipe: str) -> None:
     model = load_export(result)
     name = model.config.inputs[0].name
     csv = "keypoint.csv" if recipe == "gesture" else "point_history.csv"
-    data = np.loadtxt(shared_data_dir() / "hand_gestures" / csv, delimiter=",", max_rows=20, dtype=np.float32)
+    data = np.loadtxt(datasets_dir() / "hand_gestures" / csv, delimiter=",", max_rows=20, dtype=np.float32)
     points = data[:, 1:].reshape(20, -1, 2)
     out = model.infer({name: points}, {})
     assert out["probabilities"].shape == (20, 4) and np.allclose(out["probabilities"].sum(1), 1, atol=1e-5)

@@ -20,10 +20,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("registry")
     repo = tmp / "repo"
     repo.mkdir()
-    admin = cli("keys", "create", "--scope", "admin", "--quiet", data_dir=tmp / "data").stdout.strip()
     only = [arg for name in MODELS for arg in ("--only", name)]
-    server = start_server(tmp, *only, repo=repo)
-    server.admin_key = admin
+    server = start_server(tmp, *only, repo=repo, admin_key=True)
     yield server
     server.stop()
 

@@ -1,4 +1,4 @@
-"""Test images: the shared photos, and markers, text and broken files rendered here with OpenCV."""
+"""Test images: the photos in tests/data, and markers, text and broken files rendered here with OpenCV."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
-DATA = SHARED_DATA
-HAND_IMAGES = DATA / "hand_images"
-COCO = DATA / "images" / "coco"
-FACE = DATA / "images" / "face_sergey.png"
+HAND_IMAGES = TEST_DATA / "hand_images"
+COCO = TEST_DATA / "images" / "coco"
+FACE = TEST_DATA / "images" / "face_sergey.png"
 PEOPLE = {"000000000315.jpg", "000000000431.jpg", "000000000446.jpg"}  # COCO photos with a person (looked at)
 
 INTRINSICS = {"fx": 800.0, "fy": 800.0, "cx": 320.0, "cy": 240.0}

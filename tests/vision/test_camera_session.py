@@ -13,7 +13,7 @@ from tests.vision import media
 
 
 def frames(count: int) -> list[bytes]:
-    """A 'video' of the shared hand photos, each held for ten frames (a hand that stays, then moves)."""
+    """A 'video' of the hand photos in tests/data, each held for ten frames (a hand that stays, then moves)."""
     photos = [p.read_bytes() for p in media.hand_photos()]
     return [photos[(i // 10) % len(photos)] for i in range(count)]
 

@@ -2,7 +2,7 @@
 
 The server loads only whisper-tiny-en, piper-joe, silero-vad, smollm2 and minilm: it starts
 in seconds, and the voice tests measure the voice models rather than their neighbours.
-Speech is generated at test time (nothing recorded is committed besides the shared sample).
+Speech is generated at test time (the one recording committed is tests/data/speech/one_two_three.wav).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_DATA, Server, cli, start_server
+from tests.conftest import TEST_DATA, Server, start_server
 
 VOICE_MODELS = ("whisper-tiny-en", "piper-joe", "silero-vad", "smollm2", "minilm")
-ONE_TWO_THREE = SHARED_DATA / "speech" / "one_two_three.wav"
+ONE_TWO_THREE = TEST_DATA / "speech" / "one_two_three.wav"
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
     "Please open the door to the castle.",
@@ -35,10 +35,8 @@ SENTENCES = (
 @pytest.fixture(scope="session")
 def voice_server(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("voice")
-    admin = cli("keys", "create", "--scope", "admin", "--name", "voice-tests", "--quiet", data_dir=tmp / "data")
     only = [arg for model in VOICE_MODELS for arg in ("--only", model)]
-    server = start_server(tmp, *only, "--max-body-mb", "30")
-    server.admin_key = admin.stdout.strip()
+    server = start_server(tmp, *only, "--max-body-mb", "30", admin_key=True)
     yield server
     server.stop()
 

@@ -14,17 +14,28 @@ from pathlib import Path
 
 import numpy as np
 
-#: repo checkout: src/xrserve/training/data.py -> parents[4] is the folder holding main/ and shared/
-_CHECKOUT_SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"
+#: the data the default training runs learn from, shipped inside the package (see its README.md)
+PACKAGED_DATASETS = Path(__file__).resolve().parent / "datasets"
 
 
 class DataError(Exception):
     """Training data that cannot be used: the message names the file and the problem."""
 
 
-def shared_data_dir() -> Path:
-    """Where the real training data lives: $XRSERVE_SHARED_DATA, else the checkout's ../shared/data."""
-    return Path(os.environ.get("XRSERVE_SHARED_DATA", _CHECKOUT_SHARED))
+def datasets_dir() -> Path:
+    """The folder the recipes' default data is read from: $XRSERVE_DATASETS, else the data in the package."""
+    return Path(os.environ.get("XRSERVE_DATASETS") or PACKAGED_DATASETS)
+
+
+def _where_data_comes_from(missing: Path) -> str:
+    """The fix for a missing data file: which setting chose it, and how to choose another."""
+    missing, folder = missing.resolve(), datasets_dir().resolve()
+    if not missing.is_relative_to(folder):
+        return "check the --data PATH"
+    if os.environ.get("XRSERVE_DATASETS"):
+        return (f"XRSERVE_DATASETS={os.environ['XRSERVE_DATASETS']} has no {missing.relative_to(folder)}: "
+                "unset it to use the data shipped with xrserve, or pass --data PATH")
+    return f"the data shipped with xrserve is missing from {PACKAGED_DATASETS} (reinstall it), or pass --data PATH"
 
 
 def file_hash(*paths: Path) -> str:
@@ -60,7 +71,7 @@ def read_labeled_csv(path: Path, features: int, labels_path: Path | None = None)
     """Rows of `label,f1,...,fF`; labels are integers indexing the label file (line order)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found; pass --data PATH or set XRSERVE_SHARED_DATA")
+        raise DataError(f"{path}: file not found; {_where_data_comes_from(path)}")
     labels_path = labels_path or path.with_name(path.stem + "_labels.csv")
     classes = read_labels(labels_path)
     rows: list[list[float]] = []

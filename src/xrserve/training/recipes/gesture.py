@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xrserve.training.data import read_labeled_csv, shared_data_dir, stratified_split, subsample
+from xrserve.training.data import datasets_dir, read_labeled_csv, stratified_split, subsample
 from xrserve.training.evaluate import classification_metrics
 from xrserve.training.recipes import Recipe, save_torchscript
 
@@ -67,7 +67,7 @@ class GestureRecipe(Recipe):
     batch_size = 64
 
     def default_data(self) -> Path | None:
-        return shared_data_dir() / self.file
+        return datasets_dir() / self.file
 
     def prepare(self, data: Path | None, seed: int, limit: int | None) -> dict[str, Any]:
         rows = read_labeled_csv(data or self.default_data(), self.points * 2)
