@@ -20,7 +20,7 @@ def test_root_redirects_to_the_web_client(server: Server) -> None:
     assert response.status_code == 200 and "xrsession" not in response.text  # the page, not the module
     assert '<script type="module" src="app.js">' in response.text
     module = httpx.get(server.url + "/web/xrsession.js")
-    assert module.status_code == 200 and "export class XRSession" in module.text
+    assert module.status_code == 200 and "export class XrServeClient" in module.text
 
 
 def test_page_connects_a_session_and_lists_models(page: Page, server: Server) -> None:

@@ -1,7 +1,7 @@
-"""Audio routes: `/v1/audio/transcriptions`, `/v1/audio/speech` (OpenAI format) and `/v1/npc/{id}/turn`.
+"""Audio routes in OpenAI's format: `/v1/audio/transcriptions` and `/v1/audio/speech`.
 
-Thin transports: uploads are decoded here (`voice/audio.py`), the models are reached only
-through the scheduler, and a conversation turn is the same `NpcPipeline` the XR session uses.
+Thin transports: uploads are decoded here (`voice/audio.py`) and the models are reached only
+through the scheduler. The NPC turn over REST is `api/npc.py`.
 OpenAI's model and voice names are accepted as aliases of the built-in models, so code
 written for OpenAI runs unchanged.
 """
@@ -9,7 +9,6 @@ written for OpenAI runs unchanged.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
@@ -25,10 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from xrserve.api.oip_schema import ERRORS
 from xrserve.core.errors import BadRequest, XRServeError
 from xrserve.core.request import InferenceRequest
-from xrserve.pipelines.npc import (ASR_MODEL, EMOTION_MODEL, LLM_MODEL, TTS_MODEL, VAD_MODEL, ConversationStore,
-                                   Persona, Turn, TurnOptions, pipeline_of)
+from xrserve.pipelines.npc import ASR_MODEL, TTS_MODEL, VAD_MODEL
 from xrserve.security.guard import bearer, guard_of
-from xrserve.voice.audio import decode_upload, resample, wav_bytes, wav_header
+from xrserve.voice.audio import decode_upload, resample, wav_header
 from xrserve.voice.sentences import speakable, split_sentences
 
 log = logging.getLogger("xrserve.audio")
@@ -166,57 +164,3 @@ async def speech(request: Request, body: SpeechRequest) -> Response:
     media = "audio/wav" if body.response_format == "wav" else "audio/pcm"
     headers = {"X-Sample-Rate": str(rate if body.response_format == "wav" else OPENAI_PCM_RATE)}
     return StreamingResponse(chunks(), media_type=media, headers=headers)
-
-
-_conversations = ConversationStore()
-
-
-@router.post("/v1/npc/{conversation}/turn", summary="One NPC turn over REST: audio (or text) in; "
-             "transcript, answer, WAV and visemes out")
-async def npc_turn(
-    request: Request,
-    conversation: str,
-    file: UploadFile | None = File(None, description="the user's speech: WAV, FLAC, OGG or MP3"),
-    text: str | None = Form(None, max_length=2000, description="a typed line instead of speech"),
-    name: str | None = Form(None, max_length=100),
-    description: str | None = Form(None, max_length=2000),
-    style: str | None = Form(None, max_length=500),
-    scene: str | None = Form(None, max_length=2000),
-    max_tokens: int = Form(64, ge=1, le=512),
-    speed: float = Form(1.0, ge=0.25, le=4.0),
-    seed: int | None = Form(None, ge=0, lt=2**32),
-) -> Response:
-    guard = guard_of(request)
-    key = guard.authorize(request, LLM_MODEL)
-    for model in (ASR_MODEL, TTS_MODEL, EMOTION_MODEL):
-        guard.authorize(request, model)
-    if len(conversation) > 128:
-        raise BadRequest("the conversation id is longer than 128 characters")
-    if (file is None) == (text is None):
-        raise BadRequest("send either 'file' (the user's speech) or 'text' (a typed line), not both or neither")
-    audio = await _read_audio(file) if file is not None else None
-    persona = Persona.from_options({"persona": {"name": name, "description": description, "style": style},
-                                    "scene": scene})
-    options = TurnOptions(max_tokens=max_tokens, speed=speed, seed=seed)
-    memory = _conversations.get(key.id, conversation)
-    pcm: list[bytes] = []
-    visemes: list[dict[str, Any]] = []
-    rate = 22050
-
-    async def collect(kind: str, **fields: Any) -> None:
-        nonlocal rate
-        if kind == "speech":
-            pcm.append(fields["pcm"])
-            visemes.extend(fields["visemes"])
-            rate = fields["sample_rate"]
-
-    turn = await pipeline_of(request.app.state).run_turn(
-        Turn(len(memory.turns) + 1), memory, persona, options, collect, audio=audio, text=text,
-        session=key.id)
-    memory.add(turn.transcript, turn.answer)
-    body = {"id": conversation, "turn": turn.number, "transcript": turn.transcript, "answer": turn.answer,
-            "emotion": turn.emotion, "sentences": turn.spoken, "visemes": visemes,
-            "audio": {"format": "wav", "sample_rate": rate, "duration_ms": round(turn.audio_ms, 1),
-                      "base64": base64.b64encode(wav_bytes(b"".join(pcm), rate)).decode()},
-            "timings": turn.timings}
-    return Response(orjson.dumps(body), media_type="application/json")

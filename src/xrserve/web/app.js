@@ -1,6 +1,6 @@
 // app.js: wires the page to the server. Each capability is its own small module.
 
-import { XRSession } from "./xrsession.js";
+import { XrServeClient } from "./xrsession.js";
 import { setUpChat } from "./chat.js";
 
 const $ = (id) => document.getElementById(id);
@@ -15,7 +15,7 @@ window.xrserve = app; // for the browser tests and the console
 async function connect() {
   const status = $("status");
   try {
-    app.session = await XRSession.connect({ key: key() });
+    app.session = await XrServeClient.connect({ key: key() });
     const { rttMs } = await app.session.ping();
     status.dataset.state = "connected";
     status.textContent = `session ${app.session.hello.session} · ${rttMs.toFixed(1)} ms round trip`;

@@ -1,6 +1,7 @@
 // xrsession.js: the browser client of the XR session protocol (docs/session-protocol.md).
+// Its class is `XrServeClient`, not `XRSession`, which is WebXR's own global.
 //
-// One WebSocket, many streams. `XRSession.connect()` resolves after the server's hello;
+// One WebSocket, many streams. `XrServeClient.connect()` resolves after the server's hello;
 // `session.open(name, kind, options)` resolves to a `SessionStream` once the server says
 // "opened" (or rejects with the server's error message). Messages for a stream are
 // delivered to its listeners by type; binary messages by channel, with the header parsed.
@@ -73,14 +74,14 @@ export class SessionStream extends EventTarget {
   }
 }
 
-export class XRSession extends EventTarget {
+export class XrServeClient extends EventTarget {
   /** Connect and wait for the hello. `url` defaults to this page's server. */
   static connect({ url = null, key = null } = {}) {
     const base = url || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
     const socket = new WebSocket(`${base}/v1/session${key ? `?key=${encodeURIComponent(key)}` : ""}`);
     socket.binaryType = "arraybuffer";
     return new Promise((resolve, reject) => {
-      const session = new XRSession(socket);
+      const session = new XrServeClient(socket);
       socket.addEventListener("message", function first(event) {
         const message = JSON.parse(event.data);
         socket.removeEventListener("message", first);
