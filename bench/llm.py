@@ -387,18 +387,7 @@ class Bench:
 
     async def quiet(self, targets: list[Target]) -> None:
         """Wait (bounded) until processes other than ours and the targets' use under DISTURBED_CORES."""
-        task = None
-
-        def on_wait(busy: float) -> None:
-            nonlocal task
-            text = f"  waiting for other processes to go quiet ({busy:.2f} cores busy)"
-            if task is None:
-                task = self.progress.add_task(text, total=None)
-            self.progress.update(task, description=text)
-
-        await asyncio.to_thread(self.gate.wait, [t.pid for t in targets if t.pid], on_wait)
-        if task is not None:
-            self.progress.remove_task(task)
+        await asyncio.to_thread(self.gate.wait_shown, [t.pid for t in targets if t.pid], self.progress)
 
     async def settle(self, target: Target) -> None:
         """After cancelled streams: wait (up to 10 s) until the target stops using CPU."""

@@ -148,26 +148,6 @@ RAY_VENV = Venv("ray", ("ray[serve]==2.60.0", "onnxruntime", "numpy"), "ray.serv
 # -- process trees: started, measured and ended by bench/llm_support/procs.py (shared with every bench) ------
 
 
-def wait_quiet(gate: procs.QuietGate, server_pid: int, progress: Progress) -> None:
-    """Hold the next window until processes other than the server and us use under QUIET_CORES.
-
-    The machine has 2 cores: a test suite or a compiler running beside the benchmark
-    halves a server's throughput. Waiting is bounded per window and per run (the gate);
-    a window that still runs beside foreign load is marked in the tables instead.
-    """
-    task = None
-
-    def show(busy: float) -> None:
-        nonlocal task
-        description = f"  waiting for other processes to go quiet ({busy:.2f} cores busy)"
-        task = task if task is not None else progress.add_task(description, total=None)
-        progress.update(task, description=description)
-
-    gate.wait([server_pid], on_wait=show)
-    if task is not None:
-        progress.remove_task(task)
-
-
 def server_window(server_pid: int) -> procs.CpuWindow:
     """CPU from now on: the server tree's, and the cores of processes that are neither the server nor ours (wrk)."""
     return procs.CpuWindow([server_pid], own=server_pid)
@@ -590,7 +570,7 @@ def measure_target(spec: ServerSpec, target: Target, server: subprocess.Popen, b
     for step, c in steps_of(target):
         seconds = {"warmup": plan.warmup_s, "wrk": plan.wrk_s, "latency": plan.latency_s}[step]
         if step != "warmup":
-            wait_quiet(gate, server.pid, progress)
+            gate.wait_shown([server.pid], progress)  # until other processes go quiet (bounded)
         task = progress.add_task(f"  {target.label}: {step} c={c}", total=seconds)
         if step == "latency":
             row.latency[c] = measure_latency(spec.port, path, body, spec.headers, c, plan, server.pid, progress, task)
@@ -833,7 +813,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                TimeElapsedColumn())
     rows: list[Row] = []
-    # with priority, measure beside others
+    # each measurement waits (bounded per window and per run) until processes other than the server and us
+    # use under QUIET_CORES: on 2 cores a test suite or a compiler beside the bench halves a server's
+    # throughput; a window still run beside foreign load is marked in the tables. With priority
+    # (--nice < 0), measure beside others without waiting.
     gate = procs.QuietGate(cores=QUIET_CORES, budget_s=plan.quiet_wait_s if args.nice >= 0 else 0.0)
     with Progress(*columns, console=console, refresh_per_second=4) as progress:
         for venv, server in ((MLSERVER_VENV, "mlserver"), (RAY_VENV, "ray")):

@@ -238,3 +238,19 @@ class QuietGate:
                 on_wait(busy)
         self.budget_s -= time.monotonic() - started
         return busy
+
+    def wait_shown(self, ours: list[int], progress) -> float:
+        """`wait`, with a line on a rich `Progress` saying how busy the machine is while it holds."""
+        task = None
+
+        def show(busy: float) -> None:
+            nonlocal task
+            text = f"  waiting for other processes to go quiet ({busy:.2f} cores busy)"
+            task = task if task is not None else progress.add_task(text, total=None)
+            progress.update(task, description=text)
+
+        try:
+            return self.wait(ours, show)
+        finally:
+            if task is not None:
+                progress.remove_task(task)
