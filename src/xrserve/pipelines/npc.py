@@ -7,9 +7,9 @@ model's own phoneme timing and an emotion label (sentence embeddings, zero-shot)
 models play those parts is configuration (`NpcModels`: the server's `--npc-model ROLE=NAME`,
 and a stream's `models` option), not names in this code; the defaults are the built-ins.
 The first spoken piece of an answer is scheduled as `FIRST_SPEECH`, ahead of other
-interactive work: it is what the user is waiting for. The transports decide where the events go: `npc_stream.py` sends
-them over the XR session as they happen, `api/openai_audio.py` collects them for
-`POST /v1/npc/{id}/turn`.
+interactive work: it is what the user is waiting for. The transports decide where the
+events go: `npc_stream.py` sends them over the XR session as they happen, `api/npc.py`
+collects them for `POST /v1/npc/{id}/turn`.
 
 Output moderation applies as for chat: the answer is masked before it is shown or spoken.
 """
