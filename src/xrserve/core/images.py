@@ -68,7 +68,7 @@ def decode_image(data: bytes | bytearray | memoryview) -> np.ndarray:
 
 def images_of(array: np.ndarray) -> list[bytes]:
     """The raw image bytes of every element of a BYTES tensor."""
-    return [item if isinstance(item, (bytes, bytearray)) else bytes(item) for item in array.ravel()]
+    return [item if isinstance(item, bytes) else bytes(item) for item in array.ravel()]
 
 
 def check_images(config: ModelConfig, inputs: dict[str, np.ndarray]) -> None:

@@ -13,7 +13,7 @@ class Metrics:
         #: requests inside the server right now (counted by the transports): a forming batch waits
         #: for company only while some other request is already on its way in
         self.in_server = 0
-        disable_created_metrics()  # the *_created series only add noise to every scrape
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise
         self.registry = CollectorRegistry()
         labels = ("model", "version")
         r = self.registry

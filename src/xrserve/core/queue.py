@@ -40,11 +40,11 @@ FRAME_POLICIES = ("deadline", "fifo")
 @dataclass(slots=True, eq=False)
 class Pending:
     request: InferenceRequest
-    future: asyncio.Future
+    future: asyncio.Future[Any]  # an InferenceResponse, or a Stream for a streaming model
     batch_size: int
     signature: Any
     priority: Priority
-    parameters: dict = field(default_factory=dict)  # what reaches Model.infer (control keys removed)
+    parameters: dict[str, Any] = field(default_factory=dict)  # what reaches Model.infer (control keys removed)
     done: bool = False
     timer: asyncio.TimerHandle | None = field(default=None)
 

@@ -68,7 +68,10 @@ class ThreadRunner:
         assert isinstance(self.model, StreamingModel)
         loop = asyncio.get_running_loop()
         stream = Stream(next(_stream_ids), self.model.cancel_stream, on_close)
-        emit = lambda chunk: loop.call_soon_threadsafe(stream.deliver, chunk)  # noqa: E731
+
+        def emit(chunk: dict[str, Any]) -> None:  # from the model's own threads
+            loop.call_soon_threadsafe(stream.deliver, chunk)
+
         try:
             self.model.start_stream(stream.id, inputs, parameters, emit)
         except Exception as exc:  # noqa: BLE001
@@ -105,7 +108,7 @@ class ProcessRunner:
         self._on_restart = on_restart
         self._process: Any = None
         self._conn: Any = None
-        self._pending: asyncio.Future | None = None  # the batch in flight (one at a time)
+        self._pending: asyncio.Future[Any] | None = None  # the batch in flight (one at a time)
         self._streams: dict[int, Stream] = {}
         self._seq = 0
         self._ready = asyncio.Event()
@@ -177,7 +180,8 @@ class ProcessRunner:
         ok, payload = await future
         if not ok:
             raise error_for(*payload)  # (status, message, headers), as the model's error was mapped there
-        return payload
+        outputs: Outputs = payload
+        return outputs
 
     def open_stream(self, inputs: Outputs, parameters: dict[str, Any], on_close: Callable[[], None]) -> Stream:
         self._check_ready()

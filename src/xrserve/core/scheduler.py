@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class ModelVersion:
             make_runner(config, scheduler.runtimes, labels.restarts.labels(config.name, config.version).inc)
             for _ in range(config.instances)
         ]
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.compute_ema_s = 0.0
         self.row_ema_s = 0.0  # compute per batch row: how many rows still fit before a deadline
 
@@ -217,7 +217,7 @@ class ModelVersion:
                 continue
             self._m_queue.observe(time.monotonic() - request.arrival)
 
-            def closed(release=slots.release) -> None:
+            def closed(release: Callable[[], None] = slots.release) -> None:
                 active.dec()
                 release()
 
@@ -429,7 +429,8 @@ class Scheduler:
         if model.config.streaming:
             return await self._collect(model, request)
         pending = model.admit(request)
-        return await pending.future
+        response: InferenceResponse = await pending.future
+        return response
 
     async def stream(self, request: InferenceRequest) -> Stream:
         """Open a stream on a streaming model once a slot is free; iterate it for the chunks."""
@@ -438,7 +439,8 @@ class Scheduler:
             raise BadRequest(f"model '{model.name}' does not stream; use infer")
         pending = model.admit(request)
         try:
-            return await pending.future
+            stream: Stream = await pending.future
+            return stream
         except asyncio.CancelledError:
             if pending.future.done() and not pending.future.cancelled() and pending.future.exception() is None:
                 pending.future.result().cancel()
