@@ -10,7 +10,7 @@ PORT   ?= 8000
 # system tools: espeak-ng and ffmpeg make test speech and video, chromium runs the browser tests
 APT_TOOLS := espeak-ng ffmpeg chromium
 
-.PHONY: install system run test bench clean
+.PHONY: install system run test lint bench clean
 
 system:
 	@missing=""; for tool in $(APT_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
@@ -35,7 +35,14 @@ install: system $(STAMP)
 run: install
 	$(VENV)/bin/xrserve serve --dev --host $(HOST) --port $(PORT)
 
-test: install
+# the layering contract (import-linter), lint and format (ruff), types (mypy, strict on core)
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+test: install lint
 	mkdir -p artifacts
 	$(PY) -m pytest --junitxml=artifacts/junit.xml
 

@@ -10,21 +10,15 @@ handed in by the runtime registry (`Runtimes.builtin_class`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
-from xrserve.core.codec import outputs_as_json
 from xrserve.core.config import ModelConfig, TrackingDecl
 from xrserve.core.errors import BadRequest
-from xrserve.core.model import InputCheck, Model, ModelParameters, Presenter
-
-
-def tensors_as_json(outputs: dict[str, np.ndarray], row: int = 0) -> dict[str, Any]:
-    """The default presentation: the output tensors, as the Open Inference Protocol writes them."""
-    return {"outputs": outputs_as_json(outputs)}
+from xrserve.core.model import InputCheck, Model, ModelParameters, Presenter, tensors_as_json
 
 
 @dataclass(frozen=True)
@@ -39,7 +33,7 @@ class Capabilities:
     present: Presenter
 
     @classmethod
-    def of(cls, config: ModelConfig, model_class: type[Model] | None = None) -> "Capabilities":
+    def of(cls, config: ModelConfig, model_class: type[Model] | None = None) -> Capabilities:
         return cls(
             streaming=config.streaming,
             image_inputs=tuple(config.image_inputs),
@@ -47,8 +41,9 @@ class Capabilities:
             camera=config.runs_on_camera,
             tracking=config.tracking,
             parameters=getattr(model_class, "Parameters", None),
-            check_inputs=getattr(model_class, "check_inputs", None),
-            present=getattr(model_class, "present", None) or tensors_as_json,
+            check_inputs=None if model_class is None or model_class.check_inputs is Model.check_inputs
+            else model_class.check_inputs,
+            present=tensors_as_json if model_class is None else model_class.present,
         )
 
     def check_parameters(self, model: str, parameters: dict[str, Any]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class TensorDecl(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _image_layout(self) -> "TensorDecl":
+    def _image_layout(self) -> TensorDecl:
         if self.content_type == "image" and self.datatype != "BYTES":
             if self.datatype not in ("UINT8", "FP32"):
                 raise ValueError(f"image input '{self.name}': datatype must be BYTES (the encoded file), UINT8 or "
@@ -148,7 +148,7 @@ class ModelConfig(BaseModel):
         return raw
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelConfig":
+    def _consistent(self) -> ModelConfig:
         names = [t.name for t in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"inputs: names must be unique, got {names}")

@@ -15,14 +15,22 @@ crash cannot reach the server, so these hooks are read from built-in classes onl
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from xrserve.core.codec import outputs_as_json
 from xrserve.core.config import ModelConfig
 
 Outputs = dict[str, np.ndarray]
+
+
+def tensors_as_json(outputs: Outputs, row: int = 0) -> dict[str, Any]:
+    """The default presentation: the output tensors, as the Open Inference Protocol writes them."""
+    return {"outputs": outputs_as_json(outputs)}
+
 #: One row of a model's answer as JSON-ready values (numpy arrays are fine: orjson writes them).
 Presenter = Callable[[Outputs, int], dict[str, Any]]
 InputCheck = Callable[[dict[str, np.ndarray]], None]
@@ -48,10 +56,15 @@ class Model:
     config: ModelConfig
     #: The request parameters this model reads (a `ModelParameters` subclass), checked before queuing.
     Parameters: ClassVar[type[ModelParameters] | None] = None
-    #: A cheap check of the inputs run in the server at admission (e.g. image headers): 400 before queuing.
-    check_inputs: ClassVar[InputCheck | None] = None
-    #: One row of the outputs as the JSON `/v1/vision` and camera streams send; None: the tensors as JSON.
-    present: ClassVar[Presenter | None] = None
+
+    @staticmethod
+    def check_inputs(inputs: dict[str, np.ndarray]) -> None:
+        """A cheap check of the inputs run in the server at admission: raise `BadRequest` before queuing."""
+
+    @staticmethod
+    def present(outputs: Outputs, row: int) -> dict[str, Any]:
+        """One row of the outputs as the JSON `/v1/vision` and camera streams send; default: the tensors."""
+        return tensors_as_json(outputs, row)
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config

@@ -25,8 +25,9 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from xrserve.core.errors import DeadlineExceeded, Superseded, Unavailable
 from xrserve.core.request import InferenceRequest, Priority

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ DEADLINE_MARGIN_S = 0.002  # a forming batch closes this long before the usual c
 class ModelVersion:
     """One loaded version of one model: its config, queue, instances and state."""
 
-    def __init__(self, config: ModelConfig, scheduler: "Scheduler") -> None:
+    def __init__(self, config: ModelConfig, scheduler: Scheduler) -> None:
         self.config = config
         self.scheduler = scheduler
         self.state = "LOADING"

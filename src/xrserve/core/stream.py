@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from xrserve.core.errors import XRServeError, error_for
 from xrserve.core.request import Usage
@@ -46,7 +47,7 @@ class Stream:
         elif self._draining and chunk.get("kind") in TERMINAL:
             self._release()
 
-    def __aiter__(self) -> "Stream":
+    def __aiter__(self) -> Stream:
         return self
 
     async def __anext__(self) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class TensorSpec:
             found["parameters"] = {"content_type": self.content_type}
         return found
 
-    def wire(self) -> "TensorSpec":
+    def wire(self) -> TensorSpec:
         """The tensor as clients send it: an image input is one encoded image (BYTES) per row."""
         if self.content_type != "image" or self.datatype == "BYTES":
             return self

@@ -18,8 +18,9 @@ import os
 import pickle
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import model_error
