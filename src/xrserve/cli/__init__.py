@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ from xrserve import __version__
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 from xrserve.settings import DEFAULT_MAX_BODY_BYTES, Settings, default_data_dir
 
 app = typer.Typer(help="xrserve: AI models as a service for VR and AR.", no_args_is_help=True,
@@ -42,7 +42,7 @@ Url = Annotated[str, typer.Option("--url", envvar="XRSERVE_URL", help="The serve
 Key = Annotated[Optional[str], typer.Option("--key", envvar="XRSERVE_API_KEY", help="API key (xrs_...).")]
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     err.print(f"xrserve: error: {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(2)
 
@@ -147,6 +147,7 @@ def infer(
     else:
         if not inputs:
             fail("give inputs with -i NAME=JSON or a whole request with --request FILE")
+        assert inputs is not None
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
         declared = {t["name"]: t for t in _call(url, key, "GET", path).json()["inputs"]}
         tensors = []
@@ -157,7 +158,9 @@ def infer(
             try:
                 value = json.loads(raw)
             except ValueError:
-                value = [raw] if declared[name]["datatype"] == "BYTES" else fail(f"--input {name}: '{raw}' is not JSON")
+                if declared[name]["datatype"] != "BYTES":
+                    fail(f"--input {name}: '{raw}' is not JSON")
+                value = [raw]
             import numpy as np
 
             shape = list(np.array(value, dtype=object).shape) or [1]
@@ -176,7 +179,7 @@ def _duration(text: str | None) -> float | None:
     if text is None:
         return None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if not match:
+    if match is None:
         fail(f"--expires-in '{text}': use a number and a unit, e.g. 30m, 12h, 90d")
     return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 

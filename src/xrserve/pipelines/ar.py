@@ -5,9 +5,10 @@ server's clock) + the stream's frame budget. Each frame becomes one request per 
 marked with a `frame_key` (session/stream/model) and that deadline; the scheduler does
 the rest (latest-frame-wins, dropping frames past their deadline, batching frames of
 different sessions, fairness between sessions). This stream only keeps what is
-per-stream: the clock offset, the tracking regions of the last hands and face
-found (sent back as model inputs, so tracking is cheaper than detection and the models
-stay stateless and batchable), and the order of results.
+per-stream: the clock offset, the tracking regions of the models that declare tracking
+(hands and face: sent back as model inputs, so tracking is cheaper than detection and the
+models stay stateless and batchable), and the order of results. Which models may run on
+frames, how they track and how their results read are the models' declared capabilities.
 
 Clock: the client's capture timestamps are on its own clock. The offset is the minimum
 of (server receive time - capture time) over the stream's frames: the fastest frame seen

@@ -56,7 +56,7 @@ class VoiceActivity:
 
 
 class NpcOptions(TurnOptions):
-    sample_rate: Literal[16000] = Field(RATE, description="microphone audio: 16 kHz mono PCM16 (resample on "
+    sample_rate: Literal[16000] = Field(16000, description="microphone audio: 16 kHz mono PCM16 (resample on "
                                         "the client)")
     persona: PersonaOptions = Field(default_factory=PersonaOptions)
     scene: str = Field("", max_length=MAX_TEXT, description="what the character can see, for its answers")

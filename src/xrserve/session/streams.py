@@ -32,7 +32,7 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def parse_options(kind: str, options_class: type[StreamOptions], raw: dict[str, Any]) -> Any:
+def parse_options(kind: str, options_class: type[BaseModel], raw: dict[str, Any]) -> Any:
     """The `open` message's options as the stream kind declared them, or a 400 naming each problem."""
     try:
         return options_class.model_validate(raw)
@@ -64,7 +64,7 @@ class SessionStream:
 
     kind: ClassVar[str] = ""
     #: The `open` options this kind reads (checked before `open` runs; `self.options` is an instance).
-    Options: ClassVar[type[StreamOptions]] = StreamOptions
+    Options: ClassVar[type[BaseModel]] = StreamOptions
 
     def __init__(self, session: "Session", name: str, channel: int, options: dict[str, Any]) -> None:
         self.session = session

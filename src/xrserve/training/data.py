@@ -11,6 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,8 +101,8 @@ def read_labeled_csv(path: Path, features: int, labels_path: Path | None = None)
     array = np.asarray(rows, dtype=np.float64)
     labels = array[:, 0]
     if (labels != np.round(labels)).any() or labels.min() < 0 or labels.max() >= len(classes):
-        line = int(np.argmax((labels != np.round(labels)) | (labels < 0) | (labels >= len(classes)))) + 1
-        raise DataError(f"{path}: data row {line}: label {labels[line - 1]:g} is not one of 0..{len(classes) - 1} "
+        bad_row = int(np.argmax((labels != np.round(labels)) | (labels < 0) | (labels >= len(classes)))) + 1
+        raise DataError(f"{path}: data row {bad_row}: label {labels[bad_row - 1]:g} is not one of 0..{len(classes) - 1} "
                         f"(the lines of {labels_path.name})")
     return LabeledRows(array[:, 1:].astype(np.float32), labels.astype(np.int64), classes, path,
                        file_hash(path, labels_path))
@@ -164,8 +165,8 @@ def matplotlib_dems() -> list[Elevation]:
     """
     from matplotlib import cbook
 
-    jacksboro = cbook.get_sample_data("jacksboro_fault_dem.npz")
-    topo = cbook.get_sample_data("topobathy.npz")
+    jacksboro: Any = cbook.get_sample_data("jacksboro_fault_dem.npz")  # an NpzFile
+    topo: Any = cbook.get_sample_data("topobathy.npz")
     return [
         Elevation("jacksboro_fault_dem", np.asarray(jacksboro["elevation"], dtype=np.float32), 90.0),
         Elevation("topobathy", np.asarray(topo["topo"], dtype=np.float32), 3000.0),

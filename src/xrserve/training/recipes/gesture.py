@@ -66,7 +66,7 @@ class GestureRecipe(Recipe):
     dropout = 0.3
     batch_size = 64
 
-    def default_data(self) -> Path | None:
+    def default_data(self) -> Path:
         return datasets_dir() / self.file
 
     def prepare(self, data: Path | None, seed: int, limit: int | None) -> dict[str, Any]:

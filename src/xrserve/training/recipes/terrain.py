@@ -140,6 +140,7 @@ def log_spectrum(maps: torch.Tensor, bins: int = 12) -> torch.Tensor:
 
 class TerrainRecipe(Recipe):
     latent = 32
+    optional_inputs: tuple[str, ...] = ()  # the inputs a request may leave out (it sends one of them)
     batch_size = 64
     steps = 100  # per epoch
 
@@ -200,8 +201,8 @@ class TerrainRecipe(Recipe):
             f"# {self.name}: trained by `xrserve train {self.name}` ({report['finished']})\n"
             f'runtime = "python"\ndescription = "{self.description}; {report["headline"]}"\n'
             f'isolation = "thread"  # PyTorch releases the GIL\npriority = "bulk"  # worlds are built, frames are not\n'
-            + body + f'\n[parameters]\nweights = "model.pt"\n'
-            f'optional_inputs = [{", ".join(repr(i) for i in self.optional_inputs)}]  # send one of them\nlatent = {self.latent}\nsize = {SIZE}\n'
+            f'optional_inputs = [{", ".join(repr(i) for i in self.optional_inputs)}]  # send one of them\n'
+            + body + f'\n[parameters]\nweights = "model.pt"\nlatent = {self.latent}\nsize = {SIZE}\n'
             f'recipe = "{self.name}"\ndata_hash = "{report["data"]["data_hash"]}"\n')
 
 
@@ -368,8 +369,8 @@ class TerrainGanRecipe(TerrainRecipe):
         decay = min(self.ema_decay, (1 + self.updates) / (10 + self.updates))  # warm-up: short runs track too
         for mine, theirs in zip(self.ema.parameters(), self.generator.parameters()):
             mine.lerp_(theirs, 1 - decay)
-        for mine, theirs in zip(self.ema.buffers(), self.generator.buffers()):
-            mine.copy_(theirs)
+        for buffer, source in zip(self.ema.buffers(), self.generator.buffers()):
+            buffer.copy_(source)
 
     def train_step(self, rng: np.random.Generator) -> dict[str, float]:
         """Non-saturating GAN loss; spectral norm keeps the discriminator from running away."""
@@ -407,7 +408,7 @@ class TerrainGanRecipe(TerrainRecipe):
         self.epoch += 1
         scores = {sigma: realism_score(self.samples_m(len(self.val), seed=11, smoothing=sigma), self.val)["score"]
                   for sigma in self.smoothing_grid}
-        sigma = min(scores, key=scores.get)
+        sigma = min(scores, key=lambda width: scores[width])
         if scores[sigma] < self.best["score"]:
             self.best = {"score": scores[sigma], "epoch": self.epoch, "smoothing": sigma,
                          "state": {k: v.clone() for k, v in self.ema.state_dict().items()}}
