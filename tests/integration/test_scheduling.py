@@ -134,3 +134,30 @@ def test_interactive_overtakes_queued_bulk(server: Server) -> None:
         for future in futures:
             future.result()
     assert finished == ["bulk-0", "interactive", "bulk-1", "bulk-2"]
+
+
+def test_a_client_that_goes_away_cancels_its_queued_request(server: Server) -> None:
+    """The queued request of a client that hung up is never computed; the audit says 499."""
+    import json
+    import socket
+
+    from tests.conftest import audit_records
+
+    requests = server.metric("xrserve_inference_requests_total", model="serial")
+    batches = server.metric("xrserve_batch_size_count", model="serial")
+    body = json.dumps(infer_body("x", np.zeros((1, 4), np.float32))).encode()
+    raw = (f"POST /v2/models/serial/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           f"Authorization: Bearer {server.admin_key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    with ThreadPoolExecutor(1) as pool:
+        with serial_held(server):
+            running = pool.submit(post, server, "serial", 1.0)
+            wait_until_taken(server, "serial", requests)  # computing, held
+            port = int(server.url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as leaving:
+                leaving.sendall(raw)
+                wait_until_taken(server, "serial", requests, count=2, queued=1)  # queued behind the held one
+            wait_until_taken(server, "serial", requests, count=2, queued=0)  # the hang-up took it out of the queue
+        assert running.result().status_code == 200
+    assert server.metric("xrserve_batch_size_count", model="serial") == batches + 1  # only the first was computed
+    records = audit_records(server.data_dir, lambda rs: any(r["status"] == 499 for r in rs))
+    assert any(r["status"] == 499 and r["route"] == "/v2/models/{model_name}/infer" for r in records)

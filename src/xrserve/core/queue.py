@@ -22,6 +22,7 @@ deadlines), for comparison.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import time
@@ -47,6 +48,7 @@ class Pending:
     priority: Priority
     parameters: dict[str, Any] = field(default_factory=dict)  # what reaches Model.infer (control keys removed)
     done: bool = False
+    queued: bool = False  # in the queue (not yet taken into a batch)
     timer: asyncio.TimerHandle | None = field(default=None)
 
     @property
@@ -70,7 +72,8 @@ class Pending:
 
 class RequestQueue:
     def __init__(self, capacity: int, on_expired: Callable[[Pending], None], *, frame_policy: str = "deadline",
-                 on_superseded: Callable[[Pending], None] = lambda pending: None) -> None:
+                 on_superseded: Callable[[Pending], None] = lambda pending: None,
+                 on_left: Callable[[Pending], None] = lambda pending: None) -> None:
         if frame_policy not in FRAME_POLICIES:
             raise ValueError(f"frame policy '{frame_policy}' is not one of {FRAME_POLICIES}")
         self.capacity = capacity
@@ -78,6 +81,7 @@ class RequestQueue:
         self._frames: dict[str, Pending] = {}  # frame_key -> its one waiting frame
         self._served: dict[str | None, float] = {}  # session -> when one of its frames was last taken
         self._on_superseded = on_superseded
+        self._on_left = on_left
         self._heap: list[tuple[int, float, int, Pending]] = []
         self._live = 0
         self._seq = itertools.count()
@@ -109,14 +113,31 @@ class RequestQueue:
         order = request.deadline if request.deadline is not None else request.arrival + SOFT_DEADLINE_S
         heapq.heappush(self._heap, (int(item.priority), order, next(self._seq), item))
         self._live += 1
+        item.queued = True
+        item.future.add_done_callback(functools.partial(self._left, item))
         if request.deadline is not None:
             loop = asyncio.get_running_loop()
             delay = request.deadline - time.monotonic()
             item.timer = loop.call_at(loop.time() + delay, self._expire, item)
         self._wakeup.set()
 
+    def _left(self, item: Pending, future: asyncio.Future[Any]) -> None:
+        """The caller went away (its task was cancelled) while the request waited: it leaves the queue now.
+
+        Its heap entry is dropped lazily; the count, the frame slot and the timer go at once, so the
+        queue's length (and its metric) says what will really be computed.
+        """
+        if future.cancelled() and item.queued and not item.done:
+            item.done, item.queued = True, False
+            self._live -= 1
+            if item.timer is not None:
+                item.timer.cancel()
+            self._forget_frame(item)
+            self._on_left(item)
+
     def _taken(self, item: Pending) -> Pending:
         """Out of the queue: from here the batch that holds it watches its deadline."""
+        item.queued = False
         if item.timer is not None:
             item.timer.cancel()
             item.timer = None

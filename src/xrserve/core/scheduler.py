@@ -50,7 +50,7 @@ class ModelVersion:
         self._m_batch = labels.batch_size.labels(config.name, config.version)
         self._m_depth = labels.queue_depth.labels(config.name, config.version)
         self.queue = RequestQueue(config.queue_size, on_expired=self._expired, frame_policy=scheduler.frame_policy,
-                                  on_superseded=self._superseded)
+                                  on_superseded=self._superseded, on_left=self._left)
         self._builtin_class = scheduler.runtimes.builtin_class(config)
         self.capabilities = Capabilities.of(config, self._builtin_class)
         self.runners = [
@@ -161,6 +161,9 @@ class ModelVersion:
 
     def _superseded(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "superseded").inc()
+
+    def _left(self, pending: Pending) -> None:
+        self._m_depth.set(len(self.queue))
 
     def _expired(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "deadline").inc()
