@@ -6,9 +6,11 @@ import time
 
 import httpx
 import numpy as np
+import openai
 import pytest
 
 from tests.conftest import MODELS, SLEEPY_IO, Server, audit_records, cli, infer_body, start_server, write_model
+from tests.session_client import SessionClient
 
 TEXT = infer_body("text", np.array(["hello"]), "BYTES")
 
@@ -35,7 +37,8 @@ def test_scope_limits_models_and_admin(server: Server) -> None:
 def test_expired_and_revoked_keys(server: Server) -> None:
     short = cli("keys", "create", "-s", "*", "--expires-in", "1s", "-q", data_dir=server.data_dir).stdout.strip()
     time.sleep(1.2)
-    expired = httpx.post(f"{server.url}/v2/models/minilm/infer", json=TEXT, headers={"Authorization": f"Bearer {short}"})
+    expired = httpx.post(f"{server.url}/v2/models/minilm/infer", json=TEXT,
+                         headers={"Authorization": f"Bearer {short}"})
     assert expired.status_code == 401 and "expired" in expired.json()["error"]
 
     token = cli("keys", "create", "-s", "*", "-q", data_dir=server.data_dir).stdout.strip()
@@ -51,7 +54,8 @@ def test_expired_and_revoked_keys(server: Server) -> None:
 
 def test_every_request_is_audited_without_payloads(server: Server, admin) -> None:
     marker = "payload-that-must-not-be-logged"
-    assert admin.post("/v2/models/minilm/infer", json=infer_body("text", np.array([marker]), "BYTES")).status_code == 200
+    answer = admin.post("/v2/models/minilm/infer", json=infer_body("text", np.array([marker]), "BYTES"))
+    assert answer.status_code == 200
     assert httpx.get(f"{server.url}/v2/models/tiny").status_code == 401
     key_id = server.admin_key.split("_")[1]
 
@@ -86,10 +90,33 @@ def test_dev_mode_is_anonymous_only_on_loopback(tmp_path) -> None:
     dev = start_server(tmp_path, "--dev", "--no-builtins", repo=repo)
     try:
         assert httpx.post(f"{dev.url}/v2/models/quick/infer", json=body).status_code == 200
-        bad_key = httpx.post(f"{dev.url}/v2/models/quick/infer", json=body, headers={"Authorization": "Bearer nope"})
-        assert bad_key.status_code == 401  # a key that is presented is always checked
+        # a placeholder token (vLLM's and Ollama's docs say api_key="EMPTY") is no key at all
+        placeholder = openai.OpenAI(base_url=f"{dev.url}/v1", api_key="EMPTY", max_retries=0)
+        assert [m.id for m in placeholder.models.list().data] == ["quick"]
+        assert httpx.post(f"{dev.url}/v2/models/quick/infer", json=body,
+                          headers={"Authorization": "Bearer sk-no-key-required"}).status_code == 200
+        with SessionClient(dev.url, "EMPTY", via_query=True) as session:
+            assert session.hello["type"] == "hello"
+        # a token shaped like an xrserve key is always checked
+        forged = openai.OpenAI(base_url=f"{dev.url}/v1", api_key="xrs_bogus_0000", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as refused_key:
+            forged.models.list()
+        assert refused_key.value.status_code == 401 and "not known" in refused_key.value.message
+        malformed = httpx.post(f"{dev.url}/v2/models/quick/infer", json=body, headers={"Authorization": "Bearer xrs_x"})
+        assert malformed.status_code == 401 and "malformed" in malformed.json()["error"]
+        with SessionClient(dev.url, "xrs_bogus_0000") as session:
+            assert session.hello["type"] == "error" and session.hello["status"] == 401
     finally:
         dev.stop()
+
+
+def test_placeholder_key_is_refused_without_dev(server: Server) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="EMPTY", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client.models.list()
+    assert refused.value.status_code == 401 and "malformed" in refused.value.message
+    answer = httpx.post(f"{server.url}/v2/models/minilm/infer", json=TEXT, headers={"Authorization": "Bearer EMPTY"})
+    assert answer.status_code == 401 and "xrs_" in answer.json()["error"]
 
 
 @pytest.mark.parametrize("route", ["/v2/health/live", "/v2/health/ready", "/v2", "/metrics", "/openapi.json"])

@@ -1,8 +1,10 @@
 """Who may call what: the check every protected route makes, as a FastAPI dependency.
 
 401 when no valid key is presented, 403 when the key lacks the scope. With `--dev` on
-a loopback address a request with no key at all is let through as `anonymous`; a
-request that presents a key always has it checked.
+a loopback address a request with no key is let through as `anonymous`, and so is one
+whose bearer token is not shaped like an xrserve key (`api_key="EMPTY"`, the placeholder
+vLLM's and Ollama's docs tell OpenAI clients to send, since those clients cannot send
+none). A token shaped like a key (`xrs_...`) is always checked.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from xrserve.core.errors import Forbidden, Unauthorized
-from xrserve.security.keys import ANONYMOUS, ApiKey, KeyStore
+from xrserve.security.keys import ANONYMOUS, ApiKey, KeyStore, looks_like_key
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `xrserve keys create`: xrs_<id>_<secret>")
 
@@ -43,10 +45,15 @@ class Guard:
             raise Unauthorized("this route needs an API key: send 'Authorization: Bearer xrs_...' "
                                "(create one with `xrserve keys create --scope <model>`)")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer":
+            raise Unauthorized("the Authorization header must be 'Bearer <API key>'")
+        if self.anonymous_allowed and not looks_like_key(token):
+            return ANONYMOUS  # a placeholder ("EMPTY", "sk-no-key-required"): clients that must send something
+        if not token:
             raise Unauthorized("the Authorization header must be 'Bearer <API key>'")
         try:
-            return self.keys.verify(token.strip())
+            return self.keys.verify(token)
         except PermissionError as exc:
             raise Unauthorized(str(exc)) from None
 

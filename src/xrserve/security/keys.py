@@ -58,6 +58,14 @@ class ApiKey:
         return "active"
 
 
+KEY_PREFIX = "xrs_"
+
+
+def looks_like_key(token: str) -> bool:
+    """Whether a bearer token is meant as an xrserve key (and must be checked), not a placeholder."""
+    return token.startswith(KEY_PREFIX)
+
+
 ANONYMOUS = ApiKey("anonymous", "anonymous (--dev)", (ADMIN,), 0.0, None, None)
 
 
@@ -88,7 +96,7 @@ class KeyStore:
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
                 (key_id, _digest(secret), name, json.dumps(scopes), now, record.expires),
             )
-        return f"xrs_{key_id}_{secret}", record
+        return f"{KEY_PREFIX}{key_id}_{secret}", record
 
     def revoke(self, key_id: str) -> bool:
         with self._lock:
@@ -123,7 +131,8 @@ class KeyStore:
         if record is None or not hmac.compare_digest(digest, _digest(secret)):
             raise PermissionError("the API key is not known to this server")
         if record.status != "active":
-            raise PermissionError(f"the API key {record.id} is {record.status}; create a new one with `xrserve keys create`")
+            raise PermissionError(f"the API key {record.id} is {record.status}; "
+                                  "create a new one with `xrserve keys create`")
         return record
 
 
