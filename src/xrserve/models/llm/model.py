@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator
 
 from xrserve.core.config import ModelConfig
-from xrserve.core.model import Emit, StreamingModel
+from xrserve.core.model import Emit, ModelParameters, StreamingModel
 
 IO = {
     "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1]}],
@@ -33,14 +34,35 @@ class BadParameters(ValueError):
     pass
 
 
-def _number(parameters: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = parameters.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise BadParameters(f"parameter '{name}' must be a number from {low} to {high}, got {value!r}")
-    return float(value)
+RESPONSE_FORMATS = "{'type': 'text' | 'json_object'} or {'type': 'json_schema', 'schema': {...}}"
+
+
+class LlmParameters(ModelParameters):
+    input_format: Literal["text", "chat"] = Field("text", description="'chat': text_input is a JSON list of "
+                                                  "{role, content} messages, rendered with the model's chat template")
+    max_tokens: StrictInt | None = Field(None, ge=1, description="the most tokens to generate; default: up to "
+                                         "the end of the context")
+    temperature: StrictFloat = Field(0.7, ge=0.0, le=2.0, description="0: always the likeliest token")
+    top_p: StrictFloat = Field(1.0, ge=0.0, le=1.0, description="nucleus sampling (0 counts as 1)")
+    top_k: StrictInt = Field(40, ge=0, description="sample among the k likeliest tokens; 0: all of them")
+    seed: StrictInt | None = Field(None, ge=0, lt=2**32, description="the same seed, the same answer")
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=16)] = Field(
+        default_factory=list, description="a string, or at most 16, that end the answer (not included)")
+    response_format: dict[str, Any] | None = Field(None, description=f"constrained output: {RESPONSE_FORMATS}")
+
+    @field_validator("response_format")
+    @classmethod
+    def _known_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        kind = None if value is None else value.get("type")
+        if value is None or kind in ("text", "json_object") or (
+                kind == "json_schema" and isinstance(value.get("schema"), dict)):
+            return value
+        raise ValueError(f"must be {RESPONSE_FORMATS}")
 
 
 class LlamaModel(StreamingModel):
+    Parameters = LlmParameters
+
     def load(self) -> None:
         from xrserve.models.llm.engine import Engine
 
@@ -96,31 +118,21 @@ class LlamaModel(StreamingModel):
             prompt = text
         if not prompt:
             raise BadParameters("the prompt is empty")
+        # the parameters were checked at admission against LlmParameters
         stop = parameters.get("stop", [])
         if isinstance(stop, str):
             stop = [stop]
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 16:
-            raise BadParameters("parameter 'stop' must be a string or a list of at most 16 strings")
-        seed = parameters.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
-            raise BadParameters(f"parameter 'seed' must be an integer from 0 to 2**32-1, got {seed!r}")
-        top_k = parameters.get("top_k", 40)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise BadParameters(f"parameter 'top_k' must be a non-negative integer (0 = all tokens), got {top_k!r}")
-        prompt_tokens = len(self.engine.tokenize(prompt))
-        room = self.engine.n_ctx_per_seq - prompt_tokens
         max_tokens = parameters.get("max_tokens")
         if max_tokens is None:
+            room = self.engine.n_ctx_per_seq - len(self.engine.tokenize(prompt))
             max_tokens = max(1, room)  # like OpenAI: up to the end of the context
-        elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise BadParameters(f"parameter 'max_tokens' must be a positive integer, got {max_tokens!r}")
         return GenerationRequest(
             prompt=prompt,
             max_tokens=int(max_tokens),
-            temperature=_number(parameters, "temperature", 0.7, 0.0, 2.0),
-            top_p=_number(parameters, "top_p", 1.0, 0.0, 1.0) or 1.0,
-            top_k=top_k,
-            seed=seed,
+            temperature=float(parameters.get("temperature", 0.7)),
+            top_p=float(parameters.get("top_p", 1.0)) or 1.0,
+            top_k=int(parameters.get("top_k", 40)),
+            seed=parameters.get("seed"),
             stop=[s for s in stop if s],
             grammar=_grammar(parameters.get("response_format"), JSON_OBJECT_GRAMMAR, json_schema_grammar),
         )
@@ -155,21 +167,18 @@ def enforceable(schema: Any) -> Any:
     return result
 
 
-def _grammar(response_format: Any, json_object: str, from_schema: Any) -> str | None:
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind in (None, "text"):
-        return None
+def _grammar(response_format: dict[str, Any] | None, json_object: str, from_schema: Any) -> str | None:
+    """The grammar a response_format asks for (its shape was checked at admission against LlmParameters)."""
+    kind = (response_format or {}).get("type")
     if kind == "json_object":
         return json_object
-    if kind == "json_schema" and isinstance(response_format.get("schema"), dict):
+    if kind == "json_schema":
+        assert response_format is not None
         try:
             return from_schema(enforceable(response_format["schema"]))
         except Exception as exc:  # noqa: BLE001 - the converter's own words say what is unsupported
             raise BadParameters(f"response_format json_schema cannot be turned into a grammar: {exc}") from None
-    raise BadParameters("response_format must be {'type': 'text' | 'json_object'} or "
-                        "{'type': 'json_schema', 'schema': {...}}")
+    return None
 
 
 def _chunk(event: Any) -> dict[str, Any]:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, StrictInt
 
 from xrserve.core.config import ConfigError, ModelConfig, load_model_toml
 from xrserve.core.errors import BadRequest
-from xrserve.core.model import Model
+from xrserve.core.model import Model, ModelParameters
+from xrserve.models.parameters import NoParameters
 
 BUILTIN_DIR = Path(__file__).parent
 BUILTIN_NAMES = ("gesture", "gesture-motion", "terrain-vae", "terrain-gan")
@@ -52,6 +54,8 @@ class _TorchScriptBacked(Model):
 class GestureClassifier(_TorchScriptBacked):
     """Points [N, P, 2] -> `probabilities` [N, K] and `label` [N] (the most probable class name)."""
 
+    Parameters = NoParameters
+
     def load(self) -> None:
         super().load()
         self.labels = np.array([str(n).encode() for n in self.config.parameters["labels"]], dtype=object)
@@ -85,6 +89,8 @@ def _one_of(inputs: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
 class TerrainGAN(_TorchScriptBacked):
     """`seed` INT64 [N] or `latent` FP32 [N, Z] -> `heightmap` [N, 32, 32] metres (+ the latent used)."""
 
+    Parameters = NoParameters
+
     @staticmethod
     def check_inputs(inputs: dict[str, np.ndarray]) -> None:
         _one_of(inputs, ("seed", "latent"))
@@ -106,6 +112,12 @@ def _latent(inputs: dict[str, np.ndarray], size: int, name: str) -> np.ndarray:
     raise BadRequest(f"model '{name}' needs 'seed' (INT64 [N]) or 'latent' (FP32 [N, {size}])")
 
 
+class TerrainVAEParameters(ModelParameters):
+    mode: Literal["encode", "decode", "sample", "interpolate"] | None = Field(None, description=(
+        "default: encode for 'heightmap', decode for 'latent', sample for 'seed'; interpolate: between 2 rows"))
+    steps: StrictInt = Field(8, ge=2, le=MAX_MAPS, description="heightmaps along the line, with mode interpolate")
+
+
 class TerrainVAE(_TorchScriptBacked):
     """Four operations on one model, chosen by `parameters.mode` or by which input is sent.
 
@@ -117,7 +129,7 @@ class TerrainVAE(_TorchScriptBacked):
       `steps` heightmaps and latents along the straight line between the two.
     """
 
-    MODES = ("encode", "decode", "sample", "interpolate")
+    Parameters = TerrainVAEParameters
 
     @staticmethod
     def check_inputs(inputs: dict[str, np.ndarray]) -> None:
@@ -129,9 +141,8 @@ class TerrainVAE(_TorchScriptBacked):
         if len(sent) != 1:
             raise BadRequest(f"model '{self.config.name}': send exactly one of 'heightmap', 'latent' or 'seed', "
                              f"got {sent or 'none'}")
+        # parameters checked at admission against TerrainVAEParameters
         mode = parameters.get("mode") or {"heightmap": "encode", "latent": "decode", "seed": "sample"}[sent[0]]
-        if mode not in self.MODES:
-            raise BadRequest(f"parameters.mode '{mode}' is not one of {', '.join(self.MODES)}")
         torch = self.torch
         with torch.inference_mode():
             if sent[0] == "heightmap":
@@ -140,9 +151,9 @@ class TerrainVAE(_TorchScriptBacked):
             else:
                 latent = _latent(inputs, size, self.config.name)
             if mode == "interpolate":
-                steps = parameters.get("steps", 8)
-                if len(latent) != 2 or not isinstance(steps, int) or not 2 <= steps <= MAX_MAPS:
-                    raise BadRequest(f"interpolate needs exactly 2 rows and parameters.steps an integer in 2..{MAX_MAPS}")
+                steps = int(parameters.get("steps", 8))
+                if len(latent) != 2:
+                    raise BadRequest(f"mode interpolate needs exactly 2 rows (the two ends), got {len(latent)}")
                 t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
                 latent = (latent[0] * (1 - t) + latent[1] * t).astype(np.float32)
             elif mode in ("decode", "sample") and sent[0] == "heightmap":

@@ -14,8 +14,9 @@ import numpy as np
 
 from xrserve.core.config import ModelConfig
 from xrserve.core.model import Model
-from xrserve.models.vision import detector, roi
-from xrserve.models.vision.image import check_images, decode_image, images_of
+from xrserve.models.parameters import NoParameters
+from xrserve.models.vision import detector, results, roi
+from xrserve.models.vision.image import decode_image, images_of
 from xrserve.models.vision.tflite import TFLiteModel, mediapipe_file
 
 MESH_POINTS = 468
@@ -25,6 +26,8 @@ RIGHT_EYE, LEFT_EYE = 33, 263
 
 
 class Face(Model):
+    Parameters = NoParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
@@ -33,7 +36,7 @@ class Face(Model):
             runtime="python",
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Face mesh: 468 landmarks of the most prominent face (MediaPipe face detection + mesh)",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1]},
+            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"},
                     {"name": "regions", "datatype": "FP32", "shape": [-1, 1, 4]},
                     {"name": "detect", "datatype": "BOOL", "shape": [-1]}],
             outputs=[{"name": "count", "datatype": "INT32", "shape": [-1]},
@@ -44,10 +47,11 @@ class Face(Model):
             max_batch_size=8,
             max_queue_delay_ms=1,
             isolation="process",
-            parameters={"optional_inputs": ["regions", "detect"]},
+            optional_inputs=["regions", "detect"],
+            tracking={},
         )
 
-    check_inputs = staticmethod(check_images)
+    present = staticmethod(results.face)
 
     def load(self) -> None:
         self.detector = TFLiteModel(mediapipe_file("face_detection/face_detection_short_range.tflite"),

@@ -18,14 +18,15 @@ frames of many sessions as one batch and keeps the tracking state out of the mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, StrictBool
 
 from xrserve.core.config import ModelConfig
-from xrserve.core.model import Model
-from xrserve.models.vision import detector, roi
-from xrserve.models.vision.image import check_images, decode_image, images_of
+from xrserve.core.model import Model, ModelParameters
+from xrserve.models.vision import detector, results, roi
+from xrserve.models.vision.image import decode_image, images_of
 from xrserve.models.vision.tflite import TFLiteModel, mediapipe_file
 
 MAX_HANDS = 2
@@ -36,7 +37,17 @@ HANDEDNESS = (b"Left", b"Right")
 TRACK_IOU = 0.5  # a detected palm overlapping a tracked hand this much is the same hand
 
 
+class HandsParameters(ModelParameters):
+    max_hands: Literal[1, 2] = Field(2, description="the most hands to find in an image")
+    complexity: Literal[0, 1] = Field(1, description="landmark model: 1 full (MediaPipe's default), 0 lite "
+                                      "(about 2x faster, a little less precise)")
+    tiles: StrictBool = Field(True, description="when nothing is found in the whole image, look again in square "
+                              "tiles along the long side of a tall or wide image (camera streams turn it off)")
+
+
 class Hands(Model):
+    Parameters = HandsParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
@@ -45,7 +56,7 @@ class Hands(Model):
             runtime="python",
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Hand landmarks (MediaPipe palm detection + hand landmark, full), up to 2 hands",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1]},
+            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"},
                     {"name": "regions", "datatype": "FP32", "shape": [-1, MAX_HANDS, 4]},
                     {"name": "detect", "datatype": "BOOL", "shape": [-1]}],
             outputs=[{"name": "count", "datatype": "INT32", "shape": [-1]},
@@ -60,10 +71,13 @@ class Hands(Model):
             isolation="process",  # TFLite is native code: a crash takes only a worker (costs ~1 ms a call)
             instances=2,  # single-threaded interpreters: two workers use both cores (XNNPACK threads do not)
             queue_size=256,
-            parameters={"optional_inputs": ["regions", "detect"], "max_hands": MAX_HANDS},
+            optional_inputs=["regions", "detect"],
+            tracking={"limit_parameter": "max_hands"},
+            frame_parameters={"tiles": False},  # a camera stream tracks; the tiled search is for single photos
+            parameters={"max_hands": MAX_HANDS},
         )
 
-    check_inputs = staticmethod(check_images)
+    present = staticmethod(results.hands)
 
     def load(self) -> None:
         self.palm = TFLiteModel(mediapipe_file("palm_detection/palm_detection_full.tflite"), batchable=False)
@@ -81,14 +95,9 @@ class Hands(Model):
         rows = len(images)
         regions = inputs.get("regions", np.zeros((rows, MAX_HANDS, 4), np.float32)).astype(np.float32)
         detect = inputs.get("detect", np.ones(rows, bool)).astype(bool)
-        max_hands = int(parameters.get("max_hands", MAX_HANDS))
-        if not 1 <= max_hands <= MAX_HANDS:
-            raise ValueError(f"parameter max_hands must be 1 or {MAX_HANDS}, got {max_hands}")
-        complexity = parameters.get("complexity", 1)
-        if complexity not in self.landmarks:
-            raise ValueError(f"parameter complexity must be 0 (lite landmark model) or 1 (full), got {complexity!r}")
-        return self._run(images, list(regions), list(detect), max_hands, bool(parameters.get("tiles", True)),
-                         complexity)
+        # checked at admission against HandsParameters
+        return self._run(images, list(regions), list(detect), int(parameters.get("max_hands", MAX_HANDS)),
+                         bool(parameters.get("tiles", True)), int(parameters.get("complexity", 1)))
 
     # -- the two stages --------------------------------------------------------------------
 

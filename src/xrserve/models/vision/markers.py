@@ -16,18 +16,53 @@ from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import Field, StrictFloat, StrictStr, field_validator, model_validator
 
 from xrserve.core.config import ModelConfig
-from xrserve.core.errors import BadRequest
-from xrserve.core.model import Model
-from xrserve.models.vision.image import check_images, decode_image, images_of
+from xrserve.core.model import Model, ModelParameters
+from xrserve.models.vision import results
+from xrserve.models.vision.image import decode_image, images_of
 
 DICTIONARIES = {name.removeprefix("DICT_").lower(): getattr(cv2.aruco, name)
                 for name in dir(cv2.aruco) if name.startswith("DICT_")}
 DEFAULT_DICTIONARY = "4x4_50"
 
 
+def _pixels(what: str) -> Any:
+    return Field(None, gt=0, lt=1e6, description=f"{what}, in pixels (give all of fx, fy, cx, cy, or none: "
+                 "then a focal length of the image width and the centre are assumed)")
+
+
+class MarkersParameters(ModelParameters):
+    fx: StrictFloat | None = _pixels("focal length along x")
+    fy: StrictFloat | None = _pixels("focal length along y")
+    cx: StrictFloat | None = _pixels("principal point x")
+    cy: StrictFloat | None = _pixels("principal point y")
+    marker_length_m: StrictFloat = Field(0.05, gt=0, lt=1e6, description="side of the printed marker's black "
+                                         "square, in metres: the scale of the translation")
+    dictionary: StrictStr = Field(DEFAULT_DICTIONARY, json_schema_extra={"enum": [*sorted(DICTIONARIES)]},
+                                  description="the marker family, e.g. 4x4_50 (ArUco) or apriltag_36h11; case and "
+                                  "a DICT_ prefix do not matter")
+
+    @field_validator("dictionary")
+    @classmethod
+    def _known_dictionary(cls, value: str) -> str:
+        key = value.lower().removeprefix("dict_")
+        if key not in DICTIONARIES:
+            raise ValueError(f"unknown marker dictionary; use one of {', '.join(sorted(DICTIONARIES))}")
+        return key
+
+    @model_validator(mode="after")
+    def _all_intrinsics_or_none(self) -> MarkersParameters:
+        given = [k for k in ("fx", "fy", "cx", "cy") if getattr(self, k) is not None]
+        if given and len(given) != 4:
+            raise ValueError(f"camera intrinsics need all of fx, fy, cx, cy (pixels); got only {given}")
+        return self
+
+
 class Markers(Model):
+    Parameters = MarkersParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
@@ -37,7 +72,7 @@ class Markers(Model):
             entrypoint=f"{__name__}:{cls.__name__}",
             description="ArUco/AprilTag markers with 6-DoF pose (OpenCV); parameters fx, fy, cx, cy, "
                         "marker_length_m, dictionary",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [1]}],
+            inputs=[{"name": "image", "datatype": "BYTES", "shape": [1], "content_type": "image"}],
             outputs=[{"name": "ids", "datatype": "INT32", "shape": [-1]},
                      {"name": "corners", "datatype": "FP32", "shape": [-1, 4, 2]},
                      {"name": "translation", "datatype": "FP32", "shape": [-1, 3]},
@@ -47,7 +82,7 @@ class Markers(Model):
             parameters={"dictionaries": sorted(DICTIONARIES)},
         )
 
-    check_inputs = staticmethod(check_images)
+    present = staticmethod(results.markers)
 
     def load(self) -> None:
         self._detectors: dict[str, cv2.aruco.ArucoDetector] = {}
@@ -56,7 +91,7 @@ class Markers(Model):
         image = decode_image(images_of(inputs)[0])
         height, width = image.shape[:2]
         camera, assumed = camera_matrix(parameters, width, height)
-        length = _positive(parameters.get("marker_length_m", 0.05), "marker_length_m")
+        length = float(parameters.get("marker_length_m", 0.05))
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         corners, ids, _ = self._detector(str(parameters.get("dictionary", DEFAULT_DICTIONARY))).detectMarkers(gray)
         ids = np.zeros(0, np.int32) if ids is None else np.asarray(ids).ravel()
@@ -77,9 +112,7 @@ class Markers(Model):
         return out
 
     def _detector(self, name: str) -> cv2.aruco.ArucoDetector:
-        key = name.lower().removeprefix("dict_")
-        if key not in DICTIONARIES:
-            raise BadRequest(f"unknown marker dictionary '{name}'; use one of {sorted(DICTIONARIES)}")
+        key = name.lower().removeprefix("dict_")  # checked at admission against MarkersParameters
         if key not in self._detectors:
             dictionary = cv2.aruco.getPredefinedDictionary(DICTIONARIES[key])
             parameters = cv2.aruco.DetectorParameters()
@@ -88,18 +121,10 @@ class Markers(Model):
         return self._detectors[key]
 
 
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
-        raise BadRequest(f"parameter '{name}' must be a positive number, got {value!r}")
-    return float(value)
-
-
 def camera_matrix(parameters: dict[str, Any], width: int, height: int) -> tuple[np.ndarray, bool]:
-    given = [k for k in ("fx", "fy", "cx", "cy") if k in parameters]
-    if given and len(given) != 4:
-        raise BadRequest(f"camera intrinsics need all of fx, fy, cx, cy (pixels); got only {given}")
-    if given:
-        fx, fy, cx, cy = (_positive(parameters[k], k) for k in ("fx", "fy", "cx", "cy"))
+    """The pinhole matrix from fx, fy, cx, cy (all present, checked by MarkersParameters), or an assumed one."""
+    if all(parameters.get(k) is not None for k in ("fx", "fy", "cx", "cy")):
+        fx, fy, cx, cy = (float(parameters[k]) for k in ("fx", "fy", "cx", "cy"))
         assumed = False
     else:
         fx = fy = float(width)

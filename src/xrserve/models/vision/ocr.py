@@ -14,10 +14,14 @@ import numpy as np
 
 from xrserve.core.config import ModelConfig
 from xrserve.core.model import Model
-from xrserve.models.vision.image import check_images, decode_image, images_of
+from xrserve.models.parameters import NoParameters
+from xrserve.models.vision import results
+from xrserve.models.vision.image import decode_image, images_of
 
 
 class OCR(Model):
+    Parameters = NoParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
@@ -26,16 +30,17 @@ class OCR(Model):
             runtime="python",
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Text lines with boxes (RapidOCR, ONNX Runtime)",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [1]}],
+            inputs=[{"name": "image", "datatype": "BYTES", "shape": [1], "content_type": "image"}],
             outputs=[{"name": "text", "datatype": "BYTES", "shape": [-1]},
                      {"name": "boxes", "datatype": "FP32", "shape": [-1, 4, 2]},
                      {"name": "scores", "datatype": "FP32", "shape": [-1]}],
             isolation="process",
             priority="bulk",  # never delays a camera frame
+            camera=False,  # ~300 ms an image: on demand (POST /v1/vision/ocr), never per frame
             queue_size=32,
         )
 
-    check_inputs = staticmethod(check_images)
+    present = staticmethod(results.ocr)
 
     def load(self) -> None:
         from rapidocr_onnxruntime import RapidOCR

@@ -15,12 +15,16 @@ import numpy as np
 
 from xrserve.core.config import ModelConfig
 from xrserve.core.model import Model
-from xrserve.models.vision.image import check_images, decode_image, images_of
+from xrserve.models.parameters import NoParameters
+from xrserve.models.vision import results
+from xrserve.models.vision.image import decode_image, images_of
 
 POINTS = 33
 
 
 class Pose(Model):
+    Parameters = NoParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
@@ -29,7 +33,7 @@ class Pose(Model):
             runtime="python",
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Body pose: 33 landmarks of one person (MediaPipe Pose, full model)",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1]}],
+            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"}],
             outputs=[{"name": "count", "datatype": "INT32", "shape": [-1]},
                      {"name": "landmarks", "datatype": "FP32", "shape": [-1, POINTS, 4]},
                      {"name": "world_landmarks", "datatype": "FP32", "shape": [-1, POINTS, 3]},
@@ -39,7 +43,7 @@ class Pose(Model):
             isolation="process",
         )
 
-    check_inputs = staticmethod(check_images)
+    present = staticmethod(results.pose)
 
     def load(self) -> None:
         import mediapipe as mp

@@ -13,13 +13,17 @@ import numpy as np
 
 from xrserve.core.config import ModelConfig
 from xrserve.core.model import Model
-from xrserve.models.vision.image import check_images, decode_image, images_of
+from xrserve.models.parameters import NoParameters
+from xrserve.models.vision import results
+from xrserve.models.vision.image import decode_image, images_of
 from xrserve.models.vision.tflite import TFLiteModel, mediapipe_file
 
 SIZE = 256
 
 
 class Segmentation(Model):
+    Parameters = NoParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
@@ -28,7 +32,7 @@ class Segmentation(Model):
             runtime="python",
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Person segmentation mask (MediaPipe selfie segmentation), PNG at the image's size",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1]}],
+            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"}],
             outputs=[{"name": "mask_png", "datatype": "BYTES", "shape": [-1]},
                      {"name": "coverage", "datatype": "FP32", "shape": [-1]},
                      {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]}],
@@ -37,7 +41,7 @@ class Segmentation(Model):
             isolation="process",
         )
 
-    check_inputs = staticmethod(check_images)
+    present = staticmethod(results.segmentation)
 
     def load(self) -> None:
         self.model = TFLiteModel(mediapipe_file("selfie_segmentation/selfie_segmentation.tflite"))
