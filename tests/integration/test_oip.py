@@ -22,7 +22,7 @@ def headers(server: Server) -> dict[str, str]:
 @pytest.mark.parametrize("binary", [True, False], ids=["binary_data", "json"])
 def test_minilm_bytes_in_fp32_out(server: Server, binary: bool) -> None:
     client = triton_client(server)
-    texts = np.array(["a red apple".encode(), "ünïcode text".encode()], dtype=object)
+    texts = np.array([b"a red apple", "ünïcode text".encode()], dtype=object)
     text = triton.InferInput("text", [2], "BYTES")
     text.set_data_from_numpy(texts, binary_data=binary)
     wanted = [triton.InferRequestedOutput("embedding", binary_data=binary),
@@ -89,3 +89,14 @@ def test_torchscript_model(admin) -> None:
     np.testing.assert_array_equal(outputs["sum"], a + b)
     np.testing.assert_array_equal(outputs["product"], a * b)
     assert admin.get("/v2/models/scripted").json()["platform"] == "pytorch_torchscript"
+
+
+def test_gguf_model_metadata(admin) -> None:
+    """A GGUF file from a user repository (`runtime = "gguf"`) has OIP metadata like any model."""
+    for path in ("/v2/models/my-llm", "/v2/models/my-llm/versions/1"):
+        answer = admin.get(path)
+        assert answer.status_code == 200, answer.text
+        meta = answer.json()
+        assert meta["name"] == "my-llm" and meta["versions"] == ["1"] and meta["platform"] == "llamacpp_gguf"
+        assert [t["name"] for t in meta["inputs"]] == ["text_input"] and meta["inputs"][0]["datatype"] == "BYTES"
+        assert [t["name"] for t in meta["outputs"]] == ["text_output"]

@@ -6,12 +6,18 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from xrserve.api.oip_schema import ERRORS, ModelName, RepositoryEntry
-from xrserve.core.errors import BadRequest, NotFound, Unavailable
+from xrserve.api.oip_schema import ERRORS, ErrorBody, ModelName, RepositoryEntry
+from xrserve.core.errors import NotFound, Unavailable, XRServeError
 from xrserve.core.loader import reload_model
 from xrserve.security.guard import require_admin
 
 router = APIRouter(tags=["Administration"], responses=ERRORS)
+
+
+class Conflict(XRServeError):
+    """The request is well formed but the repository's state does not allow it now."""
+
+    status_code = 409
 
 
 @router.post("/v2/repository/index", response_model=list[RepositoryEntry], dependencies=[Depends(require_admin)],
@@ -79,7 +85,8 @@ async def promote_model(request: Request, model_name: ModelName, body: Promotion
 
 
 @router.post("/v2/repository/models/{model_name}/rollback", response_model=DefaultVersion,
-             dependencies=[Depends(require_admin)],
+             dependencies=[Depends(require_admin)], responses={409: {"model": ErrorBody, "description": (
+                 "nothing to roll back to: no version was promoted and no older version is ready")}},
              summary="Back to the previous default (with none promoted: the next older ready version)")
 async def rollback_model(request: Request, model_name: ModelName) -> DefaultVersion:
     state = request.app.state
@@ -90,7 +97,8 @@ async def rollback_model(request: Request, model_name: ModelName) -> DefaultVers
     else:
         older = [v for v, m in scheduler.models[model_name].items() if m.ready and int(v) < int(serving)]
         if not older:
-            raise BadRequest(f"model '{model_name}' has no ready version older than {serving} to roll back to")
+            raise Conflict(f"model '{model_name}' has no ready version older than {serving} to roll back to; "
+                           "load one first (POST /v2/repository/models/{name}/load)")
         state.promoted.promote(model_name, max(older, key=int))
     return _default_of(request, model_name)
 

@@ -9,21 +9,28 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from xrserve.api.oip_schema import ErrorBody
+from xrserve.api.openai_protocol import ErrorDetail, ErrorResponse
 from xrserve.core.errors import XRServeError
 
 log = logging.getLogger("xrserve.api")
 
 
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "not_found_error", 408: "timeout_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+                 404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error",
+                 409: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 
 
 def error_body(message: str, status: int, path: str) -> dict:
-    """OIP's `{"error": "..."}`; on /v1 routes OpenAI's shape, which its client libraries read."""
+    """OIP's `{"error": "..."}`; on /v1 routes OpenAI's shape, which its client libraries read.
+
+    Both are the models the OpenAPI document declares (`oip_schema.ErrorBody`,
+    `openai_protocol.ErrorResponse`), so the bodies cannot drift from it.
+    """
     if path.startswith("/v1/"):
         kind = _OPENAI_TYPES.get(status, "server_error")
-        return {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return {"error": message}
+        return ErrorResponse(error=ErrorDetail(message=message, type=kind, code=status)).model_dump()
+    return ErrorBody(error=message).model_dump()
 
 
 def error_response(error: XRServeError, path: str = "") -> JSONResponse:

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from xrserve import __version__
-from xrserve.api import oip_codec
-from xrserve.api.controls import deadline_from, priority_from
+from xrserve.core import codec as oip_codec
+from xrserve.core.controls import deadline_from, priority_from
 from xrserve.api.oip_schema import (
     ERRORS, INFER_REQUEST_BODY, InferResponse, ModelMetadata, ModelName, Readiness, ServerMetadata, VersionNumber,
 )
@@ -18,11 +18,12 @@ from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import ModelVersion, Scheduler
 from xrserve.security.guard import require_model_scope
-from xrserve.security.limits import decompress
+from xrserve.api.limits import decompress
 
 router = APIRouter(tags=["Open Inference Protocol v2"], responses=ERRORS)
 
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript", "python": "python"}
+PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript", "python": "python",
+             "gguf": "llamacpp_gguf"}
 EXTENSIONS = ["binary_tensor_data", "model_repository", "schedule_policy"]
 
 
@@ -119,7 +120,7 @@ async def infer_response(request: Request, model_name: str, model_version: str |
         inputs=oip_codec.decode_inputs(document, binary),
         parameters=parameters,
         outputs=outputs,
-        deadline=deadline_from(parameters, request.headers, arrival),
+        deadline=deadline_from(parameters, request.headers.get("x-deadline-ms"), arrival),
         priority=priority_from(parameters),
         session=request.scope.get("xrserve.key_id"),
         id=request_id,

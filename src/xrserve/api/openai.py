@@ -8,21 +8,29 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-import orjson
 
-from xrserve.api.controls import deadline_from
-from xrserve.api.oip_schema import ERRORS, ModelName
-from xrserve.api.openai_protocol import EmbeddingRequest, EmbeddingResponse, ModelList, OpenAIModel
+from xrserve.api.oip_schema import ModelName
+from xrserve.api.openai_protocol import (
+    MAX_EMBEDDING_INPUTS,
+    OPENAI_ERRORS,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelList,
+    OpenAIModel,
+    Usage,
+)
+from xrserve.core.controls import deadline_from
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import ModelVersion, Scheduler
-from xrserve.security.guard import bearer, guard_of, require_key
+from xrserve.security.guard import guard_of, require_key
 
-router = APIRouter(tags=["OpenAI-compatible"], responses=ERRORS, dependencies=[Security(bearer)])
+# a key is checked before the body is (401 before 400); the model's scope once the body names the model
+router = APIRouter(tags=["OpenAI-compatible"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])
 
-MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
 _STARTED = int(time.time())
 
 
@@ -34,8 +42,7 @@ def _listing(model: ModelVersion) -> OpenAIModel:
     return OpenAIModel(id=model.name, created=_STARTED)
 
 
-@router.get("/v1/models", response_model=ModelList, summary="Models this key may use",
-            dependencies=[Depends(require_key)])
+@router.get("/v1/models", response_model=ModelList, summary="Models this key may use")
 async def list_models(request: Request) -> ModelList:
     key = guard_of(request).identify(request)
     scheduler = scheduler_of(request)
@@ -78,7 +85,7 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
                          f"{body.dimensions} cannot be served (leave it out)")
     texts = _texts(body.input)
     chunk = model.config.max_batch_size or 1
-    deadline = deadline_from({}, request.headers, arrival)
+    deadline = deadline_from({}, request.headers.get("x-deadline-ms"), arrival)
     results = await asyncio.gather(*(
         scheduler.submit(InferenceRequest(
             model=model.name, version=model.version,
@@ -91,10 +98,9 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
     tokens = int(sum(int(r.outputs["tokens"].sum()) for r in results if "tokens" in r.outputs))
     request.scope["xrserve.version"] = model.version
     if body.encoding_format == "base64":
-        data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()}
+        data = [Embedding(index=i, embedding=base64.b64encode(v.astype("<f4").tobytes()).decode())
                 for i, v in enumerate(vectors)]
     else:
-        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-    payload = {"object": "list", "data": data, "model": model.name,
-               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        data = [Embedding(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
+    payload = EmbeddingResponse(data=data, model=model.name, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+    return Response(payload.model_dump_json(), media_type="application/json")

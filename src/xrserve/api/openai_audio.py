@@ -16,24 +16,31 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import numpy as np
-import orjson
-from fastapi import APIRouter, File, Form, Request, Security, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from xrserve.api.oip_schema import ERRORS
+from xrserve.api.openai_protocol import (
+    OPENAI_ERRORS,
+    Transcription,
+    TranscriptionSegment,
+    TranscriptionVerbose,
+    TranscriptionWord,
+)
 from xrserve.core.errors import BadRequest, XRServeError
-from xrserve.core.request import InferenceRequest
-from xrserve.pipelines.npc import ASR_MODEL, TTS_MODEL, VAD_MODEL
-from xrserve.security.guard import bearer, guard_of
+from xrserve.core.request import InferenceRequest, Priority
+from xrserve.pipelines.npc import npc_models
+from xrserve.security.guard import guard_of, require_key
 from xrserve.voice.audio import decode_upload, resample, wav_header
 from xrserve.voice.sentences import speakable, split_sentences
 
 log = logging.getLogger("xrserve.audio")
-router = APIRouter(tags=["Audio"], responses=ERRORS, dependencies=[Security(bearer)])
+# a key is checked before the body is (401 before 400); the model's scope once the body names the model
+router = APIRouter(tags=["Audio"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])
 
-ASR_ALIASES = {"whisper-1": ASR_MODEL, "gpt-4o-transcribe": ASR_MODEL, "gpt-4o-mini-transcribe": ASR_MODEL}
-TTS_ALIASES = {"tts-1": TTS_MODEL, "tts-1-hd": TTS_MODEL, "gpt-4o-mini-tts": TTS_MODEL}
+#: OpenAI's model names, served by the server's speech models (`--npc-model asr=... / tts=...`)
+ASR_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+TTS_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 VOICES = ("joe", "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse")
 OPENAI_PCM_RATE = 24_000  # what OpenAI clients play `pcm` at
 TRANSCRIPT_FORMATS = ("json", "text", "verbose_json")
@@ -50,8 +57,8 @@ async def _has_speech(request: Request, audio: np.ndarray) -> bool:
     if not chunks:
         return False
     response = await _scheduler(request).submit(InferenceRequest(
-        VAD_MODEL, {"audio": audio[: chunks * 512].reshape(chunks, 512), "state": np.zeros((2, 128), np.float32),
-                    "context": np.zeros(64, np.float32)}, priority="interactive"))
+        npc_models(request.app.state).vad, {"audio": audio[: chunks * 512].reshape(chunks, 512), "state": np.zeros((2, 128), np.float32),
+                    "context": np.zeros(64, np.float32)}, priority=Priority.INTERACTIVE))
     return bool((response.outputs["probability"] >= VAD_SPEECH).any())
 
 
@@ -60,20 +67,26 @@ async def _read_audio(file: UploadFile) -> np.ndarray:
     return await asyncio.to_thread(decode_upload, data)  # MP3 decoding and resampling stay off the event loop
 
 
-@router.post("/v1/audio/transcriptions", summary="Speech to text (OpenAI format)")
+@router.post("/v1/audio/transcriptions", summary="Speech to text (OpenAI format)",
+             response_model=Transcription | TranscriptionVerbose,
+             responses={200: {"description": "response_format json: {text}; verbose_json: with duration, segments "
+                              "and words; text: the transcript as plain text",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def transcriptions(
     request: Request,
     file: UploadFile = File(description="WAV, FLAC, OGG or MP3, at most 25 MiB and 300 s"),
     model: str = Form("whisper-tiny-en"),
-    language: str | None = Form(None),
+    # the enums are documented here and checked below, with messages that say what to send instead
+    language: str | None = Form(None, description="English only", json_schema_extra={"enum": ["en", "english", ""]}),
     prompt: str | None = Form(None, max_length=2000),
-    response_format: str = Form("json"),
+    response_format: str = Form("json", json_schema_extra={"enum": list(TRANSCRIPT_FORMATS)}),
     temperature: float = Form(0.0, ge=0.0, le=1.0),
-    timestamp_granularities: list[str] | None = Form(None, alias="timestamp_granularities[]"),
+    timestamp_granularities: list[str] | None = Form(None, alias="timestamp_granularities[]", json_schema_extra={
+        "items": {"enum": ["word", "segment"]}}),
 ) -> Response:
-    name = ASR_ALIASES.get(model, model)
+    name = npc_models(request.app.state).asr if model in ASR_ALIASES else model
     guard_of(request).authorize(request, name)
-    guard_of(request).authorize(request, VAD_MODEL)
+    guard_of(request).authorize(request, npc_models(request.app.state).vad)
     if response_format not in TRANSCRIPT_FORMATS:
         raise BadRequest(f"response_format '{response_format}' is not supported; use one of "
                          f"{', '.join(TRANSCRIPT_FORMATS)}")
@@ -88,7 +101,7 @@ async def transcriptions(
     text, segments = "", []
     if await _has_speech(request, audio):
         response = await _scheduler(request).submit(InferenceRequest(
-            name, {"audio": audio}, priority="interactive", session=request.scope.get("xrserve.key_id"),
+            name, {"audio": audio}, priority=Priority.INTERACTIVE, session=request.scope.get("xrserve.key_id"),
             parameters={"beam_size": 5, "window": "full", "prompt": prompt or "",
                         "word_timestamps": response_format == "verbose_json" and "word" in granularities}))
         text = response.outputs["text"].reshape(-1)[0].decode("utf-8", "replace")
@@ -97,17 +110,15 @@ async def transcriptions(
     if response_format == "text":
         return PlainTextResponse(text + "\n")
     if response_format == "json":
-        return Response(orjson.dumps({"text": text}), media_type="application/json")
-    body: dict[str, Any] = {"task": "transcribe", "language": "english", "duration": round(len(audio) / 16000, 3),
-                            "text": text}
+        return Response(Transcription(text=text).model_dump_json(), media_type="application/json")
+    body = TranscriptionVerbose(language="english", duration=round(len(audio) / 16000, 3), text=text)
     if "segment" in granularities:
-        body["segments"] = [{"id": i, "seek": 0, "start": s["start"], "end": s["end"], "text": s["text"],
-                             "tokens": [], "temperature": temperature, "avg_logprob": s["avg_logprob"],
-                             "compression_ratio": 0.0, "no_speech_prob": s["no_speech_prob"]}
-                            for i, s in enumerate(segments)]
+        body.segments = [TranscriptionSegment(id=i, start=s["start"], end=s["end"], text=s["text"],
+                                              temperature=temperature, avg_logprob=s["avg_logprob"],
+                                              no_speech_prob=s["no_speech_prob"]) for i, s in enumerate(segments)]
     if "word" in granularities:
-        body["words"] = [w for s in segments for w in s.get("words", [])]
-    return Response(orjson.dumps(body), media_type="application/json")
+        body.words = [TranscriptionWord(**w) for s in segments for w in s.get("words", [])]
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 class SpeechRequest(BaseModel):
@@ -124,7 +135,7 @@ class SpeechRequest(BaseModel):
 
 async def _synthesise(request: Request, model: str, text: str, speed: float) -> tuple[np.ndarray, int]:
     response = await _scheduler(request).submit(InferenceRequest(
-        model, {"text": np.array([text.encode()], dtype=object)}, priority="interactive",
+        model, {"text": np.array([text.encode()], dtype=object)}, priority=Priority.INTERACTIVE,
         parameters={"speed": speed} if speed != 1.0 else {}, session=request.scope.get("xrserve.key_id")))
     return response.outputs["audio"].astype("<i2", copy=False), int(response.outputs["sample_rate"].reshape(-1)[0])
 
@@ -132,7 +143,7 @@ async def _synthesise(request: Request, model: str, text: str, speed: float) -> 
 @router.post("/v1/audio/speech", summary="Text to speech (OpenAI format); the body streams sentence by sentence",
              response_class=Response, responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}}})
 async def speech(request: Request, body: SpeechRequest) -> Response:
-    model = TTS_ALIASES.get(body.model, body.model)
+    model = npc_models(request.app.state).tts if body.model in TTS_ALIASES else body.model
     guard_of(request).authorize(request, model)
     if body.voice not in VOICES:
         raise BadRequest(f"voice '{body.voice}' is not available; use 'joe' (OpenAI's voice names are accepted "

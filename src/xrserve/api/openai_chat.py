@@ -10,26 +10,43 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
-import orjson
-from fastapi import APIRouter, Request, Security
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from xrserve.api.controls import deadline_from
-from xrserve.api.oip_schema import ERRORS
 from xrserve.api.openai_protocol import (
-    ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, SamplingParams,
+    OPENAI_ERRORS,
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChoiceDelta,
+    Completion,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionUsage,
+    ErrorDetail,
+    ErrorResponse,
+    SamplingParams,
+    event_stream,
 )
+from xrserve.core.controls import deadline_from
 from xrserve.core.errors import BadRequest, XRServeError
-from xrserve.core.request import InferenceRequest
+from xrserve.core.request import InferenceRequest, Priority
 from xrserve.core.stream import Stream
-from xrserve.security.guard import bearer, guard_of
+from xrserve.security.guard import guard_of, require_key
 from xrserve.security.moderation import Moderator, StreamMasker
 
-router = APIRouter(tags=["OpenAI-compatible"], responses=ERRORS, dependencies=[Security(bearer)])
+# a key is checked before the body is (401 before 400); the model's scope once the body names the model
+router = APIRouter(tags=["OpenAI-compatible"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])
 NOTE_SCOPE = "xrserve.note"
 
 
@@ -67,8 +84,8 @@ async def _open(request: Request, body: SamplingParams, text_input: str, paramet
     stream = await scheduler.stream(InferenceRequest(
         model=model.name, version=model.version, arrival=arrival,
         inputs={"text_input": np.array([text_input.encode("utf-8", "surrogatepass")], dtype=object)},
-        parameters=parameters, deadline=deadline_from({}, request.headers, arrival),
-        priority="interactive", session=request.scope.get("xrserve.key_id"),
+        parameters=parameters, deadline=deadline_from({}, request.headers.get("x-deadline-ms"), arrival),
+        priority=Priority.INTERACTIVE, session=request.scope.get("xrserve.key_id"),
     ))
     request.scope["xrserve.version"] = stream.version
     try:
@@ -99,48 +116,70 @@ async def _collect(request: Request, stream: Stream) -> tuple[str, dict[str, Any
 
 def _note(request: Request, masker: StreamMasker) -> None:
     if masker.categories:
-        request.scope[NOTE_SCOPE] = (f"moderation: output {'withheld' if masker.moderator.action == 'withhold' else 'masked'}"
-                                     f" [{', '.join(sorted(masker.categories))}]")
+        done = "withheld" if masker.moderator.action == "withhold" else "masked"
+        request.scope[NOTE_SCOPE] = f"moderation: output {done} [{', '.join(sorted(masker.categories))}]"
 
 
-def _usage(final: dict[str, Any]) -> dict[str, Any]:
-    prompt, completion = int(final.get("prompt_tokens", 0)), int(final.get("completion_tokens", 0))
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": int(final.get("cached_tokens", 0))}}
+def _usage(final: dict[str, Any]) -> CompletionUsage:
+    return CompletionUsage.of(int(final.get("prompt_tokens", 0)), int(final.get("completion_tokens", 0)),
+                              int(final.get("cached_tokens", 0)))
 
 
-def _sse(payload: dict[str, Any] | str) -> bytes:
-    data = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+def _sse(payload: BaseModel | str) -> bytes:
+    data = payload if isinstance(payload, str) else payload.model_dump_json()
     return f"data: {data}\n\n".encode()
 
 
-async def _events(request: Request, stream: Stream, body: SamplingParams, shape: dict[str, Any],
-                  delta_of: Any) -> AsyncIterator[bytes]:
+class _Chunks:
+    """Builds the SSE chunks of one streamed answer: chat deltas or text completion pieces."""
+
+    def __init__(self, chat: bool, id: str, created: int, model: str) -> None:
+        self.chat, self.shape = chat, {"id": id, "created": created, "model": model}
+
+    def opening(self) -> BaseModel | None:
+        """The chat stream's first chunk announces the role; text completions have none."""
+        if not self.chat:
+            return None
+        return ChatCompletionChunk(**self.shape, choices=[
+            ChatChunkChoice(delta=ChoiceDelta(role="assistant", content=""))])
+
+    def piece(self, text: str, finish_reason: str | None = None) -> BaseModel:
+        if self.chat:
+            delta = ChoiceDelta(content=text) if text else ChoiceDelta()
+            choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason)
+            return ChatCompletionChunk(**self.shape, choices=[choice])
+        return CompletionChunk(**self.shape, choices=[CompletionChoice(text=text, finish_reason=finish_reason)])
+
+    def usage(self, usage: CompletionUsage) -> BaseModel:
+        kind = ChatCompletionChunk if self.chat else CompletionChunk
+        return kind(**self.shape, choices=[], usage=usage)
+
+
+async def _events(request: Request, stream: Stream, body: SamplingParams, chunks: _Chunks) -> AsyncIterator[bytes]:
     """SSE chunks; the client going away cancels the generator, which frees the model's slot."""
     masker = StreamMasker(_moderator(request))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     try:
-        first = delta_of(None)
+        first = chunks.opening()
         if first is not None:
-            yield _sse({**shape, "choices": [{"index": 0, "delta": first, "finish_reason": None}]})
+            yield _sse(first)
         final: dict[str, Any] = {}
         async for chunk in stream:
             if chunk["kind"] == "delta":
                 text = masker.feed(chunk.get("text", ""))
                 if text:
-                    yield _sse({**shape, "choices": [{"index": 0, **delta_of(text), "finish_reason": None}]})
+                    yield _sse(chunks.piece(text))
             elif chunk["kind"] == "done":
                 final = chunk
         rest = masker.flush()
         if rest:
-            yield _sse({**shape, "choices": [{"index": 0, **delta_of(rest), "finish_reason": None}]})
+            yield _sse(chunks.piece(rest))
         _note(request, masker)
-        end = {"index": 0, **delta_of(""), "finish_reason": final.get("finish_reason", "stop")}
-        yield _sse({**shape, "choices": [end]})
+        yield _sse(chunks.piece("", final.get("finish_reason", "stop")))
         if include_usage:
-            yield _sse({**shape, "choices": [], "usage": _usage(final)})
+            yield _sse(chunks.usage(_usage(final)))
     except XRServeError as exc:  # the model failed mid-stream: tell the client in-band
-        yield _sse({"error": {"message": exc.message, "type": "server_error", "code": exc.status_code}})
+        yield _sse(ErrorResponse(error=ErrorDetail(message=exc.message, type="server_error", code=exc.status_code)))
     finally:
         stream.cancel()
     yield _sse("[DONE]")
@@ -152,12 +191,12 @@ def _json_parameters(body: ChatCompletionRequest) -> dict[str, Any]:
         return {}
     if fmt.type == "json_object":
         return {"response_format": {"type": "json_object"}}
-    if fmt.json_schema is None or not fmt.json_schema.schema_:
-        raise BadRequest("response_format json_schema needs json_schema.schema (a JSON Schema object)")
     return {"response_format": {"type": "json_schema", "schema": fmt.json_schema.schema_}}
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, summary="Chat completion (OpenAI format, SSE with stream=true)")
+@router.post("/v1/chat/completions", response_model=ChatCompletion,
+             summary="Chat completion (OpenAI format, SSE with stream=true)",
+             responses=event_stream(ChatCompletionChunk, "the answer; with stream=true, chat.completion.chunk events"))
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     guard_of(request).authorize(request, body.model)
     _check_input(request, [m.text() for m in body.messages])
@@ -165,24 +204,20 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     parameters.update(_json_parameters(body), input_format="chat")
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     stream = await _open(request, body, json.dumps(messages), parameters)
-    shape = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": body.model}
+    answer_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:
-        def delta_of(text: str | None) -> Any:
-            if text is None:
-                return {"role": "assistant", "content": ""}
-            return {"delta": {"content": text}} if text else {"delta": {}}
-
-        chunks = _events(request, stream, body, {**shape, "object": "chat.completion.chunk"}, delta_of)
+        chunks = _events(request, stream, body, _Chunks(True, answer_id, created, body.model))
         # the background task also frees the slot when the client leaves before the first chunk
         return StreamingResponse(chunks, media_type="text/event-stream", background=BackgroundTask(stream.cancel))
     text, final = await _collect(request, stream)
-    answer = {**shape, "object": "chat.completion", "usage": _usage(final), "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": text},
-         "finish_reason": final.get("finish_reason", "stop")}]}
-    return Response(orjson.dumps(answer), media_type="application/json")
+    answer = ChatCompletion(id=answer_id, created=created, model=body.model, usage=_usage(final), choices=[
+        ChatChoice(message=AssistantMessage(content=text), finish_reason=final.get("finish_reason", "stop"))])
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
-@router.post("/v1/completions", response_model=Completion, summary="Text completion (OpenAI format, SSE with stream=true)")
+@router.post("/v1/completions", response_model=Completion,
+             summary="Text completion (OpenAI format, SSE with stream=true)",
+             responses=event_stream(CompletionChunk, "the completion; with stream=true, text_completion events"))
 async def completions(request: Request, body: CompletionRequest) -> Response:
     guard_of(request).authorize(request, body.model)
     if isinstance(body.prompt, list):
@@ -191,18 +226,13 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
         body.prompt = body.prompt[0]
     _check_input(request, [body.prompt])
     stream = await _open(request, body, body.prompt, _parameters(body, body.max_tokens))
-    shape = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": body.model}
+    answer_id, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     prefix = body.prompt if body.echo else ""
     if body.stream:
-        def delta_of(text: str | None) -> Any:
-            if text is None:
-                return None
-            return {"text": text, "logprobs": None}
-
-        chunks = _events(request, stream, body, {**shape, "object": "text_completion"}, delta_of)
+        chunks = _events(request, stream, body, _Chunks(False, answer_id, created, body.model))
         # the background task also frees the slot when the client leaves before the first chunk
         return StreamingResponse(chunks, media_type="text/event-stream", background=BackgroundTask(stream.cancel))
     text, final = await _collect(request, stream)
-    answer = {**shape, "object": "text_completion", "usage": _usage(final), "choices": [
-        {"index": 0, "text": prefix + text, "logprobs": None, "finish_reason": final.get("finish_reason", "stop")}]}
-    return Response(orjson.dumps(answer), media_type="application/json")
+    answer = Completion(id=answer_id, created=created, model=body.model, usage=_usage(final), choices=[
+        CompletionChoice(text=prefix + text, finish_reason=final.get("finish_reason", "stop"))])
+    return Response(answer.model_dump_json(), media_type="application/json")
