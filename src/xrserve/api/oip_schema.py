@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from xrserve.core.controls import MAX_DEADLINE_MS
 from xrserve.core.request import Priority
@@ -29,6 +29,13 @@ class TensorMetadata(BaseModel):
     datatype: str
     shape: list[int]
     parameters: dict[str, Any] | None = None  # {"content_type": "image"}: send an encoded image per row
+
+    @model_serializer(mode="wrap")
+    def _without_empty_parameters(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202 - an annotation
+        data = handler(self)  # would replace the fields in the JSON schema with its type
+        if data.get("parameters", 0) is None:
+            del data["parameters"]  # Triton's metadata has no key rather than null
+        return data
 
 
 class ServerMetadata(BaseModel):
