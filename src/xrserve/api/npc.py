@@ -12,17 +12,17 @@ import base64
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, File, Form, Request, Security, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from xrserve.api.oip_schema import ERRORS
+from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.core.errors import BadRequest
 from xrserve.pipelines.npc import (ConversationStore, Persona, PersonaOptions, Turn, TurnOptions, npc_models,
                                    pipeline_of)
-from xrserve.security.guard import bearer, guard_of
+from xrserve.security.guard import guard_of, require_key
 from xrserve.voice.audio import decode_upload, wav_bytes
 
-router = APIRouter(tags=["NPC"], responses=ERRORS, dependencies=[Security(bearer)])
+router = APIRouter(tags=["NPC"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])  # 401 before the form
 
 _conversations = ConversationStore()
 

@@ -12,7 +12,7 @@ from xrserve import __version__
 from xrserve.core import codec as oip_codec
 from xrserve.core.controls import deadline_from, priority_from
 from xrserve.api.oip_schema import (
-    ERRORS, INFER_REQUEST_BODY, InferResponse, ModelMetadata, ModelName, Readiness, ServerMetadata, VersionNumber,
+    ERRORS, INFER_REQUEST_BODY, INFER_RESPONSES, InferResponse, ModelMetadata, ModelName, Readiness, ServerMetadata, VersionNumber,
 )
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
@@ -137,13 +137,14 @@ async def infer_response(request: Request, model_name: str, model_version: str |
                     headers={"Inference-Header-Content-Length": str(header_length)})
 
 
-@router.post("/v2/models/{model_name}/infer", response_model=InferResponse, summary="Inference",
+@router.post("/v2/models/{model_name}/infer", response_model=InferResponse, summary="Inference", responses=INFER_RESPONSES,
              openapi_extra={"requestBody": INFER_REQUEST_BODY}, dependencies=[Depends(require_model_scope)])
 async def infer(request: Request, model_name: ModelName) -> Response:
     return await _infer(request, model_name, None)
 
 
 @router.post("/v2/models/{model_name}/versions/{model_version}/infer", response_model=InferResponse,
+             responses=INFER_RESPONSES,
              summary="Inference on a given version", openapi_extra={"requestBody": INFER_REQUEST_BODY},
              dependencies=[Depends(require_model_scope)])
 async def infer_version(request: Request, model_name: ModelName, model_version: VersionNumber) -> Response:

@@ -112,21 +112,18 @@ INFER_REQUEST_BODY: dict[str, Any] = {
                         "anyOf": [{"required": ["deadline_ms"]}, {"properties": {"timeout": {
                             "type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS * 1000}}}],
                         "properties": {
-                            # core/controls.py bounds both deadline_ms and timeout by MAX_DEADLINE_MS * 1000
-                            "deadline_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS * 1000,
+                            "deadline_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS,
                                             "description": "answer only if it can start within this many ms "
                                             "(408 otherwise)"},
                             "timeout": {"description": "Triton's deadline, in microseconds (ignored when "
                                         "deadline_ms is given)"},
                             "priority": {"anyOf": [
-                                # core/controls.py reads false as 0 (false == 0 in Python)
-                                {"enum": [None, False], "description": "the model's default"},
+                                {"type": "null", "description": "the model's default"},
                                 {"type": "string", "enum": [p.name.lower() for p in Priority]},
                                 {"type": "integer", "minimum": 0,
                                  "description": "Triton's: 0 the model's default, 1 interactive, 2 and up bulk"}]},
-                            # only `true` asks for binary outputs; core/codec.py reads any other value as false
-                            "binary_data_output": {"description": "true: every output in binary (the binary "
-                                                   "tensor extension)"},
+                            "binary_data_output": {"type": "boolean", "description": "true: every output in "
+                                                   "binary (the binary tensor extension)"},
                         },
                     },
                     "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},

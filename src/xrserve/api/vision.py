@@ -19,14 +19,15 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from xrserve.core.controls import deadline_from
-from xrserve.api.oip_schema import ERRORS, ModelName
+from xrserve.api.oip_schema import ModelName
+from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.core.client import InferenceClient
 from xrserve.core.errors import BadRequest, PayloadTooLarge
 from xrserve.core.images import image_size
 from xrserve.core.request import InferenceRequest
 from xrserve.security.guard import require_model_scope
 
-router = APIRouter(tags=["Vision"], responses=ERRORS)
+router = APIRouter(tags=["Vision"], responses=OPENAI_ERRORS)  # a /v1 route: OpenAI-shaped errors
 
 MAX_IMAGE_BYTES = 16 * 2**20
 EXAMPLE = "curl -H 'Authorization: Bearer xrs_...' -F image=@photo.jpg http://HOST/v1/vision/hands"
@@ -79,7 +80,7 @@ async def vision(request: Request, model_name: ModelName) -> Response:
     images = model.capabilities.image_inputs
     if len(images) != 1:
         takes = [n for n in client.model_names() if len(client.resolve(n).capabilities.image_inputs) == 1]
-        raise BadRequest(f"model '{model_name}' does not take one image (an input with content_type = \"image\"); "
+        raise BadRequest(f"model '{model_name}' does not take an image (one input with content_type = \"image\"); "
                          f"the models that do are {takes}")
     data, parameters = await _image_and_parameters(request)
     width, height = image_size(data)  # 400/413 from the header, before anything is queued or decoded

@@ -169,7 +169,9 @@ def requested_outputs(document: dict[str, Any]) -> tuple[list[str] | None, set[s
     parameters = document.get("parameters", {})
     if not isinstance(parameters, dict):
         raise BadRequest("'parameters' must be an object")
-    all_binary = parameters.get("binary_data_output") is True
+    all_binary = parameters.get("binary_data_output", False)
+    if not isinstance(all_binary, bool):
+        raise BadRequest(f"parameter 'binary_data_output' must be true or false, got {all_binary!r}")
     outputs = document.get("outputs")
     if outputs is None:
         return None, set(), all_binary
