@@ -222,9 +222,10 @@ def run_scheduler(config, scenario, frame_policy: str = "deadline"):
     import asyncio
 
     from xrserve.core.scheduler import Scheduler
+    from xrserve.runtimes import RUNTIMES
 
     async def main():
-        scheduler = Scheduler(frame_policy=frame_policy)
+        scheduler = Scheduler(RUNTIMES, frame_policy=frame_policy)
         await scheduler.load(config)
         try:
             return await scenario(scheduler)

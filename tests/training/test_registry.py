@@ -93,6 +93,6 @@ def test_train_register_load_promote_rollback_from_the_cli(served, tmp_path: Pat
         missing = cli("models", "promote", "gesture", "99", *url, check=False)
         assert missing.returncode == 2 and "has no version '99'" in missing.stderr
     # the choice is a file in the data directory, read again at start-up
-    from xrserve.core.defaults import DefaultVersions
+    from xrserve.core.promoted import PromotedVersions
 
-    assert DefaultVersions(served.data_dir / "default_versions.json").current == {"gesture": older}
+    assert PromotedVersions(served.data_dir / "default_versions.json").current == {"gesture": older}

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from xrserve.api import oip_codec
+from xrserve.core import codec as oip_codec
 from xrserve.core.errors import BadRequest
 
 
