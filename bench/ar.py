@@ -20,6 +20,7 @@ sessions), then `--frame-policy fifo`; the table puts them side by side.
 
 Results: bench/results/ar.json. The machine is shared: numbers carry that noise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,12 +56,33 @@ def make_video(tmp: Path) -> list[bytes]:
     listing.write_text("".join(f"file '{p}'\nduration 1\n" for p in photos) + f"file '{photos[-1]}'\n")
     video = tmp / "hands.mp4"
     scale = "scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,fps=30,format=yuv420p"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
-                    "-vf", scale, "-c:v", "libx264", "-preset", "veryfast", str(video)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-vf",
+            scale,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            str(video),
+        ],
+        check=True,
+    )
     frames = tmp / "frames"
     frames.mkdir()
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(video), "-q:v", "4", str(frames / "%05d.jpg")],
-                   check=True)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-i", str(video), "-q:v", "4", str(frames / "%05d.jpg")], check=True
+    )
     return [f.read_bytes() for f in sorted(frames.glob("*.jpg"))]
 
 
@@ -74,8 +96,11 @@ def raw_engine(frames: list[bytes], complexity: int) -> dict[str, float]:
     regions = np.zeros((1, 2, 4), np.float32)
     for jpeg in frames[::3][:120]:
         for kind, times in (("detect", detect), ("track", track)):
-            inputs = {"image": np.array([jpeg], dtype=object), "regions": regions,
-                      "detect": np.array([kind == "detect"])}
+            inputs = {
+                "image": np.array([jpeg], dtype=object),
+                "regions": regions,
+                "detect": np.array([kind == "detect"]),
+            }
             started = time.perf_counter()
             out = model.infer(inputs, {"max_hands": 1, "tiles": False, "complexity": complexity})
             times.append((time.perf_counter() - started) * 1000)
@@ -94,17 +119,24 @@ def raw_engine(frames: list[bytes], complexity: int) -> dict[str, float]:
         graph_ms.append((time.perf_counter() - started) * 1000)
     ours_ms = []
     regions = np.zeros((1, 2, 4), np.float32)
-    for i, jpeg in enumerate(frames[:240]):  # the camera stream's policy: detect when nothing is tracked
-        inputs = {"image": np.array([jpeg], dtype=object), "regions": regions,
-                  "detect": np.array([not (regions[0, :, 2] > 0).any()])}
+    for jpeg in frames[:240]:  # the camera stream's policy: detect when nothing is tracked
+        inputs = {
+            "image": np.array([jpeg], dtype=object),
+            "regions": regions,
+            "detect": np.array([not (regions[0, :, 2] > 0).any()]),
+        }
         started = time.perf_counter()
         out = model.infer(inputs, {"max_hands": 1, "tiles": False, "complexity": complexity})
         ours_ms.append((time.perf_counter() - started) * 1000)
         regions = out["regions"][:1]
-    return {"detect_ms_p50": float(np.median(detect)), "track_ms_p50": float(np.median(track)),
-            "ours_video_ms_p50": float(np.median(ours_ms)), "ours_video_ms_p99": float(np.percentile(ours_ms, 99)),
-            "mediapipe_video_ms_p50": float(np.median(graph_ms)),
-            "mediapipe_video_ms_p99": float(np.percentile(graph_ms, 99))}
+    return {
+        "detect_ms_p50": float(np.median(detect)),
+        "track_ms_p50": float(np.median(track)),
+        "ours_video_ms_p50": float(np.median(ours_ms)),
+        "ours_video_ms_p99": float(np.percentile(ours_ms, 99)),
+        "mediapipe_video_ms_p50": float(np.median(graph_ms)),
+        "mediapipe_video_ms_p99": float(np.percentile(graph_ms, 99)),
+    }
 
 
 class Server:
@@ -116,8 +148,9 @@ class Server:
         end(self.process)
 
 
-async def session(url: str, frames: list[bytes], seconds: float, options: dict[str, Any],
-                  phase: float) -> dict[str, Any]:
+async def session(
+    url: str, frames: list[bytes], seconds: float, options: dict[str, Any], phase: float
+) -> dict[str, Any]:
     """One client: frames at 30 fps for `seconds`, latency of every answer on the client's clock."""
     from websockets.asyncio.client import connect
 
@@ -164,26 +197,45 @@ async def session(url: str, frames: list[bytes], seconds: float, options: dict[s
             pass
         # delivered fps over the time answers took to come (a FIFO backlog drains after sending stops)
         duration = max(total / 30, last_answer - start_at)
-    return {"sent": sent, "answered": len(latencies), "skipped": skipped, "unanswered": sent - len(latencies) - skipped,
-            "fps": len(latencies) / duration, "latencies": latencies, "duration_s": duration,
-            "skip_reasons": reasons}
+    return {
+        "sent": sent,
+        "answered": len(latencies),
+        "skipped": skipped,
+        "unanswered": sent - len(latencies) - skipped,
+        "fps": len(latencies) / duration,
+        "latencies": latencies,
+        "duration_s": duration,
+        "skip_reasons": reasons,
+    }
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    latencies = np.array([x for r in results for x in r["latencies"]]) if any(r["latencies"] for r in results) \
+    latencies = (
+        np.array([x for r in results for x in r["latencies"]])
+        if any(r["latencies"] for r in results)
         else np.array([np.nan])
+    )
     sent = sum(r["sent"] for r in results)
-    return {"fps_min": min(r["fps"] for r in results), "fps_max": max(r["fps"] for r in results),
-            "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "skipped_share": 1 - sum(r["answered"] for r in results) / sent, "sent": sent,
-            "skip_reasons": {k: sum(r["skip_reasons"].get(k, 0) for r in results)
-                             for k in {k for r in results for k in r["skip_reasons"]}}}
+    return {
+        "fps_min": min(r["fps"] for r in results),
+        "fps_max": max(r["fps"] for r in results),
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "skipped_share": 1 - sum(r["answered"] for r in results) / sent,
+        "sent": sent,
+        "skip_reasons": {
+            k: sum(r["skip_reasons"].get(k, 0) for r in results)
+            for k in {k for r in results for k in r["skip_reasons"]}
+        },
+    }
 
 
-async def scenario(url: str, frames: list[bytes], sessions: int, seconds: float,
-                   options: dict[str, Any]) -> dict[str, Any]:
-    runs = await asyncio.gather(*(session(url, frames, seconds, options, phase=i / (30 * sessions))
-                                  for i in range(sessions)))
+async def scenario(
+    url: str, frames: list[bytes], sessions: int, seconds: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    runs = await asyncio.gather(
+        *(session(url, frames, seconds, options, phase=i / (30 * sessions)) for i in range(sessions))
+    )
     return summarise(list(runs))
 
 
@@ -195,8 +247,12 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=float, default=33.0)
     args = parser.parse_args()
     options = {"max_hands": args.max_hands, "complexity": args.complexity, "budget_ms": args.budget_ms}
-    results: dict[str, Any] = {"options": options, "seconds": args.seconds, "cpus": os.cpu_count(),
-                               "load_before": os.getloadavg()}
+    results: dict[str, Any] = {
+        "options": options,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg(),
+    }
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         with console.status("making the video with ffmpeg"):
@@ -227,35 +283,48 @@ def main() -> None:
 
 def report(results: dict[str, Any]) -> None:
     raw = results["raw"]
-    console.print(f"raw engine (hands, complexity {results['options']['complexity']}, in-process): "
-                  f"detection frame {raw['detect_ms_p50']:.1f} ms, tracking frame {raw['track_ms_p50']:.1f} ms (p50); "
-                  f"the video's first 240 frames: ours (litert) p50 {raw['ours_video_ms_p50']:.1f} / p99 "
-                  f"{raw['ours_video_ms_p99']:.1f} ms, mediapipe Hands graph p50 {raw['mediapipe_video_ms_p50']:.1f} "
-                  f"/ p99 {raw['mediapipe_video_ms_p99']:.1f} ms")
-    table = Table(title=f"hands over /v1/session, 30 fps per session, {results['seconds']:.0f} s, "
-                        f"budget {results['options']['budget_ms']:.0f} ms")
+    console.print(
+        f"raw engine (hands, complexity {results['options']['complexity']}, in-process): "
+        f"detection frame {raw['detect_ms_p50']:.1f} ms, tracking frame {raw['track_ms_p50']:.1f} ms (p50); "
+        f"the video's first 240 frames: ours (litert) p50 {raw['ours_video_ms_p50']:.1f} / p99 "
+        f"{raw['ours_video_ms_p99']:.1f} ms, mediapipe Hands graph p50 {raw['mediapipe_video_ms_p50']:.1f} "
+        f"/ p99 {raw['mediapipe_video_ms_p99']:.1f} ms"
+    )
+    table = Table(
+        title=f"hands over /v1/session, 30 fps per session, {results['seconds']:.0f} s, "
+        f"budget {results['options']['budget_ms']:.0f} ms"
+    )
     table.add_column("measure")
     for policy in ("deadline", "fifo"):
         table.add_column(policy, justify="right")
     table.add_column("fifo / deadline", justify="right")
-    rows = [("1 session: delivered fps", "one", "fps_max", "{:.1f}"), ("1 session: latency p50 ms", "one", "p50_ms", "{:.1f}"),
-            ("1 session: latency p99 ms", "one", "p99_ms", "{:.1f}"),
-            ("4 sessions: fps min", "four", "fps_min", "{:.1f}"), ("4 sessions: fps max", "four", "fps_max", "{:.1f}"),
-            ("4 sessions: p99 ms (answered)", "four", "p99_ms", "{:.1f}"),
-            ("4 sessions: skipped share", "four", "skipped_share", "{:.0%}")]
+    rows = [
+        ("1 session: delivered fps", "one", "fps_max", "{:.1f}"),
+        ("1 session: latency p50 ms", "one", "p50_ms", "{:.1f}"),
+        ("1 session: latency p99 ms", "one", "p99_ms", "{:.1f}"),
+        ("4 sessions: fps min", "four", "fps_min", "{:.1f}"),
+        ("4 sessions: fps max", "four", "fps_max", "{:.1f}"),
+        ("4 sessions: p99 ms (answered)", "four", "p99_ms", "{:.1f}"),
+        ("4 sessions: skipped share", "four", "skipped_share", "{:.0%}"),
+    ]
     for label, scenario_name, key, fmt in rows:
         a, b = results["deadline"][scenario_name][key], results["fifo"][scenario_name][key]
         ratio = f"{b / a:.2f}x" if a else "-"
         table.add_row(label, fmt.format(a), fmt.format(b), ratio)
     console.print(table)
     d1, d4 = results["deadline"]["one"], results["deadline"]["four"]
-    goals = [("1 session sustains 30 fps", d1["fps_max"] >= 29), ("1 session p99 < 33 ms", d1["p99_ms"] < 33),
-             ("4 sessions p99 < 66 ms (deadline)", d4["p99_ms"] < 66),
-             ("slowest session >= 2/3 of fastest", d4["fps_min"] >= 2 / 3 * d4["fps_max"])]
+    goals = [
+        ("1 session sustains 30 fps", d1["fps_max"] >= 29),
+        ("1 session p99 < 33 ms", d1["p99_ms"] < 33),
+        ("4 sessions p99 < 66 ms (deadline)", d4["p99_ms"] < 66),
+        ("slowest session >= 2/3 of fastest", d4["fps_min"] >= 2 / 3 * d4["fps_max"]),
+    ]
     for goal, met in goals:
         console.print(f"  {goal}: {'[green]met' if met else '[red]not met'}")
-    console.print(f"load average before {results['load_before'][0]:.1f}, after {results['load_after'][0]:.1f} "
-                  f"on {results['cpus']} cores")
+    console.print(
+        f"load average before {results['load_before'][0]:.1f}, after {results['load_after'][0]:.1f} "
+        f"on {results['cpus']} cores"
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ the first chunk with non-empty content; a stream's tokens/s is its completion to
 (the server's own `usage` count) over the time from its first to its last content chunk;
 summed tokens/s is all completion tokens of a round over the round's wall time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,21 +57,23 @@ from typing import Any
 
 import httpx
 import numpy as np
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
-from rich.table import Table
-
 from llm_support import build, procs
 from llm_support.client import Sampling, StreamResult, body, stream_chat
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results" / "llm.json"
 CORES = os.cpu_count() or 1
 TARGETS = ("raw", "llama-server", "xrserve", "xrserve-threads")
-LABELS = {"raw": "raw Llama (batch 1)", "llama-server": "llama-server -np 8", "xrserve": "xrserve smollm2",
-          "xrserve-threads": f"xrserve, threads={CORES}"}
+LABELS = {
+    "raw": "raw Llama (batch 1)",
+    "llama-server": "llama-server -np 8",
+    "xrserve": "xrserve smollm2",
+    "xrserve-threads": f"xrserve, threads={CORES}",
+}
 STREAMS = 8
 DISTURBED_CORES = 0.25  # a window beside more foreign load than this is marked *
 
@@ -92,7 +95,7 @@ class Plan:
     retries: int = 2  # of a measurement that ran beside foreign load
 
     @classmethod
-    def quick(cls) -> "Plan":
+    def quick(cls) -> Plan:
         return cls(single_runs=3, burst_rounds=1, joiner_blocks=2)
 
 
@@ -166,7 +169,7 @@ class Target:
 
     batches = False
 
-    def __init__(self, key: str, bench: "Bench") -> None:
+    def __init__(self, key: str, bench: Bench) -> None:
         self.key, self.bench = key, bench
         self.result = TargetResult(key, LABELS[key])
         self.process: subprocess.Popen | None = None
@@ -195,11 +198,16 @@ class Target:
 
 class RawTarget(Target):
     async def start(self) -> None:
-        plan = {"gguf": str(self.bench.gguf), "n_ctx": 2048, "n_threads": CORES,
-                "warmup": self.bench.sampling.request(WARMUP)}
+        plan = {
+            "gguf": str(self.bench.gguf),
+            "n_ctx": 2048,
+            "n_threads": CORES,
+            "warmup": self.bench.sampling.request(WARMUP),
+        }
         started = time.monotonic()
-        self.process = procs.start([sys.executable, str(BENCH / "llm_support" / "raw.py"), json.dumps(plan)],
-                                   self.log, cwd=ROOT, pipes=True)
+        self.process = procs.start(
+            [sys.executable, str(BENCH / "llm_support" / "raw.py"), json.dumps(plan)], self.log, cwd=ROOT, pipes=True
+        )
         line = await asyncio.to_thread(self.process.stdout.readline)
         if not line:
             return self.fail(f"exited with {self.process.wait()} while loading")
@@ -213,9 +221,14 @@ class RawTarget(Target):
             if not line:
                 return StreamResult(error=f"the raw engine exited ({self.process.poll()})", started_at=started_at)
             event = json.loads(line)
-            return StreamResult(chunk_times=event["chunk_times"], end=event["end"],
-                                completion_tokens=event["completion_tokens"], tokens_from_usage=True,
-                                finish_reason=event["finish_reason"], started_at=started_at)
+            return StreamResult(
+                chunk_times=event["chunk_times"],
+                end=event["end"],
+                completion_tokens=event["completion_tokens"],
+                tokens_from_usage=True,
+                finish_reason=event["finish_reason"],
+                started_at=started_at,
+            )
 
         return await asyncio.to_thread(ask)
 
@@ -223,7 +236,7 @@ class RawTarget(Target):
 class ServerTarget(Target):
     batches = True
 
-    def __init__(self, key: str, bench: "Bench") -> None:
+    def __init__(self, key: str, bench: Bench) -> None:
         super().__init__(key, bench)
         self.port = procs.free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
@@ -237,12 +250,34 @@ class ServerTarget(Target):
 
     def command(self) -> list[str]:
         if self.key == "llama-server":
-            return [str(self.bench.llama_server()), "-m", str(self.bench.gguf), "--host", "127.0.0.1",
-                    "--port", str(self.port), "-np", str(STREAMS), "-c", "16384", "-t", str(CORES)]
+            return [
+                str(self.bench.llama_server()),
+                "-m",
+                str(self.bench.gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "-np",
+                str(STREAMS),
+                "-c",
+                "16384",
+                "-t",
+                str(CORES),
+            ]
         data = self.bench.work / f"{self.key}-data"
         data.mkdir(exist_ok=True)
-        cmd = [str(ROOT / ".venv" / "bin" / "xrserve"), "serve", "--port", str(self.port), "--only", "smollm2",
-               "--dev", "--data-dir", str(data)]
+        cmd = [
+            str(ROOT / ".venv" / "bin" / "xrserve"),
+            "serve",
+            "--port",
+            str(self.port),
+            "--only",
+            "smollm2",
+            "--dev",
+            "--data-dir",
+            str(data),
+        ]
         if self.key == "xrserve-threads":
             version = self.bench.work / "repo" / "smollm2" / "1"
             version.mkdir(parents=True, exist_ok=True)
@@ -250,10 +285,11 @@ class ServerTarget(Target):
             (version / "model.gguf").symlink_to(self.bench.gguf)
             (version / "model.toml").write_text(
                 'runtime = "gguf"\n'
-                f'max_streams = {STREAMS}\n'
-                f'threads = {CORES}\n'
-                'parameters = { context = 2048 }\n'
-                f'description = "SmolLM2-135M-Instruct Q4_1 with {CORES} llama.cpp threads (bench)"\n')
+                f"max_streams = {STREAMS}\n"
+                f"threads = {CORES}\n"
+                "parameters = { context = 2048 }\n"
+                f'description = "SmolLM2-135M-Instruct Q4_1 with {CORES} llama.cpp threads (bench)"\n'
+            )
             cmd += ["--model-repository", str(version.parent.parent)]
         return cmd
 
@@ -264,12 +300,18 @@ class ServerTarget(Target):
             return self.fail(f"cannot start: {exc}")
         started = time.monotonic()
         self.process = procs.start(cmd, self.log, cwd=ROOT, env={"PYTHONUNBUFFERED": "1"})
-        failure = await asyncio.to_thread(procs.wait_ready, self.process,
-                                          f"http://127.0.0.1:{self.port}{self.ready}", self.bench.plan.startup_timeout_s)
+        failure = await asyncio.to_thread(
+            procs.wait_ready,
+            self.process,
+            f"http://127.0.0.1:{self.port}{self.ready}",
+            self.bench.plan.startup_timeout_s,
+        )
         if failure:
             return self.fail(failure)
-        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-                                        timeout=httpx.Timeout(600.0, connect=10.0))
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            timeout=httpx.Timeout(600.0, connect=10.0),
+        )
         # warm-up: one stream, then a short burst so every slot and batch shape has run once
         warm = await self.post(WARMUP, 16)
         if not warm.ok:
@@ -284,8 +326,9 @@ class ServerTarget(Target):
 
     def post(self, i: int, max_tokens: int | None = None, on_chunk=None, timeout: float | None = None):
         payload = body("smollm2", self.bench.sampling.request(i, max_tokens), self.extra)
-        return stream_chat(self.client, self.url, payload, on_chunk=on_chunk,
-                           timeout=timeout or self.bench.plan.request_timeout_s)
+        return stream_chat(
+            self.client, self.url, payload, on_chunk=on_chunk, timeout=timeout or self.bench.plan.request_timeout_s
+        )
 
     async def single(self, i: int) -> StreamResult:
         return await self.post(i)
@@ -305,13 +348,18 @@ class ServerTarget(Target):
         async def keep_decoding(k: int) -> None:
             n = 0
             while True:
+
                 def on_chunk(res: StreamResult, k=k) -> None:
                     current[k] = res
 
                 current[k] = None
                 starts[0] += 1
-                res = await self.post(BACKGROUND + block * 1000 + k * 100 + n, plan.background_tokens, on_chunk,
-                                      timeout=plan.joiner_block_s + 60)
+                res = await self.post(
+                    BACKGROUND + block * 1000 + k * 100 + n,
+                    plan.background_tokens,
+                    on_chunk,
+                    timeout=plan.joiner_block_s + 60,
+                )
                 current[k] = None
                 finished.append(res)
                 n += 1
@@ -359,16 +407,23 @@ class ServerTarget(Target):
         partial = [c for c in current if c is not None]  # cut off by the end of the block
         for c in partial:
             c.completion_tokens = len(c.chunk_times)  # chunks, not tokens: no usage came
-        return {"joins": joins, "clean": clean, "waited": waited, "aborted": aborted,
-                "background": finished + partial, "background_starts": starts[0]}
+        return {
+            "joins": joins,
+            "clean": clean,
+            "waited": waited,
+            "aborted": aborted,
+            "background": finished + partial,
+            "background_starts": starts[0],
+        }
 
 
 # -- the run ------------------------------------------------------------------------------------
 
 
 class Bench:
-    def __init__(self, plan: Plan, sampling: Sampling, gguf: Path, work: Path, progress: Progress,
-                 wait_quiet_s: float) -> None:
+    def __init__(
+        self, plan: Plan, sampling: Sampling, gguf: Path, work: Path, progress: Progress, wait_quiet_s: float
+    ) -> None:
         self.plan, self.sampling, self.gguf, self.work, self.progress = plan, sampling, gguf, work, progress
         self.gate = procs.QuietGate(cores=DISTURBED_CORES, budget_s=wait_quiet_s, per_window_s=240.0)
         self.build_record: dict[str, Any] = {}
@@ -444,21 +499,24 @@ class Bench:
             task = progress.add_task(f"starting {t.label}", total=None)
             await t.start()
             progress.remove_task(task)
-            self.say(f"{t.label}: " + (f"ready in {t.result.startup_s:.1f} s" if t.alive
-                                       else f"[red]{t.result.failure}[/]"))
+            self.say(
+                f"{t.label}: " + (f"ready in {t.result.startup_s:.1f} s" if t.alive else f"[red]{t.result.failure}[/]")
+            )
         live = [t for t in targets if t.alive]
 
         def turns(r: int, among: list[Target]) -> list[Target]:
             """The live targets in an order that rotates with the round."""
             among = [t for t in among if t.alive]
-            return among[r % len(among):] + among[:r % len(among)] if among else []
+            return among[r % len(among) :] + among[: r % len(among)] if among else []
 
         # single stream, one request per target in turn
         singles: dict[str, list[tuple[StreamResult, bool]]] = {t.key: [] for t in live}
         self.phase_task = progress.add_task("single stream", total=plan.single_runs * len(live))
         for i in range(plan.single_runs):
             for t in turns(i, live):
-                singles[t.key].append(await self.measured(t, "single", live, lambda o, t=t: t.single(SINGLE + i + o)))
+                singles[t.key].append(
+                    await self.measured(t, "single", live, lambda o, t=t, i=i: t.single(SINGLE + i + o))
+                )
                 progress.advance(self.phase_task)
         progress.remove_task(self.phase_task)
         for t in live:
@@ -472,7 +530,9 @@ class Bench:
         self.phase_task = progress.add_task(f"{STREAMS} streams together", total=plan.burst_rounds * len(batching))
         for r in range(plan.burst_rounds):
             for t in turns(r, batching):
-                bursts[t.key].append(await self.measured(t, "burst", live, lambda o, t=t: t.burst(BURST + r * STREAMS + o)))
+                bursts[t.key].append(
+                    await self.measured(t, "burst", live, lambda o, t=t, r=r: t.burst(BURST + r * STREAMS + o))
+                )
                 progress.advance(self.phase_task)
         progress.remove_task(self.phase_task)
         for t in batching:
@@ -480,14 +540,24 @@ class Bench:
             for group, disturbed in bursts[t.key]:
                 wall = max(s.started_at + s.end for s in group) - min(s.started_at for s in group)
                 tokens = sum(s.completion_tokens for s in group if s.ok)
-                rounds.append({"wall_s": wall, "completion_tokens": tokens, "summed_tokens_per_s": tokens / wall,
-                               # the 8 streams' own rates added up: the decode rate once every prompt is read
-                               "decode_tokens_per_s": sum(s.tokens_per_s or 0.0 for s in group if s.ok),
-                               "errors": sum(not s.ok for s in group), "disturbed": disturbed})
+                rounds.append(
+                    {
+                        "wall_s": wall,
+                        "completion_tokens": tokens,
+                        "summed_tokens_per_s": tokens / wall,
+                        # the 8 streams' own rates added up: the decode rate once every prompt is read
+                        "decode_tokens_per_s": sum(s.tokens_per_s or 0.0 for s in group if s.ok),
+                        "errors": sum(not s.ok for s in group),
+                        "disturbed": disturbed,
+                    }
+                )
                 streams += group
                 marks += [disturbed] * len(group)
-            t.result.burst = {**summarize(streams, marks), "rounds": rounds,
-                              "summed_tokens_per_s": median([x["summed_tokens_per_s"] for x in rounds])}
+            t.result.burst = {
+                **summarize(streams, marks),
+                "rounds": rounds,
+                "summed_tokens_per_s": median([x["summed_tokens_per_s"] for x in rounds]),
+            }
             t.result.samples["burst"] = [s.to_json() for s in streams]
 
         # a stream joining 7 that are decoding, a block of joiners per target in turn
@@ -498,8 +568,14 @@ class Bench:
         for b in range(plan.joiner_blocks):
             for t in turns(b, batching):
                 first = JOINER + b * plan.joiners_per_block
-                blocks[t.key].append(await self.measured(
-                    t, "joiner", live, lambda o, t=t, first=first: t.joiner_block(first + o, plan.joiners_per_block, b + o)))
+                blocks[t.key].append(
+                    await self.measured(
+                        t,
+                        "joiner",
+                        live,
+                        lambda o, t=t, first=first, b=b: t.joiner_block(first + o, plan.joiners_per_block, b + o),
+                    )
+                )
                 await self.settle(t)
         progress.remove_task(self.phase_task)
         for t in batching:
@@ -513,12 +589,17 @@ class Bench:
                 if block["aborted"]:
                     aborted.append(block["aborted"])
             clean_ok = [r for r, c in zip(joins, clean) if c and r.ok]
-            t.result.joiner = {**summarize(joins, marks), "clean": sum(clean),
-                               "ttft_p99_clean": pct([r.ttft for r in clean_ok], 99),
-                               "aborted": aborted, "waited_for_decoding_s": waited,
-                               "background": summarize(background)}
-            t.result.samples["joiner"] = [{**r.to_json(), "clean": c, "disturbed": d}
-                                          for r, c, d in zip(joins, clean, marks)]
+            t.result.joiner = {
+                **summarize(joins, marks),
+                "clean": sum(clean),
+                "ttft_p99_clean": pct([r.ttft for r in clean_ok], 99),
+                "aborted": aborted,
+                "waited_for_decoding_s": waited,
+                "background": summarize(background),
+            }
+            t.result.samples["joiner"] = [
+                {**r.to_json(), "clean": c, "disturbed": d} for r, c, d in zip(joins, clean, marks)
+            ]
             t.result.samples["joiner_background"] = [r.to_json() for r in background]
         for t in live:
             if t.process is not None and t.process.poll() is not None:
@@ -532,8 +613,10 @@ def merge_window(result: TargetResult, name: str, cpu: dict[str, float]) -> None
         result.windows[name] = cpu
         return
     seconds = old["seconds"] + cpu["seconds"]
-    result.windows[name] = {"seconds": seconds, **{
-        k: (old[k] * old["seconds"] + cpu[k] * cpu["seconds"]) / seconds for k in cpu if k != "seconds"}}
+    result.windows[name] = {
+        "seconds": seconds,
+        **{k: (old[k] * old["seconds"] + cpu[k] * cpu["seconds"]) / seconds for k in cpu if k != "seconds"},
+    }
 
 
 def tail(path: Path, lines: int = 8) -> str:
@@ -555,12 +638,23 @@ def ms(value: float | None) -> str:
 
 
 def results_table(results: list[TargetResult], plan: Plan) -> Table:
-    table = Table(title=f"SmolLM2-135M-Instruct Q4_1, {CORES} cores, max_tokens {plan.max_tokens}, temperature 0.7, "
-                        f"fixed seeds (medians unless marked)", title_justify="left")
+    table = Table(
+        title=f"SmolLM2-135M-Instruct Q4_1, {CORES} cores, max_tokens {plan.max_tokens}, temperature 0.7, "
+        f"fixed seeds (medians unless marked)",
+        title_justify="left",
+    )
     table.add_column("server")
-    for column in ("1 stream\ntok/s", "1 stream\nTTFT p50", f"{STREAMS} streams\nsummed tok/s",
-                   f"{STREAMS} streams\nper-stream tok/s", f"{STREAMS} together\nTTFT p50 / max",
-                   "joiner\nTTFT p50", "joiner\nTTFT p99", "worst gap\nbetween chunks", "errors"):
+    for column in (
+        "1 stream\ntok/s",
+        "1 stream\nTTFT p50",
+        f"{STREAMS} streams\nsummed tok/s",
+        f"{STREAMS} streams\nper-stream tok/s",
+        f"{STREAMS} together\nTTFT p50 / max",
+        "joiner\nTTFT p50",
+        "joiner\nTTFT p99",
+        "worst gap\nbetween chunks",
+        "errors",
+    ):
         table.add_column(column, justify="right")
     for r in results:
         if not r.single:
@@ -596,17 +690,45 @@ def goals(by_key: dict[str, TargetResult]) -> list[dict[str, Any]]:
     xr_single = get("xrserve", "single", "tokens_per_s_p50")
     xr_summed = get("xrserve", "burst", "summed_tokens_per_s")
     rows = [
-        ("xrserve 1-stream tok/s vs raw engine 1-stream", ratio(xr_single, get("raw", "single", "tokens_per_s_p50")),
-         ">= 0.90x", lambda v: v >= 0.90, "x"),
-        (f"xrserve {STREAMS}-stream summed tok/s vs llama-server -np {STREAMS}",
-         ratio(xr_summed, get("llama-server", "burst", "summed_tokens_per_s")), ">= 1.00x", lambda v: v >= 1.0, "x"),
-        (f"xrserve {STREAMS}-stream summed tok/s vs its own 1 stream", ratio(xr_summed, xr_single), ">= 1.60x",
-         lambda v: v >= 1.6, "x"),
-        (f"xrserve TTFT p99 of a stream joining {STREAMS - 1} decoding", get("xrserve", "joiner", "ttft_p99"),
-         "< 300 ms", lambda v: v < 0.300, "s"),
+        (
+            "xrserve 1-stream tok/s vs raw engine 1-stream",
+            ratio(xr_single, get("raw", "single", "tokens_per_s_p50")),
+            ">= 0.90x",
+            lambda v: v >= 0.90,
+            "x",
+        ),
+        (
+            f"xrserve {STREAMS}-stream summed tok/s vs llama-server -np {STREAMS}",
+            ratio(xr_summed, get("llama-server", "burst", "summed_tokens_per_s")),
+            ">= 1.00x",
+            lambda v: v >= 1.0,
+            "x",
+        ),
+        (
+            f"xrserve {STREAMS}-stream summed tok/s vs its own 1 stream",
+            ratio(xr_summed, xr_single),
+            ">= 1.60x",
+            lambda v: v >= 1.6,
+            "x",
+        ),
+        (
+            f"xrserve TTFT p99 of a stream joining {STREAMS - 1} decoding",
+            get("xrserve", "joiner", "ttft_p99"),
+            "< 300 ms",
+            lambda v: v < 0.300,
+            "s",
+        ),
     ]
-    return [{"goal": name, "value": value, "target": target, "unit": unit,
-             "met": None if value is None else bool(test(value))} for name, value, target, test, unit in rows]
+    return [
+        {
+            "goal": name,
+            "value": value,
+            "target": target,
+            "unit": unit,
+            "met": None if value is None else bool(test(value)),
+        }
+        for name, value, target, test, unit in rows
+    ]
 
 
 def goals_table(rows: list[dict[str, Any]]) -> Table:
@@ -629,31 +751,45 @@ def notes(by_key: dict[str, TargetResult]) -> list[str]:
         if r.key != "raw" and r.single.get("tokens_per_s_p50") and raw_single:
             lines.append(f"{r.key}: 1 stream = {r.single['tokens_per_s_p50'] / raw_single:.2f}x raw")
         if r.burst.get("summed_tokens_per_s") and r.single.get("tokens_per_s_p50"):
-            lines.append(f"{r.key}: {STREAMS} streams summed = "
-                         f"{r.burst['summed_tokens_per_s'] / r.single['tokens_per_s_p50']:.2f}x its own 1 stream "
-                         f"(rounds: {', '.join(fmt(x['summed_tokens_per_s']) for x in r.burst['rounds'])} tok/s); "
-                         f"decode rate with all {STREAMS} decoding (their tok/s added up, p50 of rounds): "
-                         f"{fmt(median([x['decode_tokens_per_s'] for x in r.burst['rounds']]))} tok/s")
+            lines.append(
+                f"{r.key}: {STREAMS} streams summed = "
+                f"{r.burst['summed_tokens_per_s'] / r.single['tokens_per_s_p50']:.2f}x its own 1 stream "
+                f"(rounds: {', '.join(fmt(x['summed_tokens_per_s']) for x in r.burst['rounds'])} tok/s); "
+                f"decode rate with all {STREAMS} decoding (their tok/s added up, p50 of rounds): "
+                f"{fmt(median([x['decode_tokens_per_s'] for x in r.burst['rounds']]))} tok/s"
+            )
         if r.joiner:
             j, bg = r.joiner, r.joiner["background"]
-            lines.append(f"{r.key}: joiners {j['clean']}/{j['requests']} found all {STREAMS - 1} decoding and no other "
-                         f"prefill; TTFT p99 of those {ms(j['ttft_p99_clean'])}, max of all {ms(j['ttft_max'])}; "
-                         f"joiner tok/s p50 {fmt(j['tokens_per_s_p50'])}; background: {bg['requests']} streams, "
-                         f"{fmt(bg['tokens_per_s_p50'])} tok/s each (p50)")
+            lines.append(
+                f"{r.key}: joiners {j['clean']}/{j['requests']} found all {STREAMS - 1} decoding and no other "
+                f"prefill; TTFT p99 of those {ms(j['ttft_p99_clean'])}, max of all {ms(j['ttft_max'])}; "
+                f"joiner tok/s p50 {fmt(j['tokens_per_s_p50'])}; background: {bg['requests']} streams, "
+                f"{fmt(bg['tokens_per_s_p50'])} tok/s each (p50)"
+            )
             for reason in j["aborted"]:
                 lines.append(f"[red]{r.key}: joiner block cut short: {reason}[/]")
-        for phase, summary in (("single", r.single), ("8 together", r.burst), ("joiner", r.joiner),
-                               ("joiner background", r.joiner.get("background", {}))):
+        for phase, summary in (
+            ("single", r.single),
+            ("8 together", r.burst),
+            ("joiner", r.joiner),
+            ("joiner background", r.joiner.get("background", {})),
+        ):
             if summary.get("error_count"):
-                lines.append(f"[red]{r.key} {phase}: {summary['error_count']} of {summary['requests']} requests "
-                             f"failed; first: {summary['errors'][0]}[/]")
+                lines.append(
+                    f"[red]{r.key} {phase}: {summary['error_count']} of {summary['requests']} requests "
+                    f"failed; first: {summary['errors'][0]}[/]"
+                )
         if r.discarded:
-            lines.append(f"{r.key}: measurements retaken after foreign load: "
-                         + ", ".join(f"{k} {v}" for k, v in r.discarded.items()))
+            lines.append(
+                f"{r.key}: measurements retaken after foreign load: "
+                + ", ".join(f"{k} {v}" for k, v in r.discarded.items())
+            )
         for window, cpu in r.windows.items():
             if cpu.get("foreign_cores", 0) > DISTURBED_CORES:
-                lines.append(f"* {r.key} {window}: other processes used {cpu['foreign_cores']:.2f} cores on average "
-                             f"while it was measured")
+                lines.append(
+                    f"* {r.key} {window}: other processes used {cpu['foreign_cores']:.2f} cores on average "
+                    f"while it was measured"
+                )
         if r.failure:
             lines.append(f"[red]{r.key}: {r.failure}[/]")
     return lines
@@ -662,14 +798,22 @@ def notes(by_key: dict[str, TargetResult]) -> list[str]:
 def machine() -> dict[str, Any]:
     model = ""
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     import llama_cpp
 
-    return {"cpu": model, "cores": CORES, "python": platform.python_version(),
-            "llama_cpp_python": llama_cpp.__version__, "xrserve_smollm2_threads": xrserve_threads()}
+    return {
+        "cpu": model,
+        "cores": CORES,
+        "python": platform.python_version(),
+        "llama_cpp_python": llama_cpp.__version__,
+        "xrserve_smollm2_threads": xrserve_threads(),
+    }
 
 
 def xrserve_threads() -> int | None:
@@ -684,8 +828,12 @@ def xrserve_threads() -> int | None:
 
 def git_head() -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -699,14 +847,22 @@ def main() -> None:
     signal.signal(signal.SIGHUP, _terminate)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
-    parser.add_argument("--only", default=None,
-                        help=f"comma-separated subset of {','.join(TARGETS)} (default: all; xrserve-threads only "
-                             "where the built-in smollm2 runs fewer threads than there are cores)")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated subset of {','.join(TARGETS)} (default: all; xrserve-threads only "
+        "where the built-in smollm2 runs fewer threads than there are cores)",
+    )
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--wait-quiet", type=float, default=1800.0, metavar="S",
-                        help="at most this many seconds in all to wait for other processes to go quiet before "
-                             "measurements, and to retake disturbed ones (0: never wait or retake; disturbed "
-                             "windows are still marked)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="at most this many seconds in all to wait for other processes to go quiet before "
+        "measurements, and to retake disturbed ones (0: never wait or retake; disturbed "
+        "windows are still marked)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
     args = parser.parse_args()
     threads = xrserve_threads()
@@ -726,8 +882,13 @@ def main() -> None:
     gguf = smollm2_gguf()
     work = Path(tempfile.mkdtemp(prefix="xrserve-llm-bench-"))
     started = time.monotonic()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             bench = Bench(plan, sampling, gguf, work, progress, args.wait_quiet)
@@ -740,27 +901,48 @@ def main() -> None:
     by_key = {r.key: r for r in results}
     goal_rows = goals(by_key)
     console.print(results_table(results, plan))
-    console.print("TTFT: request sent to first non-empty content chunk. Per-stream tok/s: completion tokens (the "
-                  "server's usage) / first-to-last content chunk. Summed: all completion tokens / round wall time. "
-                  f"* = other processes used over {DISTURBED_CORES} cores on average in that phase.", style="dim")
+    console.print(
+        "TTFT: request sent to first non-empty content chunk. Per-stream tok/s: completion tokens (the "
+        "server's usage) / first-to-last content chunk. Summed: all completion tokens / round wall time. "
+        f"* = other processes used over {DISTURBED_CORES} cores on average in that phase.",
+        style="dim",
+    )
     prompts = sorted({r.single.get("prompt_tokens_p50") for r in results if r.single.get("prompt_tokens_p50")})
     if prompts:
-        console.print(f"  prompts: {' / '.join(fmt(x, digits=0) for x in prompts)} tokens (p50, as the servers count "
-                      "them); each request has its own persona, so no prompt cache can answer it", highlight=False)
+        console.print(
+            f"  prompts: {' / '.join(fmt(x, digits=0) for x in prompts)} tokens (p50, as the servers count "
+            "them); each request has its own persona, so no prompt cache can answer it",
+            highlight=False,
+        )
     for line in notes(by_key):
         console.print("  " + line, highlight=False)
     console.print(goals_table(goal_rows))
     if build_record:
         how = "reused" if build_record.get("reused", True) else "built in this run"
-        console.print(f"llama-server: {build.BINARY.relative_to(ROOT)} ({how}; the build took "
-                      f"{build_record.get('seconds', '?')} s with -j{build_record.get('jobs', '?')})", highlight=False)
+        console.print(
+            f"llama-server: {build.BINARY.relative_to(ROOT)} ({how}; the build took "
+            f"{build_record.get('seconds', '?')} s with -j{build_record.get('jobs', '?')})",
+            highlight=False,
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.monotonic() - started, 1),
-        "git": git_head(), "machine": machine(), "gguf": str(gguf), "plan": asdict(plan),
-        "sampling": asdict(sampling), "llama_server_build": build_record, "goals": goal_rows,
-        "targets": [asdict(r) for r in results],
-    }, indent=2, default=str))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(time.monotonic() - started, 1),
+                "git": git_head(),
+                "machine": machine(),
+                "gguf": str(gguf),
+                "plan": asdict(plan),
+                "sampling": asdict(sampling),
+                "llama_server_build": build_record,
+                "goals": goal_rows,
+                "targets": [asdict(r) for r in results],
+            },
+            indent=2,
+            default=str,
+        )
+    )
     console.print(f"results: {RESULTS.relative_to(ROOT)}" + (f"; logs kept in {work}" if args.keep else ""))
 
 

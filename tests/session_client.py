@@ -11,7 +11,8 @@ import contextlib
 import json
 import struct
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from websockets.sync.client import connect
 
@@ -27,12 +28,11 @@ class SessionClient:
         elif key:
             headers["Authorization"] = f"Bearer {key}"
         self._exit = contextlib.ExitStack()
-        self.socket = self._exit.enter_context(connect(url, additional_headers=headers, max_size=2**25,
-                                                       **connect_args))
+        self.socket = self._exit.enter_context(connect(url, additional_headers=headers, max_size=2**25, **connect_args))
         self.backlog: list[Any] = []  # dicts for JSON messages, (header tuple, payload) for binary
         self.hello = self.next()
 
-    def __enter__(self) -> "SessionClient":
+    def __enter__(self) -> SessionClient:
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -46,16 +46,18 @@ class SessionClient:
     def send(self, message: dict[str, Any]) -> None:
         self.socket.send(json.dumps(message))
 
-    def send_binary(self, channel: int, sequence: int, payload: bytes, *, timestamp_ms: float | None = None,
-                    flags: int = 0) -> None:
+    def send_binary(
+        self, channel: int, sequence: int, payload: bytes, *, timestamp_ms: float | None = None, flags: int = 0
+    ) -> None:
         stamp = time.time() * 1000 if timestamp_ms is None else timestamp_ms
         self.socket.send(HEADER.pack(1, flags, channel, sequence, stamp) + payload)
 
     def open(self, stream: str, kind: str, **options: Any) -> dict[str, Any]:
         """Open a stream and return its `opened` message (or raise with the error the server sent)."""
         self.send({"type": "open", "stream": stream, "kind": kind, **options})
-        reply = self.wait(lambda m: isinstance(m, dict) and m.get("stream") == stream
-                          and m["type"] in ("opened", "error"))
+        reply = self.wait(
+            lambda m: isinstance(m, dict) and m.get("stream") == stream and m["type"] in ("opened", "error")
+        )
         if reply["type"] == "error":
             raise AssertionError(f"open failed: {reply}")
         return reply
@@ -65,7 +67,7 @@ class SessionClient:
     def _receive(self, timeout: float) -> Any:
         raw = self.socket.recv(timeout=timeout)
         if isinstance(raw, bytes):
-            return HEADER.unpack_from(raw), raw[HEADER.size:]
+            return HEADER.unpack_from(raw), raw[HEADER.size :]
         return json.loads(raw)
 
     def next(self, timeout: float = 30) -> Any:
@@ -89,5 +91,7 @@ class SessionClient:
             self.backlog.append(message)
 
     def wait_type(self, type_: str, timeout: float = 60, **fields: Any) -> dict[str, Any]:
-        return self.wait(lambda m: isinstance(m, dict) and m.get("type") == type_
-                         and all(m.get(k) == v for k, v in fields.items()), timeout)
+        return self.wait(
+            lambda m: isinstance(m, dict) and m.get("type") == type_ and all(m.get(k) == v for k, v in fields.items()),
+            timeout,
+        )

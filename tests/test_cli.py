@@ -6,8 +6,19 @@ import pytest
 
 from tests.conftest import cli
 
-COMMANDS = [[], ["serve"], ["models"], ["infer"], ["keys"], ["keys", "create"], ["keys", "list"],
-            ["keys", "revoke"], ["audit"], ["audit", "tail"], ["version"]]
+COMMANDS = [
+    [],
+    ["serve"],
+    ["models"],
+    ["infer"],
+    ["keys"],
+    ["keys", "create"],
+    ["keys", "list"],
+    ["keys", "revoke"],
+    ["audit"],
+    ["audit", "tail"],
+    ["version"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "xrserve")

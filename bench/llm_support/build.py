@@ -5,6 +5,7 @@ so the peer runs the very llama.cpp revision that the ``llama_cpp`` module in ou
 
     python -m bench.llm_support.build      # build (or report the one already built)
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,18 @@ def _find_sdist() -> Path:
             return candidate
     BUILD_ROOT.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         f"llama-cpp-python=={VERSION}", "-d", str(BUILD_ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={VERSION}",
+            "-d",
+            str(BUILD_ROOT),
+        ],
         check=True,
     )
     return BUILD_ROOT / SDIST
@@ -75,8 +86,7 @@ def ensure_llama_server(log=print) -> tuple[Path, dict]:
     with open(log_path, "w") as out:
         for cmd in (
             ["cmake", "-S", str(SOURCE), "-B", str(CMAKE_BUILD), *CMAKE_FLAGS],
-            ["cmake", "--build", str(CMAKE_BUILD), "--config", "Release", "-j", jobs,
-             "--target", "llama-server"],
+            ["cmake", "--build", str(CMAKE_BUILD), "--config", "Release", "-j", jobs, "--target", "llama-server"],
         ):
             log("$ " + " ".join(cmd))
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode

@@ -6,6 +6,7 @@ prompts share more than a few template tokens: a server's prompt cache (llama-se
 keeps each slot's last prompt, `Llama` keeps its last prefix) cannot make TTFT look
 better than a new conversation would.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,26 +17,71 @@ from typing import Any
 
 import httpx
 
-NAMES = ["Mira", "Tobin", "Asha", "Kellan", "Nyx", "Orrin", "Pell", "Quilla", "Rook", "Sable", "Tamsin",
-         "Ulric", "Vesna", "Wren", "Xan", "Yara", "Zeph", "Ilse", "Joren", "Lark", "Maelis", "Nadia",
-         "Oswin", "Priya", "Rhett", "Selka", "Teodor", "Una", "Varro", "Willa", "Ysolde", "Bram"]
-SUBJECTS = ["a lighthouse keeper who finds a map in a bottle", "a robot learning to paint the sea",
-            "two dragons searching for a lost city", "a sailor crossing a frozen ocean",
-            "a girl who can talk to trees", "a detective solving a mystery on Mars",
-            "a baker whose bread can fly", "a knight afraid of the dark",
-            "a library that rearranges itself at night", "a fox who becomes a mayor",
-            "an astronaut stranded on a moon of Jupiter", "a clockmaker who repairs time itself",
-            "a village built on the back of a giant turtle", "a musician whose songs change the weather",
-            "a cat who runs a small hotel", "the last train through the mountains"]
-SYSTEM = ("You are {name}, a storyteller character in a virtual reality world. "
-          "You always answer with long, vivid, detailed stories full of dialogue.")
+NAMES = [
+    "Mira",
+    "Tobin",
+    "Asha",
+    "Kellan",
+    "Nyx",
+    "Orrin",
+    "Pell",
+    "Quilla",
+    "Rook",
+    "Sable",
+    "Tamsin",
+    "Ulric",
+    "Vesna",
+    "Wren",
+    "Xan",
+    "Yara",
+    "Zeph",
+    "Ilse",
+    "Joren",
+    "Lark",
+    "Maelis",
+    "Nadia",
+    "Oswin",
+    "Priya",
+    "Rhett",
+    "Selka",
+    "Teodor",
+    "Una",
+    "Varro",
+    "Willa",
+    "Ysolde",
+    "Bram",
+]
+SUBJECTS = [
+    "a lighthouse keeper who finds a map in a bottle",
+    "a robot learning to paint the sea",
+    "two dragons searching for a lost city",
+    "a sailor crossing a frozen ocean",
+    "a girl who can talk to trees",
+    "a detective solving a mystery on Mars",
+    "a baker whose bread can fly",
+    "a knight afraid of the dark",
+    "a library that rearranges itself at night",
+    "a fox who becomes a mayor",
+    "an astronaut stranded on a moon of Jupiter",
+    "a clockmaker who repairs time itself",
+    "a village built on the back of a giant turtle",
+    "a musician whose songs change the weather",
+    "a cat who runs a small hotel",
+    "the last train through the mountains",
+]
+SYSTEM = (
+    "You are {name}, a storyteller character in a virtual reality world. "
+    "You always answer with long, vivid, detailed stories full of dialogue."
+)
 
 
 def messages(i: int) -> list[dict[str, str]]:
     """The chat of request i: a persona (a different name each time) and a story prompt."""
     name = NAMES[i % len(NAMES)] + ("" if i < len(NAMES) else f" number {i // len(NAMES) + 1}")
-    return [{"role": "system", "content": SYSTEM.format(name=name)},
-            {"role": "user", "content": f"Write a long story about {SUBJECTS[i % len(SUBJECTS)]}."}]
+    return [
+        {"role": "system", "content": SYSTEM.format(name=name)},
+        {"role": "user", "content": f"Write a long story about {SUBJECTS[i % len(SUBJECTS)]}."},
+    ]
 
 
 @dataclass
@@ -46,8 +92,13 @@ class Sampling:
     seed_base: int = 1234
 
     def request(self, i: int, max_tokens: int | None = None) -> dict[str, Any]:
-        return {"messages": messages(i), "max_tokens": max_tokens or self.max_tokens,
-                "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed_base + i}
+        return {
+            "messages": messages(i),
+            "max_tokens": max_tokens or self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed_base + i,
+        }
 
 
 @dataclass
@@ -84,19 +135,27 @@ class StreamResult:
         return max(gaps) if gaps else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"ttft": self.ttft, "tokens_per_s": self.tokens_per_s, "worst_gap": self.worst_gap,
-                "completion_tokens": self.completion_tokens, "tokens_from_usage": self.tokens_from_usage,
-                "prompt_tokens": self.prompt_tokens,
-                "chunks": len(self.chunk_times), "end": self.end, "finish_reason": self.finish_reason,
-                "error": self.error}
+        return {
+            "ttft": self.ttft,
+            "tokens_per_s": self.tokens_per_s,
+            "worst_gap": self.worst_gap,
+            "completion_tokens": self.completion_tokens,
+            "tokens_from_usage": self.tokens_from_usage,
+            "prompt_tokens": self.prompt_tokens,
+            "chunks": len(self.chunk_times),
+            "end": self.end,
+            "finish_reason": self.finish_reason,
+            "error": self.error,
+        }
 
 
 def body(model: str, request: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return {"model": model, **request, "stream": True, "stream_options": {"include_usage": True}, **extra}
 
 
-async def stream_chat(client: httpx.AsyncClient, url: str, payload: dict[str, Any],
-                      on_chunk=None, timeout: float = 180.0) -> StreamResult:
+async def stream_chat(
+    client: httpx.AsyncClient, url: str, payload: dict[str, Any], on_chunk=None, timeout: float = 180.0
+) -> StreamResult:
     """POST one streaming chat completion and time it; `on_chunk(result)` after every content chunk."""
     result = StreamResult(started_at=time.perf_counter())
     t0 = result.started_at

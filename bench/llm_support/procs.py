@@ -9,6 +9,7 @@ package, because only the repository's own tests and benches start servers this 
 Also the CPU accounting that tells a measured window apart from one that ran beside
 someone else's compiler or test suite (this machine has 2 cores).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -31,8 +32,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], log_path: Path, env: dict[str, str | None] | None = None,
-          cwd: Path | None = None, pipes: bool = False) -> subprocess.Popen:
+def start(
+    cmd: list[str],
+    log_path: Path,
+    env: dict[str, str | None] | None = None,
+    cwd: Path | None = None,
+    pipes: bool = False,
+) -> subprocess.Popen:
     """Start `cmd` as the leader of a new session (and so of a new process group).
 
     The environment is ours with `env` on top (a None value removes that variable).
@@ -42,9 +48,15 @@ def start(cmd: list[str], log_path: Path, env: dict[str, str | None] | None = No
     environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-        stdout=subprocess.PIPE if pipes else log, stderr=log, text=pipes, bufsize=1 if pipes else -1,
-        env=environment, cwd=cwd, start_new_session=True,
+        cmd,
+        stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+        stdout=subprocess.PIPE if pipes else log,
+        stderr=log,
+        text=pipes,
+        bufsize=1 if pipes else -1,
+        env=environment,
+        cwd=cwd,
+        start_new_session=True,
     )
     log.close()
     _started.append(process)
@@ -68,8 +80,9 @@ def wait_ready(process: subprocess.Popen, url: str, timeout: float, interval: fl
     return f"not ready within {timeout:.0f} s"
 
 
-def start_xrserve(args: list[str], log_path: Path, env: dict[str, str | None] | None = None,
-                  timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+def start_xrserve(
+    args: list[str], log_path: Path, env: dict[str, str | None] | None = None, timeout: float = 180.0
+) -> tuple[subprocess.Popen, str]:
     """`python -m xrserve serve ARGS` on a free loopback port, returned once `/v2/health/ready` says 200.
 
     Returns the process and its base URL. When the server exits first or is not ready
@@ -150,7 +163,7 @@ def _proc_stats() -> dict[int, list[str]]:
                 raw = Path(entry.path, "stat").read_text()
             except OSError:
                 continue
-            stats[int(entry.name)] = raw[raw.rfind(")") + 2:].split()
+            stats[int(entry.name)] = raw[raw.rfind(")") + 2 :].split()
     return stats
 
 
@@ -204,14 +217,22 @@ class CpuWindow:
 
     def _sample(self) -> tuple[float, float, float, float]:
         stats = _proc_stats()
-        return (trees_cpu_s([self.own] if self.own else [], stats), trees_cpu_s(self.ours, stats),
-                system_busy_s(), own_cpu_s())
+        return (
+            trees_cpu_s([self.own] if self.own else [], stats),
+            trees_cpu_s(self.ours, stats),
+            system_busy_s(),
+            own_cpu_s(),
+        )
 
     def close(self) -> dict[str, float]:
         server, ours, busy, client = (a - b for a, b in zip(self._sample(), self._before))
         seconds = max(time.monotonic() - self.started, 1e-9)
-        return {"seconds": seconds, "server_cores": server / seconds, "client_cores": client / seconds,
-                "foreign_cores": max(busy - ours - client, 0.0) / seconds}
+        return {
+            "seconds": seconds,
+            "server_cores": server / seconds,
+            "client_cores": client / seconds,
+            "foreign_cores": max(busy - ours - client, 0.0) / seconds,
+        }
 
 
 def foreign_cores(ours: list[int], seconds: float) -> float:

@@ -11,6 +11,7 @@ sampled token, so the instance's `sample` is wrapped by a counter (one Python ca
 token, nothing else); a request that ends on EOS sampled one token (the EOS) that is
 not part of the completion. Content chunks are timed as they are yielded.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,12 @@ def main() -> None:
         finish = None
         t0 = time.perf_counter()
         for chunk in llm.create_chat_completion(
-            messages=request["messages"], max_tokens=request["max_tokens"],
-            temperature=request["temperature"], top_p=request["top_p"], seed=request["seed"], stream=True,
+            messages=request["messages"],
+            max_tokens=request["max_tokens"],
+            temperature=request["temperature"],
+            top_p=request["top_p"],
+            seed=request["seed"],
+            stream=True,
         ):
             choice = chunk["choices"][0]
             if choice["delta"].get("content"):

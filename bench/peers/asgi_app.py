@@ -17,8 +17,11 @@ model = LinearModel(os.environ["BENCH_ONNX"])
 PREFIX, SUFFIX = "/v2/models/", "/infer"
 
 
-async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-              send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+async def app(
+    scope: dict[str, Any],
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
     if scope["type"] != "http":
         return
     path: str = scope["path"]
@@ -31,7 +34,12 @@ async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, A
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
-    answer = encode_oip(path[len(PREFIX):-len(SUFFIX)], model(decode_oip(body)))
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+    answer = encode_oip(path[len(PREFIX) : -len(SUFFIX)], model(decode_oip(body)))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": answer})

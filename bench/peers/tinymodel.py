@@ -62,6 +62,8 @@ def decode_oip(body: bytes) -> np.ndarray:
 
 def encode_oip(model_name: str, y: np.ndarray) -> bytes:
     """An OIP v2 JSON response with the one output `y`."""
-    document: dict[str, Any] = {"model_name": model_name, "outputs": [
-        {"name": "y", "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}]}
+    document: dict[str, Any] = {
+        "model_name": model_name,
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}],
+    }
     return _dumps(document)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -17,6 +17,7 @@ from xrserve import __version__
 from xrserve.api import admin, npc, oip, openai, openai_audio, openai_chat, session, vision
 from xrserve.api.errors import install_error_handlers
 from xrserve.api.fast_path import InferFastPath
+from xrserve.api.limits import BodyLimitMiddleware
 from xrserve.api.middleware import AuditMiddleware, CancelOnDisconnect
 from xrserve.core.loader import RepositoryState, load_all
 from xrserve.core.metrics import Metrics
@@ -28,7 +29,6 @@ from xrserve.runtimes import RUNTIMES
 from xrserve.security.audit import AuditLog
 from xrserve.security.guard import Guard
 from xrserve.security.keys import KeyStore
-from xrserve.api.limits import BodyLimitMiddleware
 from xrserve.security.moderation import Moderator
 from xrserve.settings import Settings
 
@@ -65,15 +65,23 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     app.state.started = False
     app.state.repository = RepositoryState()
     # the pieces core is handed: where models come from (user directories + the built-ins) and the runtimes
-    app.state.repository_source = RepositorySource(settings.model_repositories,
-                                                   builtin_configs if settings.builtins else list,
-                                                   settings.only_models)
+    app.state.repository_source = RepositorySource(
+        settings.model_repositories, builtin_configs if settings.builtins else list, settings.only_models
+    )
     app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json")
     app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed)
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
-    for router in (oip.router, openai.router, openai_chat.router, openai_audio.router, npc.router, admin.router,
-                   session.router, vision.router):
+    for router in (
+        oip.router,
+        openai.router,
+        openai_chat.router,
+        openai_audio.router,
+        npc.router,
+        admin.router,
+        session.router,
+        vision.router,
+    ):
         app.include_router(router)
     mount_web_client(app)
     # outside FastAPI's own per-request stack, so the hot path skips it; the audit is
@@ -100,8 +108,18 @@ def serve(settings: Settings) -> None:
     console = Console(stderr=True)
     app = create_app(settings, console)
     mode = "dev mode: requests without a key are allowed" if settings.anonymous_allowed else "API keys required"
-    console.print(f"[bold]xrserve {__version__}[/] on http://{settings.host}:{settings.port} ({mode}); "
-                  f"data in {settings.data_dir}")
+    console.print(
+        f"[bold]xrserve {__version__}[/] on http://{settings.host}:{settings.port} ({mode}); "
+        f"data in {settings.data_dir}"
+    )
     console.print(f"web client: http://{settings.host}:{settings.port}/web/")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=5,
+    )

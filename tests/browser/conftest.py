@@ -15,9 +15,12 @@ from playwright.sync_api import Browser, Page, sync_playwright
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-background-networking",  # running as root, offline
-    "--use-angle=swiftshader", "--enable-unsafe-swiftshader",  # WebGL without a GPU
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--no-sandbox",
+    "--disable-background-networking",  # running as root, offline
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",  # WebGL without a GPU
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
 ]
 

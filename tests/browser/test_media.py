@@ -24,15 +24,44 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("media")
     photo = sorted((TEST_DATA / "hand_images" / "four").glob("*.jpg"))[0]
     video = tmp / "hand.y4m"
-    run("ffmpeg", "-loglevel", "error", "-loop", "1", "-i", str(photo), "-t", "2", "-r", "15",
-        "-vf", "scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2",
-        "-pix_fmt", "yuv420p", str(video))
+    run(
+        "ffmpeg",
+        "-loglevel",
+        "error",
+        "-loop",
+        "1",
+        "-i",
+        str(photo),
+        "-t",
+        "2",
+        "-r",
+        "15",
+        "-vf",
+        "scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2",
+        "-pix_fmt",
+        "yuv420p",
+        str(video),
+    )
     speech = tmp / "speech.wav"
     run("espeak-ng", "-v", "en-us", "-w", str(tmp / "raw.wav"), "Hello there. What is your name?")
     # half a second of quiet before; after it, silence long enough that Chromium (which loops
     # the file) does not ask again while the character answers, which would barge in
-    run("ffmpeg", "-loglevel", "error", "-i", str(tmp / "raw.wav"), "-af", "adelay=500,apad=pad_dur=40",
-        "-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le", str(speech))
+    run(
+        "ffmpeg",
+        "-loglevel",
+        "error",
+        "-i",
+        str(tmp / "raw.wav"),
+        "-af",
+        "adelay=500,apad=pad_dur=40",
+        "-ar",
+        "48000",
+        "-ac",
+        "1",
+        "-c:a",
+        "pcm_s16le",
+        str(speech),
+    )
     return {"video": video, "speech": speech}
 
 
@@ -58,11 +87,14 @@ def test_camera_panel_tracks_the_hand_in_the_video(server: Server, media: dict[s
     page, errors, close = page_with([f"--use-file-for-fake-video-capture={media['video']}"], server, "camera")
     try:
         page.click("#camera-start")
-        page.wait_for_function("() => (window.xrserve.camera?.latest.hands?.result.hands || []).length > 0",
-                               timeout=60_000)
-        camera = page.evaluate("() => ({counts: window.xrserve.camera.counts, "
-                               "hand: window.xrserve.camera.latest.hands.result.hands[0], "
-                               "size: window.xrserve.camera.latest.hands.result.image_size})")
+        page.wait_for_function(
+            "() => (window.xrserve.camera?.latest.hands?.result.hands || []).length > 0", timeout=60_000
+        )
+        camera = page.evaluate(
+            "() => ({counts: window.xrserve.camera.counts, "
+            "hand: window.xrserve.camera.latest.hands.result.hands[0], "
+            "size: window.xrserve.camera.latest.hands.result.image_size})"
+        )
         assert camera["counts"]["sent"] >= camera["counts"]["answered"] > 0
         assert len(camera["hand"]["landmarks"]) == 21
         width, height = camera["size"]

@@ -16,26 +16,41 @@ INFER = "/v2/models/tiny/infer"
 
 def x(shape=(1, 64), datatype="FP32", data=None) -> dict:
     count = int(np.prod(shape))
-    return {"inputs": [{"name": "x", "shape": list(shape), "datatype": datatype,
-                        "data": data if data is not None else [0.5] * count}]}
+    return {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": list(shape),
+                "datatype": datatype,
+                "data": data if data is not None else [0.5] * count,
+            }
+        ]
+    }
 
 
-@pytest.mark.parametrize("body, status, words", [
-    (x(shape=(1, 63)), 400, ["shape [1, 63]", "[-1, 64]"]),
-    (x(datatype="INT64", data=[1] * 64), 400, ["datatype INT64", "FP32"]),
-    (x(datatype="FLOAT", data=[1.0] * 64), 400, ["datatype 'FLOAT'"]),
-    (x(shape=(1, 64), data=[1.0] * 10), 400, ["needs 64 elements", "has 10"]),
-    (x(data=["a"] * 64), 400, ["must be numbers"]),
-    (x(shape=(17, 64)), 400, ["batch size 17", "max_batch_size"]),
-    (x(shape=(0, 64), data=[]), 400, ["empty"]),
-    ({"inputs": [{"name": "z", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}, 400, ["needs input(s) ['x']"]),
-    ({"inputs": []}, 400, ["'inputs' must be a non-empty list"]),
-    ({"nothing": 1}, 400, ["'inputs'"]),
-    ([1, 2, 3], 400, ["JSON object"]),
-    ({**x(), "outputs": [{"name": "nope"}]}, 400, ["no output(s) ['nope']"]),
-    ({**x(), "parameters": {"priority": "urgent"}}, 400, ["priority"]),
-    ({**x(), "parameters": []}, 400, ["'parameters' must be an object"]),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        (x(shape=(1, 63)), 400, ["shape [1, 63]", "[-1, 64]"]),
+        (x(datatype="INT64", data=[1] * 64), 400, ["datatype INT64", "FP32"]),
+        (x(datatype="FLOAT", data=[1.0] * 64), 400, ["datatype 'FLOAT'"]),
+        (x(shape=(1, 64), data=[1.0] * 10), 400, ["needs 64 elements", "has 10"]),
+        (x(data=["a"] * 64), 400, ["must be numbers"]),
+        (x(shape=(17, 64)), 400, ["batch size 17", "max_batch_size"]),
+        (x(shape=(0, 64), data=[]), 400, ["empty"]),
+        (
+            {"inputs": [{"name": "z", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]},
+            400,
+            ["needs input(s) ['x']"],
+        ),
+        ({"inputs": []}, 400, ["'inputs' must be a non-empty list"]),
+        ({"nothing": 1}, 400, ["'inputs'"]),
+        ([1, 2, 3], 400, ["JSON object"]),
+        ({**x(), "outputs": [{"name": "nope"}]}, 400, ["no output(s) ['nope']"]),
+        ({**x(), "parameters": {"priority": "urgent"}}, 400, ["priority"]),
+        ({**x(), "parameters": []}, 400, ["'parameters' must be an object"]),
+    ],
+)
 def test_invalid_requests(admin, body, status: int, words: list[str]) -> None:
     answer = admin.post(INFER, json=body)
     assert answer.status_code == status, answer.text
@@ -82,15 +97,20 @@ def test_oversized_body_is_413(server: Server, admin) -> None:
 
 
 def test_gzip_request_body(admin) -> None:
-    answer = admin.post(INFER, content=gzip.compress(httpx.Request("POST", "/", json=x()).content),
-                        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    answer = admin.post(
+        INFER,
+        content=gzip.compress(httpx.Request("POST", "/", json=x()).content),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert answer.status_code == 200
 
 
 def test_corrupt_binary_tensors(admin) -> None:
     def header_for(payload: bytes) -> bytes:
-        return (b'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","parameters":{"binary_data_size":%d}}]}'
-                % len(payload))
+        return (
+            b'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","parameters":{"binary_data_size":%d}}]}'
+            % len(payload)
+        )
 
     cases = {
         struct.pack("<I", 100) + b"12345678": "past the end",  # a length longer than the data
@@ -99,21 +119,29 @@ def test_corrupt_binary_tensors(admin) -> None:
     }
     for payload, words in cases.items():
         header = header_for(payload)
-        answer = admin.post("/v2/models/minilm/infer", content=header + payload,
-                            headers={"Inference-Header-Content-Length": str(len(header))})
+        answer = admin.post(
+            "/v2/models/minilm/infer",
+            content=header + payload,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
         assert answer.status_code == 400 and words in answer.json()["error"], answer.text
     header = header_for(b"x" * 12)
     lying = admin.post("/v2/models/minilm/infer", content=header, headers={"Inference-Header-Content-Length": "9999"})
     assert lying.status_code == 400 and "Inference-Header-Content-Length" in lying.json()["error"]
     short = b'{"inputs":[{"name":"x","shape":[1,64],"datatype":"FP32","parameters":{"binary_data_size":256}}]}'
-    answer = admin.post(INFER, content=short + b"\0" * 100, headers={"Inference-Header-Content-Length": str(len(short))})
+    answer = admin.post(
+        INFER, content=short + b"\0" * 100, headers={"Inference-Header-Content-Length": str(len(short))}
+    )
     assert answer.status_code == 400 and "binary_data_size" in answer.json()["error"]
 
 
 def test_bytes_model_with_non_utf8(admin) -> None:
     header = b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":8}}]}'
-    answer = admin.post("/v2/models/minilm/infer", content=header + struct.pack("<I", 4) + b"\xff\xfe\x00\x81",
-                        headers={"Inference-Header-Content-Length": str(len(header))})
+    answer = admin.post(
+        "/v2/models/minilm/infer",
+        content=header + struct.pack("<I", 4) + b"\xff\xfe\x00\x81",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
     assert answer.status_code == 200
 
 

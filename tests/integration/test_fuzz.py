@@ -31,11 +31,34 @@ REPOSITORY_ROUTES = "^/v2/repository/"
 
 def schemathesis(url: str, key: str, *filters: str, examples: int) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
-         "--checks", "all", "--max-examples", str(examples), "--workers", "1",
-         "--phases", "examples,coverage,fuzzing", "-H", f"Authorization: Bearer {key}",
-         "--request-timeout", "60", "--suppress-health-check", "all", "--continue-on-failure", *filters],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            str(CONFIG),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(examples),
+            "--workers",
+            "1",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "-H",
+            f"Authorization: Bearer {key}",
+            "--request-timeout",
+            "60",
+            "--suppress-health-check",
+            "all",
+            "--continue-on-failure",
+            *filters,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     output = result.stdout + result.stderr
     print(output)
@@ -52,11 +75,13 @@ def test_openapi_fuzzing_passes_every_check(tmp_path) -> None:
         subprocess.run(["rm", "-rf", str(repo / model)], check=True)
     # the GGUF model stays, with a short context: a schema-valid request may leave out max_tokens,
     # which means "up to the end of the context", and 2048 tokens would take half a minute here
-    (repo / "my-llm" / "1" / "model.toml").write_text(textwrap.dedent("""
+    (repo / "my-llm" / "1" / "model.toml").write_text(
+        textwrap.dedent("""
         runtime = "gguf"
         max_streams = 2
         parameters = { context = 128 }
-    """))
+    """)
+    )
     key = cli("keys", "create", "--scope", "admin", "--quiet", data_dir=tmp_path / "data").stdout.strip()
     server = start_server(tmp_path, repo=repo)
     try:

@@ -21,8 +21,10 @@ def test_segfault_fails_in_flight_request_restarts_worker_others_keep_answering(
     with ThreadPoolExecutor(2) as pool:
         crash = pool.submit(crashy, admin, -1.0)
         # minilm answers while crashy dies and comes back
-        texts = [admin.post("/v2/models/minilm/infer",
-                            json=infer_body("text", np.array([f"still here {i}"]), "BYTES")) for i in range(5)]
+        texts = [
+            admin.post("/v2/models/minilm/infer", json=infer_body("text", np.array([f"still here {i}"]), "BYTES"))
+            for i in range(5)
+        ]
         answer = crash.result()
     assert all(t.status_code == 200 for t in texts)
     assert answer.status_code == 503

@@ -27,9 +27,12 @@ def ask(text: str) -> list[dict[str, str]]:
 def test_chat_answer(server: Server) -> None:
     tokens_before = server.metric("xrserve_generated_tokens_total", model=MODEL)
     first_before = server.metric("xrserve_time_to_first_token_seconds_count", model=MODEL)
-    answer = client(server).chat.completions.create(model=MODEL, messages=ask("What color is the sky?"),
-                                                    max_tokens=24, temperature=0)
-    assert server.metric("xrserve_generated_tokens_total", model=MODEL) == tokens_before + answer.usage.completion_tokens
+    answer = client(server).chat.completions.create(
+        model=MODEL, messages=ask("What color is the sky?"), max_tokens=24, temperature=0
+    )
+    assert (
+        server.metric("xrserve_generated_tokens_total", model=MODEL) == tokens_before + answer.usage.completion_tokens
+    )
     assert server.metric("xrserve_time_to_first_token_seconds_count", model=MODEL) == first_before + 1
     choice = answer.choices[0]
     assert choice.message.role == "assistant" and choice.message.content.strip()
@@ -50,12 +53,17 @@ def test_stream_joins_to_the_same_text_with_the_same_seed(server: Server) -> Non
 
 
 def test_text_completion_and_oip(server: Server, admin) -> None:
-    result = client(server).completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8,
-                                               temperature=0)
+    result = client(server).completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0
+    )
     assert result.choices[0].text.strip()
-    oip = admin.post(f"/v2/models/{MODEL}/infer", json={
-        **infer_body("text_input", np.array(["The capital of France is"]), "BYTES"),
-        "parameters": {"max_tokens": 8, "temperature": 0}})
+    oip = admin.post(
+        f"/v2/models/{MODEL}/infer",
+        json={
+            **infer_body("text_input", np.array(["The capital of France is"]), "BYTES"),
+            "parameters": {"max_tokens": 8, "temperature": 0},
+        },
+    )
     assert oip.status_code == 200, oip.text
     assert oip.json()["outputs"][0]["data"][0] == result.choices[0].text
 
@@ -70,9 +78,28 @@ SCHEMA = {
     "required": ["name", "age", "mood"],
     "additionalProperties": False,
 }
-TOPICS = ["a pirate", "a baker", "a robot", "a queen", "a farmer", "a wizard", "a nurse", "a pilot", "a cat",
-          "a dragon", "a student", "a painter", "a knight", "a chef", "a sailor", "an astronaut", "a teacher",
-          "a ghost", "a detective", "a musician"]
+TOPICS = [
+    "a pirate",
+    "a baker",
+    "a robot",
+    "a queen",
+    "a farmer",
+    "a wizard",
+    "a nurse",
+    "a pilot",
+    "a cat",
+    "a dragon",
+    "a student",
+    "a painter",
+    "a knight",
+    "a chef",
+    "a sailor",
+    "an astronaut",
+    "a teacher",
+    "a ghost",
+    "a detective",
+    "a musician",
+]
 
 
 def test_json_schema_output_always_validates(server: Server) -> None:
@@ -80,8 +107,12 @@ def test_json_schema_output_always_validates(server: Server) -> None:
 
     def character(topic: str) -> dict:
         answer = c.chat.completions.create(
-            model=MODEL, messages=ask(f"Describe {topic} as JSON with name, age and mood."), max_tokens=80,
-            temperature=0.9, response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}})
+            model=MODEL,
+            messages=ask(f"Describe {topic} as JSON with name, age and mood."),
+            max_tokens=80,
+            temperature=0.9,
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}},
+        )
         return json.loads(answer.choices[0].message.content)
 
     with ThreadPoolExecutor(8) as pool:
@@ -91,8 +122,12 @@ def test_json_schema_output_always_validates(server: Server) -> None:
     assert len({r["name"] for r in results}) > 1  # constrained, not canned
 
     obj = c.chat.completions.create(
-        model=MODEL, max_tokens=300, temperature=0, response_format={"type": "json_object"},
-        messages=ask('Reply with a JSON object with one key "color" giving the color of the sea.'))
+        model=MODEL,
+        max_tokens=300,
+        temperature=0,
+        response_format={"type": "json_object"},
+        messages=ask('Reply with a JSON object with one key "color" giving the color of the sea.'),
+    )
     assert obj.choices[0].finish_reason == "stop"  # cut-off JSON (finish_reason "length") cannot parse
     assert isinstance(json.loads(obj.choices[0].message.content), dict)
 
@@ -101,9 +136,17 @@ def test_eight_concurrent_streams_complete_with_usage(server: Server) -> None:
     c = client(server)
 
     def stream(i: int) -> tuple[str, object, str]:
-        chunks = list(c.chat.completions.create(
-            model=MODEL, messages=ask(f"Count slowly from {i}."), max_tokens=20, temperature=0.7, seed=i,
-            stream=True, stream_options={"include_usage": True}))
+        chunks = list(
+            c.chat.completions.create(
+                model=MODEL,
+                messages=ask(f"Count slowly from {i}."),
+                max_tokens=20,
+                temperature=0.7,
+                seed=i,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
         finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
         return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), chunks[-1].usage, finish[0]
 
@@ -123,10 +166,11 @@ def test_disconnect_frees_the_sequence(server: Server) -> None:
         return server.metric("xrserve_active_streams", model=MODEL)
 
     c = client(server)
-    stream = c.chat.completions.create(model=MODEL, messages=ask("Write a very long story."), max_tokens=1500,
-                                       stream=True)
+    stream = c.chat.completions.create(
+        model=MODEL, messages=ask("Write a very long story."), max_tokens=1500, stream=True
+    )
     received = 0
-    for chunk in stream:
+    for _chunk in stream:
         received += 1
         if received == 3:
             break
@@ -139,8 +183,9 @@ def test_disconnect_frees_the_sequence(server: Server) -> None:
 
 
 def test_any_gguf_file_from_a_repository(server: Server) -> None:
-    answer = client(server).chat.completions.create(model="my-llm", messages=ask("Say hello."), max_tokens=8,
-                                                    temperature=0)
+    answer = client(server).chat.completions.create(
+        model="my-llm", messages=ask("Say hello."), max_tokens=8, temperature=0
+    )
     assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens > 0
     with pytest.raises(openai.BadRequestError, match="1024 per sequence"):  # its own context, from model.toml
         client(server).chat.completions.create(model="my-llm", messages=ask("word " * 1200), max_tokens=8)
@@ -166,16 +211,25 @@ def test_moderation_masks_output_and_refuses_input(tmp_path) -> None:
     try:
         c = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
         messages = ask("Write three sentences about cats.")
-        text = c.chat.completions.create(model=MODEL, messages=messages, max_tokens=60, temperature=0
-                                         ).choices[0].message.content
+        text = (
+            c.chat.completions.create(model=MODEL, messages=messages, max_tokens=60, temperature=0)
+            .choices[0]
+            .message.content
+        )
         words = {w.strip(".,!?;:").lower() for w in text.split()}
         assert not words & {"the", "a", "is", "and", "of", "to", "it"}, text
         assert "*" in text
-        streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
-            model=MODEL, messages=messages, max_tokens=60, temperature=0, stream=True) if ch.choices)
+        streamed = "".join(
+            ch.choices[0].delta.content or ""
+            for ch in c.chat.completions.create(
+                model=MODEL, messages=messages, max_tokens=60, temperature=0, stream=True
+            )
+            if ch.choices
+        )
         assert streamed == text
         with pytest.raises(openai.BadRequestError, match="content filter"):
             c.chat.completions.create(model=MODEL, messages=ask("Tell me the news."), max_tokens=5)
+
         def notes_of(records: list[dict]) -> list[str]:  # the audit trail records the decision, never the text
             return [r["note"] for r in records if r["note"]]
 

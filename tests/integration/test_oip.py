@@ -25,8 +25,10 @@ def test_minilm_bytes_in_fp32_out(server: Server, binary: bool) -> None:
     texts = np.array([b"a red apple", "ünïcode text".encode()], dtype=object)
     text = triton.InferInput("text", [2], "BYTES")
     text.set_data_from_numpy(texts, binary_data=binary)
-    wanted = [triton.InferRequestedOutput("embedding", binary_data=binary),
-              triton.InferRequestedOutput("tokens", binary_data=binary)]
+    wanted = [
+        triton.InferRequestedOutput("embedding", binary_data=binary),
+        triton.InferRequestedOutput("tokens", binary_data=binary),
+    ]
     result = client.infer("minilm", [text], outputs=wanted, headers=headers(server))
     embedding = result.as_numpy("embedding")
     assert embedding.dtype == np.float32 and embedding.shape == (2, 384)
@@ -42,8 +44,9 @@ def test_onnx_model_exported_from_pytorch(server: Server, binary: bool) -> None:
     x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
     tensor = triton.InferInput("x", [3, 64], "FP32")
     tensor.set_data_from_numpy(x, binary_data=binary)
-    result = triton_client(server).infer("tiny", [tensor], headers=headers(server),
-                                         outputs=[triton.InferRequestedOutput("y", binary_data=binary)])
+    result = triton_client(server).infer(
+        "tiny", [tensor], headers=headers(server), outputs=[triton.InferRequestedOutput("y", binary_data=binary)]
+    )
     expected = module(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(result.as_numpy("y"), expected, rtol=1e-5, atol=1e-6)
 

@@ -87,11 +87,16 @@ def test_expired_deadline_is_answered_not_computed(server: Server) -> None:
 
 def test_deadline_in_header_and_invalid_deadline(server: Server) -> None:
     with server.client() as client:
-        ok = client.post("/v2/models/serial/infer", json=infer_body("x", np.zeros((1, 4), np.float32)),
-                         headers={"X-Deadline-Ms": "5000"})
+        ok = client.post(
+            "/v2/models/serial/infer",
+            json=infer_body("x", np.zeros((1, 4), np.float32)),
+            headers={"X-Deadline-Ms": "5000"},
+        )
         assert ok.status_code == 200
-        bad = client.post("/v2/models/serial/infer",
-                          json={**infer_body("x", np.zeros((1, 4), np.float32)), "parameters": {"deadline_ms": -5}})
+        bad = client.post(
+            "/v2/models/serial/infer",
+            json={**infer_body("x", np.zeros((1, 4), np.float32)), "parameters": {"deadline_ms": -5}},
+        )
         assert bad.status_code == 400 and "deadline_ms" in bad.json()["error"]
 
 
@@ -127,8 +132,9 @@ def test_interactive_overtakes_queued_bulk(server: Server) -> None:
         with serial_held(server):
             futures = [pool.submit(send, "bulk-0", "bulk")]
             wait_until_taken(server, "serial", requests)  # bulk-0 is computing; the next ones queue
-            for queued, (label, priority) in enumerate([("bulk-1", "bulk"), ("bulk-2", "bulk"),
-                                                        ("interactive", "interactive")], start=1):
+            for queued, (label, priority) in enumerate(
+                [("bulk-1", "bulk"), ("bulk-2", "bulk"), ("interactive", "interactive")], start=1
+            ):
                 futures.append(pool.submit(send, label, priority))  # each surely queued before the next
                 wait_until_taken(server, "serial", requests, count=1 + queued, queued=queued)
         for future in futures:
@@ -146,8 +152,10 @@ def test_a_client_that_goes_away_cancels_its_queued_request(server: Server) -> N
     requests = server.metric("xrserve_inference_requests_total", model="serial")
     batches = server.metric("xrserve_batch_size_count", model="serial")
     body = json.dumps(infer_body("x", np.zeros((1, 4), np.float32))).encode()
-    raw = (f"POST /v2/models/serial/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-           f"Authorization: Bearer {server.admin_key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    raw = (
+        f"POST /v2/models/serial/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {server.admin_key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     with ThreadPoolExecutor(1) as pool:
         with serial_held(server):
             running = pool.submit(post, server, "serial", 1.0)

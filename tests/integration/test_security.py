@@ -18,8 +18,9 @@ TEXT = infer_body("text", np.array(["hello"]), "BYTES")
 def test_no_key_is_401(server: Server) -> None:
     answer = httpx.post(f"{server.url}/v2/models/minilm/infer", json=TEXT)
     assert answer.status_code == 401 and "API key" in answer.json()["error"]
-    wrong = httpx.post(f"{server.url}/v2/models/minilm/infer", json=TEXT,
-                       headers={"Authorization": "Bearer xrs_00000000_forged"})
+    wrong = httpx.post(
+        f"{server.url}/v2/models/minilm/infer", json=TEXT, headers={"Authorization": "Bearer xrs_00000000_forged"}
+    )
     assert wrong.status_code == 401 and "not known" in wrong.json()["error"]
     garbled = httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Basic abc"})
     assert garbled.status_code == 401
@@ -37,8 +38,9 @@ def test_scope_limits_models_and_admin(server: Server) -> None:
 def test_expired_and_revoked_keys(server: Server) -> None:
     short = cli("keys", "create", "-s", "*", "--expires-in", "1s", "-q", data_dir=server.data_dir).stdout.strip()
     time.sleep(1.2)
-    expired = httpx.post(f"{server.url}/v2/models/minilm/infer", json=TEXT,
-                         headers={"Authorization": f"Bearer {short}"})
+    expired = httpx.post(
+        f"{server.url}/v2/models/minilm/infer", json=TEXT, headers={"Authorization": f"Bearer {short}"}
+    )
     assert expired.status_code == 401 and "expired" in expired.json()["error"]
 
     token = cli("keys", "create", "-s", "*", "-q", data_dir=server.data_dir).stdout.strip()
@@ -60,8 +62,14 @@ def test_every_request_is_audited_without_payloads(server: Server, admin) -> Non
     key_id = server.admin_key.split("_")[1]
 
     def served(records: list[dict]) -> list[dict]:
-        return [r for r in records if r["route"] == "/v2/models/{model_name}/infer" and r["model"] == "minilm"
-                and r["key_id"] == key_id and r["status"] == 200]
+        return [
+            r
+            for r in records
+            if r["route"] == "/v2/models/{model_name}/infer"
+            and r["model"] == "minilm"
+            and r["key_id"] == key_id
+            and r["status"] == 200
+        ]
 
     def refused(records: list[dict]) -> bool:
         return any(r["route"] == "/v2/models/{model_name}" and r["status"] == 401 for r in records)
@@ -79,13 +87,20 @@ def test_dev_mode_is_anonymous_only_on_loopback(tmp_path) -> None:
     refused = cli("serve", "--dev", "--host", "0.0.0.0", "--port", "1", check=False)
     assert refused.returncode == 2 and "loopback" in refused.stderr
     repo = tmp_path / "repo"
-    write_model(repo, "quick", "1", """
+    write_model(
+        repo,
+        "quick",
+        "1",
+        """
         runtime = "python"
         entrypoint = "sleepy.py:Sleepy"
         isolation = "thread"
         max_batch_size = 4
         parameters = { sleep_ms = 1 }
-    """ + SLEEPY_IO, {"sleepy.py": MODELS / "sleepy.py"})
+    """
+        + SLEEPY_IO,
+        {"sleepy.py": MODELS / "sleepy.py"},
+    )
     body = infer_body("x", np.zeros((1, 4), np.float32))
     dev = start_server(tmp_path, "--dev", "--no-builtins", repo=repo)
     try:
@@ -93,8 +108,12 @@ def test_dev_mode_is_anonymous_only_on_loopback(tmp_path) -> None:
         # a placeholder token (vLLM's and Ollama's docs say api_key="EMPTY") is no key at all
         placeholder = openai.OpenAI(base_url=f"{dev.url}/v1", api_key="EMPTY", max_retries=0)
         assert [m.id for m in placeholder.models.list().data] == ["quick"]
-        assert httpx.post(f"{dev.url}/v2/models/quick/infer", json=body,
-                          headers={"Authorization": "Bearer sk-no-key-required"}).status_code == 200
+        assert (
+            httpx.post(
+                f"{dev.url}/v2/models/quick/infer", json=body, headers={"Authorization": "Bearer sk-no-key-required"}
+            ).status_code
+            == 200
+        )
         with SessionClient(dev.url, "EMPTY", via_query=True) as session:
             assert session.hello["type"] == "hello"
         # a token shaped like an xrserve key is always checked

@@ -12,8 +12,12 @@ from tests.session_client import HEADER, SessionClient
 
 
 def embed_message(stream: str, text: str, request_id: str) -> dict:
-    return {"type": "infer", "stream": stream, "id": request_id,
-            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}]}
+    return {
+        "type": "infer",
+        "stream": stream,
+        "id": request_id,
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}],
+    }
 
 
 def test_hello_announces_protocol_and_kinds(server: Server) -> None:

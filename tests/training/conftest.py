@@ -27,8 +27,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         if recipe not in cache:
             out = tmp_path_factory.mktemp(f"run-{recipe}")
             log = io.StringIO()
-            cache[recipe] = train(recipe, out=out, seed=0, threads=1, console=Console(file=log, width=200),
-                                  **SLICES[recipe])
+            cache[recipe] = train(
+                recipe, out=out, seed=0, threads=1, console=Console(file=log, width=200), **SLICES[recipe]
+            )
             cache[recipe].log = log.getvalue()
         return cache[recipe]
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import cli
-from xrserve.training.data import (DataError, datasets_dir, read_dems, read_labeled_csv, split_terrain,
-                                   stratified_split)
+from xrserve.training.data import DataError, datasets_dir, read_dems, read_labeled_csv, split_terrain, stratified_split
 from xrserve.training.evaluate import classification_metrics, fit_fractal_baseline, realism_score
 
 KEYPOINTS = datasets_dir() / "hand_gestures" / "keypoint.csv"
@@ -26,14 +25,17 @@ def good_row(label: int = 0) -> str:
     return ",".join([str(label)] + ["0.5"] * 42)
 
 
-@pytest.mark.parametrize("text, problem", [
-    (good_row() + "\n0,0.1,zebra" + ",0.2" * 40 + "\n", r"points.csv: line 2: 'zebra' is not a number"),
-    (good_row() + "\n" + ",".join(["1"] * 30) + "\n", r"points.csv: line 2 has 30 columns, expected 43"),
-    ("", r"points.csv: no data rows; the dataset is empty"),
-    ("\n\n", r"points.csv: no data rows; the dataset is empty"),
-    (good_row(5) + "\n", r"points.csv: data row 1: label 5 is not one of 0..1"),
-    (good_row() + "\n0" + ",nan" * 42 + "\n", r"points.csv: line 2 has a NaN"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (good_row() + "\n0,0.1,zebra" + ",0.2" * 40 + "\n", r"points.csv: line 2: 'zebra' is not a number"),
+        (good_row() + "\n" + ",".join(["1"] * 30) + "\n", r"points.csv: line 2 has 30 columns, expected 43"),
+        ("", r"points.csv: no data rows; the dataset is empty"),
+        ("\n\n", r"points.csv: no data rows; the dataset is empty"),
+        (good_row(5) + "\n", r"points.csv: data row 1: label 5 is not one of 0..1"),
+        (good_row() + "\n0" + ",nan" * 42 + "\n", r"points.csv: line 2 has a NaN"),
+    ],
+)
 def test_bad_csv_is_named(tmp_path: Path, text: str, problem: str) -> None:
     with pytest.raises(DataError, match=problem):
         read_labeled_csv(dataset(tmp_path, text), 42)
@@ -63,8 +65,12 @@ def test_cli_reports_bad_data_in_one_line(tmp_path: Path, case: str) -> None:
     message = result.stderr.strip()
     assert "Traceback" not in result.stderr and len(message.splitlines()) == 1, message
     assert message.startswith("xrserve: error: ") and path.name in message
-    assert {"corrupt": "is not a number", "columns": "has 3 columns, expected 43", "empty": "dataset is empty",
-            "missing": "file not found"}[case] in message
+    assert {
+        "corrupt": "is not a number",
+        "columns": "has 3 columns, expected 43",
+        "empty": "dataset is empty",
+        "missing": "file not found",
+    }[case] in message
 
 
 def test_unknown_recipe_lists_the_recipes(tmp_path: Path) -> None:
@@ -111,6 +117,7 @@ def test_metrics() -> None:
     split = split_terrain(read_dems(None)[0], 32, 40, seed=0)
     real = split.fixed_crops("test")
     assert realism_score(real, real)["score"] < 0.01
-    fractal = fit_fractal_baseline(split.random_crops("train", 256, np.random.default_rng(0)), 256,
-                                   np.random.default_rng(1))
+    fractal = fit_fractal_baseline(
+        split.random_crops("train", 256, np.random.default_rng(0)), 256, np.random.default_rng(1)
+    )
     assert realism_score(fractal, real)["score"] > 0.1

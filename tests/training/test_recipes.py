@@ -17,8 +17,14 @@ from xrserve.training.data import DataError, datasets_dir
 PICTURES = {
     "gesture": ["curves.png", "confusion_matrix.png"],
     "gesture-motion": ["curves.png", "confusion_matrix.png"],
-    "terrain-vae": ["curves.png", "samples.png", "interpolation.png", "reconstructions.png",
-                    "terrain_statistics.png", "fractal_baseline.png"],
+    "terrain-vae": [
+        "curves.png",
+        "samples.png",
+        "interpolation.png",
+        "reconstructions.png",
+        "terrain_statistics.png",
+        "fractal_baseline.png",
+    ],
     "terrain-gan": ["curves.png", "samples.png", "terrain_statistics.png", "fractal_baseline.png"],
 }
 FALLING = {"gesture": "loss", "gesture-motion": "loss", "terrain-vae": "loss", "terrain-gan": "d_loss"}

@@ -51,7 +51,9 @@ def test_registered_version_is_served_without_a_restart(trained, served, name: s
     with served.client() as client:
         loaded = client.post(f"/v2/repository/models/{name}/load")
         assert loaded.status_code == 200, loaded.text
-        assert {"version": version, "state": "READY"}.items() <= {e["version"]: e for e in loaded.json()}[version].items()
+        assert {"version": version, "state": "READY"}.items() <= {e["version"]: e for e in loaded.json()}[
+            version
+        ].items()
         input_name, array, datatype, output = REQUESTS[name]
         answer = client.post(f"/v2/models/{name}/infer", json=infer_body(input_name, array, datatype))
         assert answer.status_code == 200, answer.text
@@ -60,22 +62,39 @@ def test_registered_version_is_served_without_a_restart(trained, served, name: s
         outputs = {o["name"]: o for o in body["outputs"]}
         assert outputs[output]["shape"][0] == 2
         if builtin_version(name):  # the shipped version stays addressable
-            old = client.post(f"/v2/models/{name}/versions/{builtin_version(name)}/infer",
-                              json=infer_body(input_name, array, datatype))
+            old = client.post(
+                f"/v2/models/{name}/versions/{builtin_version(name)}/infer",
+                json=infer_body(input_name, array, datatype),
+            )
             assert old.status_code == 200 and old.json()["model_version"] == str(builtin_version(name))
 
 
 def test_train_register_load_promote_rollback_from_the_cli(served, tmp_path: Path) -> None:
     url = ["--url", served.url, "--key", served.admin_key]
-    before = sorted(int(p.name) for p in (served.repo / "gesture").iterdir() if p.name.isdigit()) \
-        if (served.repo / "gesture").exists() else []
-    result = cli("train", "gesture", "--limit", "200", "--epochs", "2", "--out", str(tmp_path / "run"),
-                 "--register", str(served.repo), *url)
+    before = (
+        sorted(int(p.name) for p in (served.repo / "gesture").iterdir() if p.name.isdigit())
+        if (served.repo / "gesture").exists()
+        else []
+    )
+    result = cli(
+        "train",
+        "gesture",
+        "--limit",
+        "200",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        "--register",
+        str(served.repo),
+        *url,
+    )
     newest = str(max([*before, builtin_version("gesture")]) + 1)
     assert f"registered gesture version {newest}" in result.stderr.replace("\n", " ")
     assert f"v{newest} READY" in result.stderr.replace("\n", " ")
     landmarks = infer_body("landmarks", np.zeros((1, 21, 2)))
     with served.client() as client:
+
         def serving() -> str:
             return client.post("/v2/models/gesture/infer", json=landmarks).json()["model_version"]
 
@@ -89,7 +108,9 @@ def test_train_register_load_promote_rollback_from_the_cli(served, tmp_path: Pat
         assert serving() == newest
         assert f"default version {older}" in cli("models", "rollback", "gesture", *url).stdout  # none promoted: older
         assert serving() == older
-        assert client.post(f"/v2/models/gesture/versions/{newest}/infer", json=landmarks).json()["model_version"] == newest
+        assert (
+            client.post(f"/v2/models/gesture/versions/{newest}/infer", json=landmarks).json()["model_version"] == newest
+        )
         missing = cli("models", "promote", "gesture", "99", *url, check=False)
         assert missing.returncode == 2 and "has no version '99'" in missing.stderr
     # the choice is a file in the data directory, read again at start-up

@@ -46,16 +46,19 @@ def test_nested_json_data_is_flattened() -> None:
     assert oip_codec.decode_inputs(document, memoryview(b""))["x"].tolist() == [[1, 2], [3, 4]]
 
 
-@pytest.mark.parametrize("tensor, words", [
-    ({"name": "x", "shape": [2], "datatype": "INT32", "data": [1, 2.5]}, "whole numbers"),
-    ({"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}, "do not fit INT8"),
-    ({"name": "x", "shape": [1], "datatype": "BOOL", "data": [1]}, "true or false"),
-    ({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1.0]}, "non-negative integers"),
-    ({"name": "x", "shape": [10**12], "datatype": "FP32", "data": [[1.0], [2.0]]}, "needs 1000000000000 elements"),
-    ({"name": "x", "shape": [1], "datatype": "BYTES", "data": [5]}, "must be strings"),
-    ({"name": "x", "shape": [1], "datatype": "FP32"}, "neither 'data' nor"),
-    ({"shape": [1], "datatype": "FP32", "data": [1]}, "needs a 'name'"),
-])
+@pytest.mark.parametrize(
+    "tensor, words",
+    [
+        ({"name": "x", "shape": [2], "datatype": "INT32", "data": [1, 2.5]}, "whole numbers"),
+        ({"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}, "do not fit INT8"),
+        ({"name": "x", "shape": [1], "datatype": "BOOL", "data": [1]}, "true or false"),
+        ({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1.0]}, "non-negative integers"),
+        ({"name": "x", "shape": [10**12], "datatype": "FP32", "data": [[1.0], [2.0]]}, "needs 1000000000000 elements"),
+        ({"name": "x", "shape": [1], "datatype": "BYTES", "data": [5]}, "must be strings"),
+        ({"name": "x", "shape": [1], "datatype": "FP32"}, "neither 'data' nor"),
+        ({"shape": [1], "datatype": "FP32", "data": [1]}, "needs a 'name'"),
+    ],
+)
 def test_bad_tensors(tensor: dict, words: str) -> None:
     with pytest.raises(BadRequest, match=words):
         oip_codec.decode_inputs({"inputs": [tensor]}, memoryview(b""))

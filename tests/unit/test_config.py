@@ -16,18 +16,21 @@ max_batch_size = 8
 """
 
 
-@pytest.mark.parametrize("toml, field, words", [
-    ("runtime = 'tensorflow'", "runtime", "'onnx', 'torchscript', 'python' or 'gguf'"),
-    (GOOD + "max_batchsize = 3", "max_batchsize", "not a model.toml field"),
-    (GOOD.replace('"FP32"', '"FLOAT32"'), "outputs.0.datatype", "'FLOAT32' is not a datatype"),
-    (GOOD.replace("[-1, 384]", "[384]"), "(model)", "first dimension is the batch dimension"),
-    (GOOD.replace("[-1, 384]", "[-1, 0]"), "outputs.0.shape", "neither positive nor -1"),
-    ("runtime = 'python'", "(model)", "needs entrypoint"),
-    ("runtime = 'onnx'", "file", "does not exist"),
-    ("runtime = = 'onnx'", "(syntax)", "not valid TOML"),
-    (GOOD + "name = 'other'", "name", "directory says 'm'"),
-    (GOOD + "max_queue_delay_ms = -1", "max_queue_delay_ms", "greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    "toml, field, words",
+    [
+        ("runtime = 'tensorflow'", "runtime", "'onnx', 'torchscript', 'python' or 'gguf'"),
+        (GOOD + "max_batchsize = 3", "max_batchsize", "not a model.toml field"),
+        (GOOD.replace('"FP32"', '"FLOAT32"'), "outputs.0.datatype", "'FLOAT32' is not a datatype"),
+        (GOOD.replace("[-1, 384]", "[384]"), "(model)", "first dimension is the batch dimension"),
+        (GOOD.replace("[-1, 384]", "[-1, 0]"), "outputs.0.shape", "neither positive nor -1"),
+        ("runtime = 'python'", "(model)", "needs entrypoint"),
+        ("runtime = 'onnx'", "file", "does not exist"),
+        ("runtime = = 'onnx'", "(syntax)", "not valid TOML"),
+        (GOOD + "name = 'other'", "name", "directory says 'm'"),
+        (GOOD + "max_queue_delay_ms = -1", "max_queue_delay_ms", "greater than or equal to 0"),
+    ],
+)
 def test_mistakes_are_named(tmp_path, toml: str, field: str, words: str) -> None:
     write_model(tmp_path, "m", "1", toml)
     scan = scan_directory(tmp_path)

@@ -20,10 +20,15 @@ EXPECTED = {"deadline": 408, "superseded": 409, "unavailable": 503, "bad_input":
 
 
 def config(isolation: str) -> ModelConfig:
-    return ModelConfig(name=f"failing-{isolation}", runtime="python", entrypoint="failing.py:Failing",
-                       directory=str(MODELS), isolation=isolation,
-                       inputs=[{"name": "x", "datatype": "FP32", "shape": [1]}],
-                       outputs=[{"name": "y", "datatype": "FP32", "shape": [1]}])
+    return ModelConfig(
+        name=f"failing-{isolation}",
+        runtime="python",
+        entrypoint="failing.py:Failing",
+        directory=str(MODELS),
+        isolation=isolation,
+        inputs=[{"name": "x", "datatype": "FP32", "shape": [1]}],
+        outputs=[{"name": "y", "datatype": "FP32", "shape": [1]}],
+    )
 
 
 def outcomes() -> dict[str, dict[str, tuple[int, str, str | None]]]:
@@ -38,13 +43,17 @@ def outcomes() -> dict[str, dict[str, tuple[int, str, str | None]]]:
             for isolation in ISOLATIONS:
                 seen[isolation] = {}
                 for kind in ERRORS:
-                    request = InferenceRequest(f"failing-{isolation}", {"x": np.ones(1, np.float32)},
-                                               parameters={"fail": kind})
+                    request = InferenceRequest(
+                        f"failing-{isolation}", {"x": np.ones(1, np.float32)}, parameters={"fail": kind}
+                    )
                     with pytest.raises(XRServeError) as caught:
                         await scheduler.submit(request)
                     error = caught.value
-                    seen[isolation][kind] = (error.status_code, error.message.replace(isolation, "ISOLATION"),
-                                             error.headers.get("Retry-After"))
+                    seen[isolation][kind] = (
+                        error.status_code,
+                        error.message.replace(isolation, "ISOLATION"),
+                        error.headers.get("Retry-After"),
+                    )
                 answer = await scheduler.submit(InferenceRequest(f"failing-{isolation}", {"x": np.ones(1, np.float32)}))
                 assert answer.outputs["y"].tolist() == [2.0]  # the model still serves after each failure
             return seen

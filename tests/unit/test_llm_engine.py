@@ -120,8 +120,16 @@ def test_greedy_is_deterministic_alone_and_beside_other_streams(engine):
     assert alone.text.strip()
     assert again.text == alone.text
 
-    others = [start(engine, chat(engine, f"Write a long story about a cat named {name}."),
-                    max_tokens=64, temperature=0.8, seed=i) for i, name in enumerate(["Tom", "Kit", "Max"])]
+    others = [
+        start(
+            engine,
+            chat(engine, f"Write a long story about a cat named {name}."),
+            max_tokens=64,
+            temperature=0.8,
+            seed=i,
+        )
+        for i, name in enumerate(["Tom", "Kit", "Max"])
+    ]
     for other in others:
         assert other.has_delta.wait(30)
     beside = run(engine, prompt, max_tokens=24, temperature=0)
@@ -147,8 +155,10 @@ def test_seeded_sampling_is_reproducible(engine):
 
 def test_eight_concurrent_sequences_finish_with_correct_counts(engine):
     topics = ["the sea", "a mountain", "the moon", "a forest", "a city", "the desert", "a river", "the sky"]
-    streams = [start(engine, chat(engine, f"Write a long poem about {topic}."), max_tokens=24,
-                     temperature=0.7, seed=7) for topic in topics]
+    streams = [
+        start(engine, chat(engine, f"Write a long poem about {topic}."), max_tokens=24, temperature=0.7, seed=7)
+        for topic in topics
+    ]
     for stream in streams:
         stream.wait()
     first_done = min(s.times_of("done")[0] for s in streams)
@@ -161,8 +171,10 @@ def test_eight_concurrent_sequences_finish_with_correct_counts(engine):
 
 
 def test_newcomer_joins_while_others_keep_streaming(engine):
-    runners = [start(engine, chat(engine, f"Tell me a long story about a {animal}."), max_tokens=64, temperature=0)
-               for animal in ["dog", "horse", "bird"]]
+    runners = [
+        start(engine, chat(engine, f"Tell me a long story about a {animal}."), max_tokens=64, temperature=0)
+        for animal in ["dog", "horse", "bird"]
+    ]
     for runner in runners:
         assert runner.has_delta.wait(30)
     notes = " ".join(f"note {i}: the weather was mild." for i in range(20))
@@ -215,14 +227,17 @@ def test_too_long_prompt_is_refused_with_the_numbers(engine):
     assert engine.active() == 0
 
 
-@pytest.mark.parametrize("params, words", [
-    (dict(prompt=""), "prompt is empty"),
-    (dict(max_tokens=0), "max_tokens"),
-    (dict(temperature=-1), "temperature"),
-    (dict(top_p=0), "top_p"),
-    (dict(stop=[""]), "stop"),
-    (dict(grammar="root ::= nonsense"), "grammar"),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        (dict(prompt=""), "prompt is empty"),
+        (dict(max_tokens=0), "max_tokens"),
+        (dict(temperature=-1), "temperature"),
+        (dict(top_p=0), "top_p"),
+        (dict(stop=[""]), "stop"),
+        (dict(grammar="root ::= nonsense"), "grammar"),
+    ],
+)
 def test_invalid_requests_fail_at_submit(engine, params, words):
     fields = dict(prompt="Hello", max_tokens=8) | params
     with pytest.raises(EngineError, match=words):
@@ -238,7 +253,7 @@ def test_stop_string_ends_generation_before_it(engine):
     stopped = run(engine, prompt, max_tokens=32, temperature=0, stop=[stop, "never-appears-xyz"])
     assert_well_formed(stopped)
     assert stopped.last.finish_reason == "stop"
-    assert stopped.text == full[:full.index(stop)]
+    assert stopped.text == full[: full.index(stop)]
     assert stop not in stopped.text
 
 
@@ -261,8 +276,11 @@ def test_stop_strings_are_matched_across_deltas():
 
 
 def test_json_schema_grammar_constrains_the_output(engine):
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-              "required": ["name", "age"]}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
     prompt = chat(engine, "Alice is 30 years old. Give her name and age as JSON.")
     answer = run(engine, prompt, max_tokens=64, temperature=0, grammar=json_schema_grammar(schema))
     assert_well_formed(answer)

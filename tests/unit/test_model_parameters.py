@@ -19,8 +19,23 @@ from xrserve.models.vision.ocr import OCR
 from xrserve.models.vision.pose import Pose
 from xrserve.models.vision.segmentation import Segmentation
 
-BUILTINS = [WhisperTinyEn, SmolLM2, LlamaModel, MiniLM, GestureClassifier, TerrainGAN, TerrainVAE, PiperJoe,
-            SileroVad, Face, Hands, Markers, OCR, Pose, Segmentation]
+BUILTINS = [
+    WhisperTinyEn,
+    SmolLM2,
+    LlamaModel,
+    MiniLM,
+    GestureClassifier,
+    TerrainGAN,
+    TerrainVAE,
+    PiperJoe,
+    SileroVad,
+    Face,
+    Hands,
+    Markers,
+    OCR,
+    Pose,
+    Segmentation,
+]
 
 
 def check(model: type, parameters: dict) -> dict:
@@ -42,15 +57,24 @@ def test_every_builtin_declares_its_parameters_and_refuses_unknown_ones(model: t
         assert field.description, f"{model.__name__}.Parameters.{name} has no description"
 
 
-@pytest.mark.parametrize("parameters, words", [
-    ({"max_hands": 7}, "1 or 2"), ({"max_hands": 0}, "1 or 2"), ({"max_hands": "abc"}, "1 or 2"),
-    ({"complexity": 5}, "0 or 1"), ({"tiles": "yes"}, "boolean"),
-])
+@pytest.mark.parametrize(
+    "parameters, words",
+    [
+        ({"max_hands": 7}, "1 or 2"),
+        ({"max_hands": 0}, "1 or 2"),
+        ({"max_hands": "abc"}, "1 or 2"),
+        ({"complexity": 5}, "0 or 1"),
+        ({"tiles": "yes"}, "boolean"),
+    ],
+)
 def test_hands_parameters(parameters: dict, words: str) -> None:
     message = refusal(Hands, parameters)
     assert next(iter(parameters)) in message and words in message
-    assert check(Hands, {"max_hands": 1, "complexity": 0, "tiles": False}) == {"max_hands": 1, "complexity": 0,
-                                                                                "tiles": False}
+    assert check(Hands, {"max_hands": 1, "complexity": 0, "tiles": False}) == {
+        "max_hands": 1,
+        "complexity": 0,
+        "tiles": False,
+    }
 
 
 def test_markers_parameters() -> None:
@@ -75,8 +99,16 @@ def test_voice_parameters() -> None:
 
 
 def test_llm_parameters() -> None:
-    good = {"input_format": "chat", "max_tokens": 8, "temperature": 0, "top_p": 0.9, "top_k": 0, "seed": 1,
-            "stop": ["\n"], "response_format": {"type": "json_schema", "schema": {"type": "object"}}}
+    good = {
+        "input_format": "chat",
+        "max_tokens": 8,
+        "temperature": 0,
+        "top_p": 0.9,
+        "top_k": 0,
+        "seed": 1,
+        "stop": ["\n"],
+        "response_format": {"type": "json_schema", "schema": {"type": "object"}},
+    }
     assert check(SmolLM2, good) == good
     assert check(SmolLM2, {"stop": "END"}) == {"stop": "END"}
     assert "greater than or equal to 1" in refusal(SmolLM2, {"max_tokens": 0})

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import MODELS, run_scheduler as run
+from tests.conftest import MODELS
+from tests.conftest import run_scheduler as run
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import BadRequest, DeadlineExceeded, NotFound, Unavailable
 from xrserve.core.request import InferenceRequest
@@ -18,11 +19,19 @@ from xrserve.core.scheduler import Scheduler
 
 def sleepy(**overrides) -> ModelConfig:
     fields = dict(
-        name="sleepy", runtime="python", entrypoint="sleepy.py:Sleepy", isolation="thread",
-        directory=str(MODELS), max_batch_size=8, max_queue_delay_ms=20, parameters={"sleep_ms": 30},
+        name="sleepy",
+        runtime="python",
+        entrypoint="sleepy.py:Sleepy",
+        isolation="thread",
+        directory=str(MODELS),
+        max_batch_size=8,
+        max_queue_delay_ms=20,
+        parameters={"sleep_ms": 30},
         inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
-        outputs=[{"name": "y", "datatype": "FP32", "shape": [-1, 4]},
-                 {"name": "batch", "datatype": "INT32", "shape": [-1]}],
+        outputs=[
+            {"name": "y", "datatype": "FP32", "shape": [-1, 4]},
+            {"name": "batch", "datatype": "INT32", "shape": [-1]},
+        ],
     )
     fields.update(overrides)
     return ModelConfig(**fields)
@@ -30,8 +39,6 @@ def sleepy(**overrides) -> ModelConfig:
 
 def request(value: float = 0.0, rows: int = 1, **fields) -> InferenceRequest:
     return InferenceRequest("sleepy", {"x": np.full((rows, 4), value, np.float32)}, **fields)
-
-
 
 
 def test_batches_respect_max_batch_size_and_split_rows() -> None:
@@ -103,7 +110,10 @@ def test_queue_bound_and_validation() -> None:
 
 def test_process_isolation_survives_a_crash() -> None:
     config = ModelConfig(
-        name="crashy", runtime="python", entrypoint="crashy.py:Crashy", directory=str(MODELS),
+        name="crashy",
+        runtime="python",
+        entrypoint="crashy.py:Crashy",
+        directory=str(MODELS),
         inputs=[{"name": "x", "datatype": "FP32", "shape": [1]}],
         outputs=[{"name": "y", "datatype": "FP32", "shape": [1]}],
     )
@@ -130,8 +140,13 @@ def test_inline_isolation_computes_on_the_loop() -> None:
 @pytest.mark.parametrize("isolation", ["process", "thread"])
 def test_nice_lowers_only_a_worker_process(isolation: str) -> None:
     config = ModelConfig(
-        name="niceness", runtime="python", entrypoint="niceness.py:Niceness", directory=str(MODELS), nice=7,
-        isolation=isolation, inputs=[{"name": "x", "datatype": "FP32", "shape": [1]}],
+        name="niceness",
+        runtime="python",
+        entrypoint="niceness.py:Niceness",
+        directory=str(MODELS),
+        nice=7,
+        isolation=isolation,
+        inputs=[{"name": "x", "datatype": "FP32", "shape": [1]}],
         outputs=[{"name": "nice", "datatype": "INT32", "shape": [1]}],
     )
 

@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests.conftest import MODELS, run_scheduler as run
+from tests.conftest import MODELS
+from tests.conftest import run_scheduler as run
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import BadRequest, Unavailable
 from xrserve.core.request import InferenceRequest
@@ -16,17 +17,22 @@ from xrserve.core.scheduler import Scheduler
 
 def streamer(isolation: str = "thread", **overrides) -> ModelConfig:
     return ModelConfig(
-        name="streamer", runtime="python", entrypoint="streamer.py:Streamer", directory=str(MODELS),
-        isolation=isolation, streaming=True, max_streams=2, parameters={"tick_ms": 10},
+        name="streamer",
+        runtime="python",
+        entrypoint="streamer.py:Streamer",
+        directory=str(MODELS),
+        isolation=isolation,
+        streaming=True,
+        max_streams=2,
+        parameters={"tick_ms": 10},
         inputs=[{"name": "text_input", "datatype": "BYTES", "shape": [1]}],
-        outputs=[{"name": "text_output", "datatype": "BYTES", "shape": [1]}], **overrides,
+        outputs=[{"name": "text_output", "datatype": "BYTES", "shape": [1]}],
+        **overrides,
     )
 
 
 def ask(text: str) -> InferenceRequest:
     return InferenceRequest("streamer", {"text_input": np.array([text.encode()], dtype=object)})
-
-
 
 
 async def drain(stream) -> str:

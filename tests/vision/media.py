@@ -27,6 +27,7 @@ def hand_photos() -> list[Path]:
 
 def rotation(x_deg: float, y_deg: float) -> np.ndarray:
     """A marker facing the camera (turned 180 degrees about x), then tilted about y and x."""
+
     def rx(a: float) -> np.ndarray:
         c, s = math.cos(a), math.sin(a)
         return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
@@ -46,8 +47,9 @@ def render_marker(marker_id: int, rot: np.ndarray, translation: np.ndarray) -> b
     corners = np.array([[-half, half, 0], [half, half, 0], [half, -half, 0], [-half, -half, 0]])
     camera = (rot @ corners.T).T + translation
     k = INTRINSICS
-    pixels = np.stack([k["fx"] * camera[:, 0] / camera[:, 2] + k["cx"],
-                       k["fy"] * camera[:, 1] / camera[:, 2] + k["cy"]], axis=1).astype(np.float32)
+    pixels = np.stack(
+        [k["fx"] * camera[:, 0] / camera[:, 2] + k["cx"], k["fy"] * camera[:, 1] / camera[:, 2] + k["cy"]], axis=1
+    ).astype(np.float32)
     source = np.array([[0, 0], [side, 0], [side, side], [0, side]], np.float32)
     warp = cv2.getPerspectiveTransform(source, pixels)
     canvas = cv2.warpPerspective(marker, warp, (640, 480), flags=cv2.INTER_AREA, borderValue=255)
@@ -62,11 +64,14 @@ def render_text(text: str) -> bytes:
 
 def huge_png_header(width: int = 20000, height: int = 20000) -> bytes:
     """A valid PNG header announcing a giant image, with almost no pixel data behind it."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def corrupt_jpeg() -> bytes:

@@ -30,8 +30,9 @@ def test_sixty_frames_at_30_fps_are_each_answered_or_reported_skipped_in_order(s
         answered: list[int] = []
         skipped: list[int] = []
         while len(answered) + len(skipped) < 60:
-            message = session.wait(lambda m: isinstance(m, dict) and m.get("type") in ("result", "skipped", "error"),
-                                   timeout=60)
+            message = session.wait(
+                lambda m: isinstance(m, dict) and m.get("type") in ("result", "skipped", "error"), timeout=60
+            )
             assert message["type"] != "error", message
             assert message["stream"] == "cam"
             assert message["capture_ms"] == sent[message["sequence"]]  # tagged with its own frame
@@ -57,8 +58,14 @@ def test_results_carry_landmarks_and_tracking_follows_the_hand(server: Server) -
         for sequence in range(4):  # generous budget, one at a time: every frame is answered
             session.send_binary(channel, sequence, photo)
             hands.append(session.wait_type("result", model="hands", sequence=sequence))
-            session.wait(lambda m: isinstance(m, dict) and m.get("sequence") == sequence
-                         and m.get("model") == "face" or m.get("models") == ["face"])
+            session.wait(
+                lambda m, sequence=sequence: (
+                    isinstance(m, dict)
+                    and m.get("sequence") == sequence
+                    and m.get("model") == "face"
+                    or m.get("models") == ["face"]
+                )
+            )
     first = hands[0]["result"]["hands"]
     assert len(first) == 1 and len(first[0]["landmarks"]) == 21
     for later in hands[1:]:  # tracked from the previous frame's region: the same hand, the same place
@@ -74,8 +81,9 @@ def test_frames_are_skipped_while_the_hand_search_runs_instead_of_starting_anoth
             session.send_binary(channel, sequence, empty)
         outcomes: dict[int, str] = {}
         while len(outcomes) < 8:
-            message = session.wait(lambda m: isinstance(m, dict) and m.get("type") in ("result", "skipped", "error"),
-                                   timeout=60)
+            message = session.wait(
+                lambda m: isinstance(m, dict) and m.get("type") in ("result", "skipped", "error"), timeout=60
+            )
             assert message["type"] != "error", message
             assert message["sequence"] not in outcomes  # each frame accounted for once
             outcomes[message["sequence"]] = message["type"] if message["type"] == "result" else message["reason"]
@@ -84,11 +92,14 @@ def test_frames_are_skipped_while_the_hand_search_runs_instead_of_starting_anoth
     assert searching, outcomes  # not seven detector runs competing for two cores
 
 
-@pytest.mark.parametrize("payload, status, words", [
-    (media.corrupt_jpeg(), 400, "not a readable"),
-    (b"", 400, "empty"),
-    (media.huge_png_header(), 413, "20000x20000"),
-])
+@pytest.mark.parametrize(
+    "payload, status, words",
+    [
+        (media.corrupt_jpeg(), 400, "not a readable"),
+        (b"", 400, "empty"),
+        (media.huge_png_header(), 413, "20000x20000"),
+    ],
+)
 def test_bad_frames_get_an_error_and_the_session_stays_usable(server: Server, payload, status, words) -> None:
     with SessionClient(server.url, server.admin_key) as session:
         channel = session.open("cam", "camera", models=["hands"], budget_ms=5000)["channel"]
@@ -108,20 +119,35 @@ def test_bad_frames_get_an_error_and_the_session_stays_usable(server: Server, pa
 
 def test_open_options_are_checked(server: Server) -> None:
     with SessionClient(server.url, server.admin_key) as session:
-        for options, words in [({"models": ["ocr"]}, "/v1/vision/ocr"), ({"models": []}, "'models'"),
-                               ({"models": ["hands"], "budget_ms": 0}, "budget_ms"),
-                               ({"models": ["hands"], "max_hands": 3}, "max_hands")]:
+        for options, words in [
+            ({"models": ["ocr"]}, "/v1/vision/ocr"),
+            ({"models": []}, "'models'"),
+            ({"models": ["hands"], "budget_ms": 0}, "budget_ms"),
+            ({"models": ["hands"], "max_hands": 3}, "max_hands"),
+        ]:
             session.send({"type": "open", "stream": "cam", "kind": "camera", **options})
             error = session.wait_type("error")
             assert error["status"] == 400 and words in error["message"], (options, error)
 
 
 def test_gestures_option(server: Server) -> None:
-    gesture_loaded = httpx.get(f"{server.url}/v2/models/gesture/ready",
-                               headers={"Authorization": f"Bearer {server.admin_key}"}).status_code == 200
+    gesture_loaded = (
+        httpx.get(
+            f"{server.url}/v2/models/gesture/ready", headers={"Authorization": f"Bearer {server.admin_key}"}
+        ).status_code
+        == 200
+    )
     with SessionClient(server.url, server.admin_key) as session:
-        session.send({"type": "open", "stream": "cam", "kind": "camera", "models": ["hands"], "gestures": True,
-                      "budget_ms": 5000})
+        session.send(
+            {
+                "type": "open",
+                "stream": "cam",
+                "kind": "camera",
+                "models": ["hands"],
+                "gestures": True,
+                "budget_ms": 5000,
+            }
+        )
         reply = session.wait(lambda m: isinstance(m, dict) and m.get("type") in ("opened", "error"))
         if not gesture_loaded:
             assert reply["type"] == "error" and "model gesture is not loaded" in reply["message"]

@@ -17,17 +17,31 @@ from xrserve.core.scheduler import Scheduler
 
 def sleepy(sleep_ms: int = 40, max_batch_size: int = 1) -> ModelConfig:
     return ModelConfig(
-        name="sleepy", runtime="python", entrypoint="sleepy.py:Sleepy", isolation="thread", directory=str(MODELS),
-        max_batch_size=max_batch_size, parameters={"sleep_ms": sleep_ms},
+        name="sleepy",
+        runtime="python",
+        entrypoint="sleepy.py:Sleepy",
+        isolation="thread",
+        directory=str(MODELS),
+        max_batch_size=max_batch_size,
+        parameters={"sleep_ms": sleep_ms},
         inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
-        outputs=[{"name": "y", "datatype": "FP32", "shape": [-1, 4]},
-                 {"name": "batch", "datatype": "INT32", "shape": [-1]}])
+        outputs=[
+            {"name": "y", "datatype": "FP32", "shape": [-1, 4]},
+            {"name": "batch", "datatype": "INT32", "shape": [-1]},
+        ],
+    )
 
 
 def frame(session: str, sequence: int, budget_s: float = 1.0) -> InferenceRequest:
-    return InferenceRequest("sleepy", {"x": np.full((1, 4), sequence, np.float32)}, session=session,
-                            frame_key=f"{session}/cam/sleepy", deadline=time.monotonic() + budget_s,
-                            priority=Priority.INTERACTIVE, id=f"{session}:{sequence}")
+    return InferenceRequest(
+        "sleepy",
+        {"x": np.full((1, 4), sequence, np.float32)},
+        session=session,
+        frame_key=f"{session}/cam/sleepy",
+        deadline=time.monotonic() + budget_s,
+        priority=Priority.INTERACTIVE,
+        id=f"{session}:{sequence}",
+    )
 
 
 def run(policy: str, config: ModelConfig, scenario):
@@ -94,6 +108,7 @@ def test_a_frame_past_its_deadline_is_never_computed() -> None:
 @pytest.mark.parametrize("policy", ["deadline", "fifo"])
 def test_overloaded_sessions_get_fair_shares(policy: str) -> None:
     """Three sessions send frames faster than the model serves them; one sends three times as fast."""
+
     async def scenario(s: Scheduler):
         served = {"a": 0, "b": 0, "greedy": 0}
 

@@ -15,19 +15,30 @@ import pytest
 from tests.conftest import Server
 from tests.vision import media
 
-BAD_HANDS = [({"max_hands": 7}, "max_hands", "1 or 2"), ({"max_hands": 0}, "max_hands", "1 or 2"),
-             ({"max_hands": "abc"}, "max_hands", "1 or 2"), ({"complexity": 5}, "complexity", "0 or 1"),
-             ({"tiles": "sometimes"}, "tiles", "boolean"), ({"max_hand": 1}, "max_hand", "not a parameter")]
+BAD_HANDS = [
+    ({"max_hands": 7}, "max_hands", "1 or 2"),
+    ({"max_hands": 0}, "max_hands", "1 or 2"),
+    ({"max_hands": "abc"}, "max_hands", "1 or 2"),
+    ({"complexity": 5}, "complexity", "0 or 1"),
+    ({"tiles": "sometimes"}, "tiles", "boolean"),
+    ({"max_hand": 1}, "max_hand", "not a parameter"),
+]
 
 
 def oip_infer(client, photo: bytes, parameters: dict):
     """POST /v2/models/hands/infer with the photo as a BYTES tensor in the binary extension."""
     tensor = len(photo).to_bytes(4, "little") + photo
-    header = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": len(tensor)}}],
-                         "parameters": parameters}).encode()
-    return client.post("/v2/models/hands/infer", content=header + tensor,
-                       headers={"Inference-Header-Content-Length": str(len(header))})
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(tensor)}}
+            ],
+            "parameters": parameters,
+        }
+    ).encode()
+    return client.post(
+        "/v2/models/hands/infer", content=header + tensor, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +47,16 @@ def photo() -> bytes:
 
 
 @pytest.mark.parametrize("parameters, name, allowed", BAD_HANDS)
-def test_bad_hands_parameters_are_400_on_every_door(server: Server, photo: bytes, parameters: dict, name: str,
-                                                    allowed: str) -> None:
+def test_bad_hands_parameters_are_400_on_every_door(
+    server: Server, photo: bytes, parameters: dict, name: str, allowed: str
+) -> None:
     with server.client() as client:
         query = "&".join(f"{k}={v}" for k, v in parameters.items())
         answers = {
             "query": client.post(f"/v1/vision/hands?{query}", content=photo, headers={"Content-Type": "image/jpeg"}),
-            "form": client.post("/v1/vision/hands", files={"image": ("hand.jpg", photo)},
-                                data={"parameters": json.dumps(parameters)}),
+            "form": client.post(
+                "/v1/vision/hands", files={"image": ("hand.jpg", photo)}, data={"parameters": json.dumps(parameters)}
+            ),
         }
         for door, answer in answers.items():
             assert answer.status_code == 400, (door, answer.text)
@@ -57,8 +70,11 @@ def test_bad_hands_parameters_are_400_on_every_door(server: Server, photo: bytes
 
 def test_good_hands_parameters_still_work(server: Server, photo: bytes) -> None:
     with server.client() as client:
-        lite = client.post("/v1/vision/hands?max_hands=1&complexity=0&tiles=false", content=photo,
-                           headers={"Content-Type": "image/jpeg"})
+        lite = client.post(
+            "/v1/vision/hands?max_hands=1&complexity=0&tiles=false",
+            content=photo,
+            headers={"Content-Type": "image/jpeg"},
+        )
         assert lite.status_code == 200, lite.text
         assert len(lite.json()["hands"]) == 1
         oip = oip_infer(client, photo, {"max_hands": 1, "complexity": 0})
@@ -70,8 +86,11 @@ def test_good_hands_parameters_still_work(server: Server, photo: bytes) -> None:
 def test_markers_parameters_are_checked(server: Server) -> None:
     image = media.render_marker(3, media.rotation(0, 0), np.array([0, 0, 0.5]))
     with server.client() as client:
-        unknown = client.post("/v1/vision/markers", files={"image": ("m.png", image)},
-                              data={"parameters": json.dumps({"dictionary": "5x5_7"})})
+        unknown = client.post(
+            "/v1/vision/markers",
+            files={"image": ("m.png", image)},
+            data={"parameters": json.dumps({"dictionary": "5x5_7"})},
+        )
         assert unknown.status_code == 400 and "4x4_50" in unknown.json()["error"]["message"]
         negative = client.post("/v1/vision/markers?marker_length_m=-0.05", files={"image": ("m.png", image)})
         assert negative.status_code == 400 and "marker_length_m" in negative.json()["error"]["message"]

@@ -123,11 +123,14 @@ def test_ocr_reads_a_rendered_sentence(server: Server) -> None:
     assert "meetmeattheblue" in text and "noon" in text
 
 
-@pytest.mark.parametrize("data, status, words", [
-    (media.corrupt_jpeg(), 400, "not a readable"),
-    (media.truncated_jpeg(), 400, "truncated"),
-    (media.huge_png_header(), 413, "20000x20000"),
-])
+@pytest.mark.parametrize(
+    "data, status, words",
+    [
+        (media.corrupt_jpeg(), 400, "not a readable"),
+        (media.truncated_jpeg(), 400, "truncated"),
+        (media.huge_png_header(), 413, "20000x20000"),
+    ],
+)
 def test_bad_images_get_a_clear_error_on_every_door(server: Server, data: bytes, status: int, words: str) -> None:
     answer = vision(server, "hands", data)
     assert answer.status_code == status
@@ -136,8 +139,9 @@ def test_bad_images_get_a_clear_error_on_every_door(server: Server, data: bytes,
         header = b'{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":%d}}]}'
         tensor = len(data).to_bytes(4, "little") + data
         body = header % len(tensor)
-        oip = client.post("/v2/models/hands/infer", content=body + tensor,
-                          headers={"Inference-Header-Content-Length": str(len(body))})
+        oip = client.post(
+            "/v2/models/hands/infer", content=body + tensor, headers={"Inference-Header-Content-Length": str(len(body))}
+        )
     assert oip.status_code == status, oip.text
     assert words in oip.json()["error"]
 
@@ -152,8 +156,9 @@ def test_empty_body_and_wrong_requests(server: Server) -> None:
         assert not_vision.status_code == 400 and "does not take an image" in not_vision.json()["error"]["message"]
         unknown = client.post("/v1/vision/nope", content=b"x", headers={"Content-Type": "image/jpeg"})
         assert unknown.status_code == 404
-        raw = client.post("/v1/vision/hands", content=media.hand_photos()[0].read_bytes(),
-                          headers={"Content-Type": "image/jpeg"})
+        raw = client.post(
+            "/v1/vision/hands", content=media.hand_photos()[0].read_bytes(), headers={"Content-Type": "image/jpeg"}
+        )
         assert raw.status_code == 200 and len(raw.json()["hands"]) == 1
 
 

@@ -32,8 +32,15 @@ def export_mean_colour(path: Path) -> None:
         def forward(self, picture: torch.Tensor) -> torch.Tensor:
             return picture.mean(dim=(2, 3))
 
-    torch.onnx.export(MeanColour().eval(), (torch.rand(1, 3, 32, 32),), str(path), input_names=["picture"],
-                      output_names=["mean_rgb"], dynamic_axes={"picture": {0: "n"}, "mean_rgb": {0: "n"}}, dynamo=False)
+    torch.onnx.export(
+        MeanColour().eval(),
+        (torch.rand(1, 3, 32, 32),),
+        str(path),
+        input_names=["picture"],
+        output_names=["mean_rgb"],
+        dynamic_axes={"picture": {0: "n"}, "mean_rgb": {0: "n"}},
+        dynamo=False,
+    )
 
 
 def solid_png(rgb: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> bytes:
@@ -77,8 +84,9 @@ def test_tritonclient_sends_the_encoded_image_as_bytes(served: Server) -> None:
 
     client = triton.InferenceServerClient(served.url.removeprefix("http://"))
     picture = triton.InferInput("picture", [2], "BYTES")
-    picture.set_data_from_numpy(np.array([solid_png((0, 255, 0)), solid_png((0, 0, 255), (16, 16))], dtype=object),
-                                binary_data=True)
+    picture.set_data_from_numpy(
+        np.array([solid_png((0, 255, 0)), solid_png((0, 0, 255), (16, 16))], dtype=object), binary_data=True
+    )
     result = client.infer("colour", [picture]).as_numpy("mean_rgb")
     assert np.allclose(result, [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], atol=1e-3)  # two sizes, both resized to 32x32
 

@@ -52,8 +52,9 @@ def espeak(tmp_path_factory: pytest.TempPathFactory):
     def speak(text: str, speed: int = 150) -> Path:
         if (text, speed) not in made:
             path = directory / f"{len(made)}.wav"
-            subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True,
-                           timeout=30)
+            subprocess.run(
+                ["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True, timeout=30
+            )
             made[(text, speed)] = path
         return made[(text, speed)]
 
@@ -65,8 +66,9 @@ def pcm16_at_16k(path: Path, *, lead_s: float = 0.3, tail_s: float = 1.5) -> byt
     from xrserve.voice.audio import decode_upload
 
     audio = decode_upload(path.read_bytes())
-    audio = np.concatenate([np.zeros(int(lead_s * 16000), np.float32), audio,
-                            np.zeros(int(tail_s * 16000), np.float32)])
+    audio = np.concatenate(
+        [np.zeros(int(lead_s * 16000), np.float32), audio, np.zeros(int(tail_s * 16000), np.float32)]
+    )
     return (audio * 32767).astype("<i2").tobytes()
 
 

@@ -34,8 +34,9 @@ class NpcClient:
     async def send_audio(self, pcm: bytes) -> float:
         for start in range(0, len(pcm), CHUNK_BYTES):
             self.sequence += 1
-            await self.ws.send(HEADER.pack(1, 0, self.channel, self.sequence, time.time() * 1000)
-                               + pcm[start:start + CHUNK_BYTES])
+            await self.ws.send(
+                HEADER.pack(1, 0, self.channel, self.sequence, time.time() * 1000) + pcm[start : start + CHUNK_BYTES]
+            )
         return time.monotonic()
 
     async def until(self, predicate, timeout: float = 240) -> object:
@@ -50,13 +51,17 @@ class NpcClient:
                 raise AssertionError(f"server error: {event}")
 
     def of(self, kind: str, **fields) -> list[dict]:
-        return [e for _, e in self.events if isinstance(e, dict) and e.get("type") == kind
-                and all(e.get(k) == v for k, v in fields.items())]
+        return [
+            e
+            for _, e in self.events
+            if isinstance(e, dict) and e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
+        ]
 
 
 async def connect(server, **options):
-    ws = await websockets.connect(f"{server.url.replace('http', 'ws')}/v1/session?key={server.admin_key}",
-                                  max_size=None)
+    ws = await websockets.connect(
+        f"{server.url.replace('http', 'ws')}/v1/session?key={server.admin_key}", max_size=None
+    )
     assert json.loads(await ws.recv())["type"] == "hello"
     await ws.send(json.dumps({"type": "open", "stream": "npc", "kind": "npc", **options}))
     opened = json.loads(await ws.recv())
@@ -69,8 +74,9 @@ def is_type(kind: str, **fields):
 
 def test_a_spoken_question_gets_a_spoken_answer_with_visemes_and_emotion(voice_server, espeak) -> None:
     async def scenario():
-        ws, opened = await connect(voice_server, persona=PERSONA, scene="A forge; swords hang on the wall.",
-                                   max_tokens=40, seed=7)
+        ws, opened = await connect(
+            voice_server, persona=PERSONA, scene="A forge; swords hang on the wall.", max_tokens=40, seed=7
+        )
         assert opened["type"] == "opened" and opened["audio_out"]["sample_rate"] == 22050
         client = NpcClient(ws, opened["channel"])
         async with ws:
@@ -117,7 +123,7 @@ def test_barge_in_stops_the_answer_and_starts_the_new_turn(voice_server, espeak)
             sent = await client.send_audio(interrupting[: CHUNK_BYTES * 6])  # 0.6 s: speech begins
             interrupted = await client.until(is_type("interrupted"))
             reaction_ms = (time.monotonic() - sent) * 1000
-            await client.send_audio(interrupting[CHUNK_BYTES * 6:])
+            await client.send_audio(interrupting[CHUNK_BYTES * 6 :])
             end = await client.until(is_type("turn_end"))
         return client, interrupted, end, reaction_ms
 
@@ -125,7 +131,7 @@ def test_barge_in_stops_the_answer_and_starts_the_new_turn(voice_server, espeak)
     print(f"\nbarge-in: 'interrupted' {reaction_ms:.0f} ms after the speech chunks were sent")
     first_turn = interrupted["turn"]
     at = next(i for i, (_, e) in enumerate(client.events) if e is interrupted)
-    later = [e for _, e in client.events[at + 1:] if isinstance(e, dict)]
+    later = [e for _, e in client.events[at + 1 :] if isinstance(e, dict)]
     assert not [e for e in later if e.get("turn") == first_turn and e["type"] in ("visemes", "delta", "turn_end")]
     assert not client.of("turn_end", turn=first_turn)  # the interrupted turn never completes
     assert end["turn"] == first_turn + 1 and {"stop", "where"} <= set(normalise(end["transcript"]))
@@ -134,8 +140,12 @@ def test_barge_in_stops_the_answer_and_starts_the_new_turn(voice_server, espeak)
 def test_bad_options_and_bad_audio_get_errors_and_the_session_lives(voice_server) -> None:
     async def scenario():
         results = {}
-        for name, options in {"sample_rate": {"sample_rate": 44100}, "end_of_turn_ms": {"end_of_turn_ms": 5},
-                              "persona": {"persona": "Bob"}, "max_tokens": {"max_tokens": 0}}.items():
+        for name, options in {
+            "sample_rate": {"sample_rate": 44100},
+            "end_of_turn_ms": {"end_of_turn_ms": 5},
+            "persona": {"persona": "Bob"},
+            "max_tokens": {"max_tokens": 0},
+        }.items():
             ws, opened = await connect(voice_server, **options)
             results[name] = opened
             await ws.close()
@@ -163,17 +173,23 @@ def test_bad_options_and_bad_audio_get_errors_and_the_session_lives(voice_server
 
 def test_npc_turn_over_rest_remembers_the_conversation(voice_server, espeak) -> None:
     with voice_server.client() as client:
-        first = client.post("/v1/npc/tavern-42/turn", files={"file": ("q.wav", espeak("My name is Alice.").read_bytes())},
-                            data={"name": "Bob", "description": "an innkeeper", "max_tokens": "30", "seed": "3"},
-                            timeout=300)
+        first = client.post(
+            "/v1/npc/tavern-42/turn",
+            files={"file": ("q.wav", espeak("My name is Alice.").read_bytes())},
+            data={"name": "Bob", "description": "an innkeeper", "max_tokens": "30", "seed": "3"},
+            timeout=300,
+        )
         assert first.status_code == 200, first.text
         body = first.json()
         assert "alice" in normalise(body["transcript"]) and body["answer"]
         audio, rate = soundfile.read(io.BytesIO(base64.b64decode(body["audio"]["base64"])))
         assert rate == 22050 and len(audio) / rate * 1000 == pytest.approx(body["audio"]["duration_ms"], abs=1)
         assert body["visemes"] and body["emotion"] in EMOTIONS
-        second = client.post("/v1/npc/tavern-42/turn", data={"text": "What is my name?", "name": "Bob",
-                                                             "max_tokens": "30", "seed": "3"}, timeout=300)
+        second = client.post(
+            "/v1/npc/tavern-42/turn",
+            data={"text": "What is my name?", "name": "Bob", "max_tokens": "30", "seed": "3"},
+            timeout=300,
+        )
         assert second.json()["turn"] == 2
         neither = client.post("/v1/npc/tavern-42/turn", data={"name": "Bob"})
         assert neither.status_code == 400 and "either" in neither.json()["error"]["message"]

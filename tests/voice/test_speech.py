@@ -17,8 +17,12 @@ TEXT = "Welcome to the old mill. The miller went to the market, but he will be b
 
 def transcribe(server, data: bytes) -> str:
     with server.client() as client:
-        response = client.post("/v1/audio/transcriptions", files={"file": ("speech.wav", data)},
-                               data={"model": "whisper-tiny-en"}, timeout=120)
+        response = client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("speech.wav", data)},
+            data={"model": "whisper-tiny-en"},
+            timeout=120,
+        )
     assert response.status_code == 200, response.text
     return response.json()["text"]
 
@@ -35,8 +39,13 @@ def test_speech_transcribed_back_gives_the_text(voice_server) -> None:
 
 def test_body_streams_sentence_by_sentence(voice_server) -> None:
     sizes = []
-    with httpx.stream("POST", f"{voice_server.url}/v1/audio/speech", json={"input": TEXT, "response_format": "pcm"},
-                      headers={"Authorization": f"Bearer {voice_server.admin_key}"}, timeout=120) as response:
+    with httpx.stream(
+        "POST",
+        f"{voice_server.url}/v1/audio/speech",
+        json={"input": TEXT, "response_format": "pcm"},
+        headers={"Authorization": f"Bearer {voice_server.admin_key}"},
+        timeout=120,
+    ) as response:
         assert response.status_code == 200 and response.headers["x-sample-rate"] == "24000"
         for chunk in response.iter_raw():
             sizes.append(len(chunk))
@@ -47,8 +56,9 @@ def test_body_streams_sentence_by_sentence(voice_server) -> None:
 def test_speed_makes_shorter_audio(voice_server) -> None:
     def seconds(speed: float) -> float:
         with voice_server.client() as client:
-            response = client.post("/v1/audio/speech", json={"input": "Hello there, traveller.", "speed": speed,
-                                                               "response_format": "pcm"})
+            response = client.post(
+                "/v1/audio/speech", json={"input": "Hello there, traveller.", "speed": speed, "response_format": "pcm"}
+            )
         assert response.status_code == 200
         return len(response.content) / 2 / 24000
 

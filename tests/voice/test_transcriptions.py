@@ -19,8 +19,12 @@ pytestmark = pytest.mark.timeout(600)
 
 def transcribe(server, data: bytes, filename: str = "audio.wav", **fields) -> httpx.Response:
     with server.client() as client:
-        return client.post("/v1/audio/transcriptions", files={"file": (filename, data)},
-                           data={"model": "whisper-tiny-en", **fields}, timeout=120)
+        return client.post(
+            "/v1/audio/transcriptions",
+            files={"file": (filename, data)},
+            data={"model": "whisper-tiny-en", **fields},
+            timeout=120,
+        )
 
 
 def test_one_two_three_with_the_openai_client(voice_server) -> None:
@@ -56,8 +60,12 @@ def test_compressed_formats_decode(voice_server, codec: str, tmp_path) -> None:
 
 
 def test_verbose_json_has_segments_and_word_times(voice_server, espeak) -> None:
-    response = transcribe(voice_server, espeak(SENTENCES[2]).read_bytes(), response_format="verbose_json",
-                          **{"timestamp_granularities[]": ["word", "segment"]})
+    response = transcribe(
+        voice_server,
+        espeak(SENTENCES[2]).read_bytes(),
+        response_format="verbose_json",
+        **{"timestamp_granularities[]": ["word", "segment"]},
+    )
     body = response.json()
     assert body["duration"] > 1 and body["segments"] and body["segments"][0]["end"] > body["segments"][0]["start"]
     words = body["words"]
@@ -106,9 +114,13 @@ def test_bad_audio_gets_clear_errors_and_the_server_lives(voice_server) -> None:
 def test_key_without_the_asr_scope_is_refused(voice_server) -> None:
     from tests.conftest import cli
 
-    key = cli("keys", "create", "--scope", "smollm2", "--name", "chat-only", "--quiet",
-              data_dir=voice_server.data_dir).stdout.strip()
+    key = cli(
+        "keys", "create", "--scope", "smollm2", "--name", "chat-only", "--quiet", data_dir=voice_server.data_dir
+    ).stdout.strip()
     with voice_server.client(key) as client:
-        response = client.post("/v1/audio/transcriptions", files={"file": ("a.wav", ONE_TWO_THREE.read_bytes())},
-                               data={"model": "whisper-tiny-en"})
+        response = client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", ONE_TWO_THREE.read_bytes())},
+            data={"model": "whisper-tiny-en"},
+        )
     assert response.status_code == 403 and "whisper-tiny-en" in response.json()["error"]["message"]

@@ -29,12 +29,31 @@ def test_bilabials_and_rhotics() -> None:
 def test_first_piece_may_end_at_a_clause_later_ones_at_sentences() -> None:
     splitter = SentenceSplitter()
     pieces = []
-    for token in ["Well,", "hello", "there", "young", "traveller,", "what", "brings", "you", "here?", "I", "am", "Bob.", "The", "mill"]:
+    for token in [
+        "Well,",
+        "hello",
+        "there",
+        "young",
+        "traveller,",
+        "what",
+        "brings",
+        "you",
+        "here?",
+        "I",
+        "am",
+        "Bob.",
+        "The",
+        "mill",
+    ]:
         pieces += splitter.feed(token + " ")
     assert pieces == ["Well, hello there young traveller,", "what brings you here?", "I am Bob."]
     assert splitter.flush() == "The mill"
     splitter = SentenceSplitter()  # no punctuation for a while: the first piece is its first six words
-    pieces = [p for word in "The old mill by the river has stood here for years. It".split() for p in splitter.feed(word + " ")]
+    pieces = [
+        p
+        for word in "The old mill by the river has stood here for years. It".split()
+        for p in splitter.feed(word + " ")
+    ]
     assert pieces == ["The old mill by the river", "has stood here for years."]
     assert split_sentences("One, two, three four five. Six!") == ["One, two, three four five.", "Six!"]
     assert len(split_sentences("word " * 200)) >= 3  # run-on text is cut

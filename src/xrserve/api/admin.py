@@ -20,8 +20,12 @@ class Conflict(XRServeError):
     status_code = 409
 
 
-@router.post("/v2/repository/index", response_model=list[RepositoryEntry], dependencies=[Depends(require_admin)],
-             summary="Every model version with its state, and why those that did not load did not")
+@router.post(
+    "/v2/repository/index",
+    response_model=list[RepositoryEntry],
+    dependencies=[Depends(require_admin)],
+    summary="Every model version with its state, and why those that did not load did not",
+)
 async def repository_index(request: Request) -> list[RepositoryEntry]:
     scheduler = request.app.state.scheduler
     entries = [
@@ -33,8 +37,12 @@ async def repository_index(request: Request) -> list[RepositoryEntry]:
     return entries
 
 
-@router.post("/v2/repository/models/{model_name}/load", response_model=list[RepositoryEntry],
-             dependencies=[Depends(require_admin)], summary="Load new versions of a model from the repository")
+@router.post(
+    "/v2/repository/models/{model_name}/load",
+    response_model=list[RepositoryEntry],
+    dependencies=[Depends(require_admin)],
+    summary="Load new versions of a model from the repository",
+)
 async def load_model(request: Request, model_name: ModelName) -> list[RepositoryEntry]:
     state = request.app.state
     await reload_model(state.scheduler, state.repository_source, state.repository, model_name)
@@ -42,13 +50,17 @@ async def load_model(request: Request, model_name: ModelName) -> list[Repository
     problems = state.repository.problems.get(model_name, [])
     if not versions and not problems:
         raise NotFound(f"the repository has no model '{model_name}'")
-    entries = [RepositoryEntry(name=model_name, version=v.version, state=v.state, reason=v.reason)
-               for v in versions.values()]
+    entries = [
+        RepositoryEntry(name=model_name, version=v.version, state=v.state, reason=v.reason) for v in versions.values()
+    ]
     return entries + [RepositoryEntry(name=model_name, state="UNAVAILABLE", reason=r) for r in problems]
 
 
-@router.post("/v2/repository/models/{model_name}/unload", dependencies=[Depends(require_admin)],
-             summary="Stop serving every version of a model")
+@router.post(
+    "/v2/repository/models/{model_name}/unload",
+    dependencies=[Depends(require_admin)],
+    summary="Stop serving every version of a model",
+)
 async def unload_model(request: Request, model_name: ModelName) -> dict[str, str]:
     scheduler = request.app.state.scheduler
     scheduler.resolve(model_name)
@@ -68,26 +80,43 @@ class Promotion(BaseModel):
 
 def _default_of(request: Request, name: str) -> DefaultVersion:
     state = request.app.state
-    return DefaultVersion(name=name, default_version=state.scheduler.resolve(name).version,
-                          promoted=list(state.promoted.history.get(name, [])))
+    return DefaultVersion(
+        name=name,
+        default_version=state.scheduler.resolve(name).version,
+        promoted=list(state.promoted.history.get(name, [])),
+    )
 
 
-@router.post("/v2/repository/models/{model_name}/promote", response_model=DefaultVersion,
-             dependencies=[Depends(require_admin)], summary="Make a version the default for requests without one")
+@router.post(
+    "/v2/repository/models/{model_name}/promote",
+    response_model=DefaultVersion,
+    dependencies=[Depends(require_admin)],
+    summary="Make a version the default for requests without one",
+)
 async def promote_model(request: Request, model_name: ModelName, body: Promotion) -> DefaultVersion:
     state = request.app.state
     chosen = state.scheduler.resolve(model_name, body.version)
     if not chosen.ready:
-        raise Unavailable(f"model '{model_name}' version {body.version} is {chosen.state}, not READY; "
-                          "load it first (POST /v2/repository/models/{name}/load)")
+        raise Unavailable(
+            f"model '{model_name}' version {body.version} is {chosen.state}, not READY; "
+            "load it first (POST /v2/repository/models/{name}/load)"
+        )
     state.promoted.promote(model_name, body.version)
     return _default_of(request, model_name)
 
 
-@router.post("/v2/repository/models/{model_name}/rollback", response_model=DefaultVersion,
-             dependencies=[Depends(require_admin)], responses={409: {"model": ErrorBody, "description": (
-                 "nothing to roll back to: no version was promoted and no older version is ready")}},
-             summary="Back to the previous default (with none promoted: the next older ready version)")
+@router.post(
+    "/v2/repository/models/{model_name}/rollback",
+    response_model=DefaultVersion,
+    dependencies=[Depends(require_admin)],
+    responses={
+        409: {
+            "model": ErrorBody,
+            "description": ("nothing to roll back to: no version was promoted and no older version is ready"),
+        }
+    },
+    summary="Back to the previous default (with none promoted: the next older ready version)",
+)
 async def rollback_model(request: Request, model_name: ModelName) -> DefaultVersion:
     state = request.app.state
     scheduler = state.scheduler
@@ -97,14 +126,21 @@ async def rollback_model(request: Request, model_name: ModelName) -> DefaultVers
     else:
         older = [v for v, m in scheduler.models[model_name].items() if m.ready and int(v) < int(serving)]
         if not older:
-            raise Conflict(f"model '{model_name}' has no ready version older than {serving} to roll back to; "
-                           "load one first (POST /v2/repository/models/{name}/load)")
+            raise Conflict(
+                f"model '{model_name}' has no ready version older than {serving} to roll back to; "
+                "load one first (POST /v2/repository/models/{name}/load)"
+            )
         state.promoted.promote(model_name, max(older, key=int))
     return _default_of(request, model_name)
 
 
-@router.get("/metrics", tags=["Observability"], summary="Prometheus metrics (text format)",
-            response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics",
+    tags=["Observability"],
+    summary="Prometheus metrics (text format)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 

@@ -16,9 +16,17 @@ from xrserve.core.errors import XRServeError
 log = logging.getLogger("xrserve.api")
 
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error",
-                 409: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error_body(message: str, status: int, path: str) -> dict:
@@ -34,8 +42,9 @@ def error_body(message: str, status: int, path: str) -> dict:
 
 
 def error_response(error: XRServeError, path: str = "") -> JSONResponse:
-    return JSONResponse(error_body(error.message, error.status_code, path), status_code=error.status_code,
-                        headers=error.headers)
+    return JSONResponse(
+        error_body(error.message, error.status_code, path), status_code=error.status_code, headers=error.headers
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -65,8 +74,11 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {request.url.path}; see /docs for the API"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
-        return JSONResponse(error_body(message, exc.status_code, request.url.path), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(message, exc.status_code, request.url.path),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -47,8 +47,7 @@ class InferFastPath:
             response = error_response(exc, scope["path"])
         except Exception:  # noqa: BLE001 - the same promise as the FastAPI error handler
             log.exception("unhandled error on POST %s", scope["path"])
-            response = JSONResponse(error_body("internal error; the server log has details", 500, scope["path"]),
-                                    status_code=500)
+            response = JSONResponse(
+                error_body("internal error; the server log has details", 500, scope["path"]), status_code=500
+            )
         await response(scope, receive, send)
-
-

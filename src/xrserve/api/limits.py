@@ -31,8 +31,12 @@ class BodyLimitMiddleware:
                 if not value.isdigit() or int(value) > self.limit:
                     from xrserve.api.errors import error_response
 
-                    response = error_response(too_large(self.limit) if value.isdigit() else BadRequest(
-                        "Content-Length must be a whole number of bytes"), scope["path"])
+                    response = error_response(
+                        too_large(self.limit)
+                        if value.isdigit()
+                        else BadRequest("Content-Length must be a whole number of bytes"),
+                        scope["path"],
+                    )
                     return await response(scope, receive, send)
                 return await self.app(scope, receive, send)
         seen = 0

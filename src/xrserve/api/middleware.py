@@ -52,18 +52,20 @@ class AuditMiddleware:
         template = scope.get("xrserve.route") or getattr(scope.get("route"), "path", None) or "(unmatched)"
         params = scope.get("path_params") or {}
         client = scope.get("client")
-        self.audit.record(AuditRecord(
-            time=time.time(),
-            key_id=scope.get(KEY_SCOPE),
-            method=scope.get("method", "WS"),
-            route=template,
-            model=scope.get(MODEL_SCOPE) or params.get("model_name"),
-            version=scope.get("xrserve.version") or params.get("model_version"),
-            status=status,
-            latency_ms=round(latency_ms, 3),
-            client=client[0] if client else None,
-            note=scope.get("xrserve.note"),
-        ))
+        self.audit.record(
+            AuditRecord(
+                time=time.time(),
+                key_id=scope.get(KEY_SCOPE),
+                method=scope.get("method", "WS"),
+                route=template,
+                model=scope.get(MODEL_SCOPE) or params.get("model_name"),
+                version=scope.get("xrserve.version") or params.get("model_version"),
+                status=status,
+                latency_ms=round(latency_ms, 3),
+                client=client[0] if client else None,
+                note=scope.get("xrserve.note"),
+            )
+        )
         counter = self._counters.get((template, status))
         if counter is None:
             counter = self._counters[(template, status)] = self.metrics.http_requests.labels(template, str(status))

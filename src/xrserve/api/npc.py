@@ -17,8 +17,7 @@ from fastapi.responses import Response
 
 from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.core.errors import BadRequest
-from xrserve.pipelines.npc import (ConversationStore, Persona, PersonaOptions, Turn, TurnOptions, npc_models,
-                                   pipeline_of)
+from xrserve.pipelines.npc import ConversationStore, Persona, PersonaOptions, Turn, TurnOptions, npc_models, pipeline_of
 from xrserve.security.guard import guard_of, require_key
 from xrserve.voice.audio import decode_upload, wav_bytes
 
@@ -27,8 +26,10 @@ router = APIRouter(tags=["NPC"], responses=OPENAI_ERRORS, dependencies=[Depends(
 _conversations = ConversationStore()
 
 
-@router.post("/v1/npc/{conversation}/turn", summary="One NPC turn over REST: audio (or text) in; "
-             "transcript, answer, WAV and visemes out")
+@router.post(
+    "/v1/npc/{conversation}/turn",
+    summary="One NPC turn over REST: audio (or text) in; transcript, answer, WAV and visemes out",
+)
 async def npc_turn(
     request: Request,
     conversation: str,
@@ -68,12 +69,31 @@ async def npc_turn(
             rate = fields["sample_rate"]
 
     turn = await pipeline_of(request.app.state).run_turn(
-        Turn(len(memory.turns) + 1), memory, persona, options, collect, models=models, audio=audio, text=text,
-        session=key.id)
+        Turn(len(memory.turns) + 1),
+        memory,
+        persona,
+        options,
+        collect,
+        models=models,
+        audio=audio,
+        text=text,
+        session=key.id,
+    )
     memory.add(turn.transcript, turn.answer)
-    body = {"id": conversation, "turn": turn.number, "transcript": turn.transcript, "answer": turn.answer,
-            "emotion": turn.emotion, "sentences": turn.spoken, "visemes": visemes,
-            "audio": {"format": "wav", "sample_rate": rate, "duration_ms": round(turn.audio_ms, 1),
-                      "base64": base64.b64encode(wav_bytes(b"".join(pcm), rate)).decode()},
-            "timings": turn.timings}
+    body = {
+        "id": conversation,
+        "turn": turn.number,
+        "transcript": turn.transcript,
+        "answer": turn.answer,
+        "emotion": turn.emotion,
+        "sentences": turn.spoken,
+        "visemes": visemes,
+        "audio": {
+            "format": "wav",
+            "sample_rate": rate,
+            "duration_ms": round(turn.audio_ms, 1),
+            "base64": base64.b64encode(wav_bytes(b"".join(pcm), rate)).decode(),
+        },
+        "timings": turn.timings,
+    }
     return Response(orjson.dumps(body), media_type="application/json")

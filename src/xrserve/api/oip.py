@@ -9,21 +9,33 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from xrserve import __version__
+from xrserve.api.limits import decompress
+from xrserve.api.oip_schema import (
+    ERRORS,
+    INFER_REQUEST_BODY,
+    INFER_RESPONSES,
+    InferResponse,
+    ModelMetadata,
+    ModelName,
+    Readiness,
+    ServerMetadata,
+    VersionNumber,
+)
 from xrserve.core import codec as oip_codec
 from xrserve.core.controls import deadline_from, priority_from
-from xrserve.api.oip_schema import (
-    ERRORS, INFER_REQUEST_BODY, INFER_RESPONSES, InferResponse, ModelMetadata, ModelName, Readiness, ServerMetadata, VersionNumber,
-)
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import ModelVersion, Scheduler
 from xrserve.security.guard import require_model_scope
-from xrserve.api.limits import decompress
 
 router = APIRouter(tags=["Open Inference Protocol v2"], responses=ERRORS)
 
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript", "python": "python",
-             "gguf": "llamacpp_gguf"}
+PLATFORMS = {
+    "onnx": "onnxruntime_onnx",
+    "torchscript": "pytorch_torchscript",
+    "python": "python",
+    "gguf": "llamacpp_gguf",
+}
 EXTENSIONS = ["binary_tensor_data", "model_repository", "schedule_policy"]
 
 
@@ -41,7 +53,9 @@ async def live() -> dict[str, Any]:
     return {"live": True, "ready": True}
 
 
-@router.get("/v2/health/ready", response_model=Readiness, summary="Readiness: startup done and every loaded model ready")
+@router.get(
+    "/v2/health/ready", response_model=Readiness, summary="Readiness: startup done and every loaded model ready"
+)
 async def ready(request: Request) -> Response:
     scheduler = scheduler_of(request)
     is_ready = request.app.state.started and all(v.ready for v in scheduler.all_versions())
@@ -59,16 +73,26 @@ def _metadata(model: ModelVersion, scheduler: Scheduler) -> dict[str, Any]:
     }
 
 
-@router.get("/v2/models/{model_name}", response_model=ModelMetadata, summary="Model metadata",
-            dependencies=[Depends(require_model_scope)])
+@router.get(
+    "/v2/models/{model_name}",
+    response_model=ModelMetadata,
+    summary="Model metadata",
+    dependencies=[Depends(require_model_scope)],
+)
 async def model_metadata(request: Request, model_name: ModelName) -> dict[str, Any]:
     scheduler = scheduler_of(request)
     return _metadata(scheduler.resolve(model_name), scheduler)
 
 
-@router.get("/v2/models/{model_name}/versions/{model_version}", response_model=ModelMetadata,
-            summary="Model version metadata", dependencies=[Depends(require_model_scope)])
-async def model_version_metadata(request: Request, model_name: ModelName, model_version: VersionNumber) -> dict[str, Any]:
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}",
+    response_model=ModelMetadata,
+    summary="Model version metadata",
+    dependencies=[Depends(require_model_scope)],
+)
+async def model_version_metadata(
+    request: Request, model_name: ModelName, model_version: VersionNumber
+) -> dict[str, Any]:
     scheduler = scheduler_of(request)
     return _metadata(scheduler.resolve(model_name, model_version), scheduler)
 
@@ -78,20 +102,31 @@ async def _ready(request: Request, model_name: ModelName, model_version: str | N
     return JSONResponse({"name": model.name, "ready": model.ready}, status_code=200 if model.ready else 503)
 
 
-@router.get("/v2/models/{model_name}/ready", response_model=Readiness, summary="Model readiness",
-            dependencies=[Depends(require_model_scope)])
+@router.get(
+    "/v2/models/{model_name}/ready",
+    response_model=Readiness,
+    summary="Model readiness",
+    dependencies=[Depends(require_model_scope)],
+)
 async def model_ready(request: Request, model_name: ModelName) -> Response:
     return await _ready(request, model_name, None)
 
 
-@router.get("/v2/models/{model_name}/versions/{model_version}/ready", response_model=Readiness,
-            summary="Model version readiness", dependencies=[Depends(require_model_scope)])
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}/ready",
+    response_model=Readiness,
+    summary="Model version readiness",
+    dependencies=[Depends(require_model_scope)],
+)
 async def model_version_ready(request: Request, model_name: ModelName, model_version: VersionNumber) -> Response:
     return await _ready(request, model_name, model_version)
 
 
-@router.get("/v2/models/{model_name}/config", summary="The model's configuration (model.toml as JSON)",
-            dependencies=[Depends(require_model_scope)])
+@router.get(
+    "/v2/models/{model_name}/config",
+    summary="The model's configuration (model.toml as JSON)",
+    dependencies=[Depends(require_model_scope)],
+)
 async def model_config(request: Request, model_name: ModelName) -> dict[str, Any]:
     model = scheduler_of(request).resolve(model_name)
     return model.config.model_dump(exclude={"directory"})
@@ -133,21 +168,30 @@ async def infer_response(request: Request, model_name: str, model_version: str |
     )
     if header_length is None:
         return Response(content, media_type="application/json")
-    return Response(content, media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(header_length)})
+    return Response(
+        content, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)}
+    )
 
 
-@router.post("/v2/models/{model_name}/infer", response_model=InferResponse, summary="Inference", responses=INFER_RESPONSES,
-             openapi_extra={"requestBody": INFER_REQUEST_BODY}, dependencies=[Depends(require_model_scope)])
+@router.post(
+    "/v2/models/{model_name}/infer",
+    response_model=InferResponse,
+    summary="Inference",
+    responses=INFER_RESPONSES,
+    openapi_extra={"requestBody": INFER_REQUEST_BODY},
+    dependencies=[Depends(require_model_scope)],
+)
 async def infer(request: Request, model_name: ModelName) -> Response:
     return await _infer(request, model_name, None)
 
 
-@router.post("/v2/models/{model_name}/versions/{model_version}/infer", response_model=InferResponse,
-             responses=INFER_RESPONSES,
-             summary="Inference on a given version", openapi_extra={"requestBody": INFER_REQUEST_BODY},
-             dependencies=[Depends(require_model_scope)])
+@router.post(
+    "/v2/models/{model_name}/versions/{model_version}/infer",
+    response_model=InferResponse,
+    responses=INFER_RESPONSES,
+    summary="Inference on a given version",
+    openapi_extra={"requestBody": INFER_REQUEST_BODY},
+    dependencies=[Depends(require_model_scope)],
+)
 async def infer_version(request: Request, model_name: ModelName, model_version: VersionNumber) -> Response:
     return await _infer(request, model_name, model_version)
-
-

@@ -97,8 +97,10 @@ INFER_REQUEST_BODY: dict[str, Any] = {
     "raw tensor bytes and the header Inference-Header-Content-Length gives the JSON length.",
     "content": {
         "application/json": {
-            "example": {"id": "frame-1", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
-                                                     "data": ["a red apple"]}]},
+            "example": {
+                "id": "frame-1",
+                "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a red apple"]}],
+            },
             "schema": {
                 "type": "object",
                 "required": ["inputs"],
@@ -109,21 +111,43 @@ INFER_REQUEST_BODY: dict[str, Any] = {
                         "description": "scheduling controls (below) and the model's own parameters, which "
                         "GET /v2/models/{name}/config lists; a parameter the model does not take is a 400",
                         # timeout is read only without deadline_ms, and then it must be a number of microseconds
-                        "anyOf": [{"required": ["deadline_ms"]}, {"properties": {"timeout": {
-                            "type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS * 1000}}}],
+                        "anyOf": [
+                            {"required": ["deadline_ms"]},
+                            {
+                                "properties": {
+                                    "timeout": {
+                                        "type": "number",
+                                        "exclusiveMinimum": 0,
+                                        "maximum": MAX_DEADLINE_MS * 1000,
+                                    }
+                                }
+                            },
+                        ],
                         "properties": {
-                            "deadline_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS,
-                                            "description": "answer only if it can start within this many ms "
-                                            "(408 otherwise)"},
-                            "timeout": {"description": "Triton's deadline, in microseconds (ignored when "
-                                        "deadline_ms is given)"},
-                            "priority": {"anyOf": [
-                                {"type": "null", "description": "the model's default"},
-                                {"type": "string", "enum": [p.name.lower() for p in Priority]},
-                                {"type": "integer", "minimum": 0,
-                                 "description": "Triton's: 0 the model's default, 1 interactive, 2 and up bulk"}]},
-                            "binary_data_output": {"type": "boolean", "description": "true: every output in "
-                                                   "binary (the binary tensor extension)"},
+                            "deadline_ms": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": MAX_DEADLINE_MS,
+                                "description": "answer only if it can start within this many ms (408 otherwise)",
+                            },
+                            "timeout": {
+                                "description": "Triton's deadline, in microseconds (ignored when deadline_ms is given)"
+                            },
+                            "priority": {
+                                "anyOf": [
+                                    {"type": "null", "description": "the model's default"},
+                                    {"type": "string", "enum": [p.name.lower() for p in Priority]},
+                                    {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "description": "Triton's: 0 the model's default, 1 interactive, 2 and up bulk",
+                                    },
+                                ]
+                            },
+                            "binary_data_output": {
+                                "type": "boolean",
+                                "description": "true: every output in binary (the binary tensor extension)",
+                            },
                         },
                     },
                     "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
@@ -137,21 +161,26 @@ INFER_REQUEST_BODY: dict[str, Any] = {
                         },
                     },
                 },
-            }
+            },
         },
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
 }
 
 #: The 200 of the infer routes besides InferResponse: binary outputs, when a request asks for them.
-INFER_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
-    "description": "the outputs: JSON, or with binary outputs asked for (binary_data_output, or an output's "
-    "binary_data parameter) the JSON header followed by the raw tensor bytes",
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    "headers": {"Inference-Header-Content-Length": {
-        "description": "with binary outputs: the length of the JSON header at the start of the body",
-        "schema": {"type": "integer", "minimum": 0}}},
-}}
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the outputs: JSON, or with binary outputs asked for (binary_data_output, or an output's "
+        "binary_data parameter) the JSON header followed by the raw tensor bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "Inference-Header-Content-Length": {
+                "description": "with binary outputs: the length of the JSON header at the start of the body",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        },
+    }
+}
 
 #: Every status an error may have, with what it means; the error body's model is per protocol.
 ERROR_STATUSES: dict[int | str, str] = {

@@ -77,29 +77,45 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
     specs = model.config.input_specs
     outputs = model.config.output_specs
     if list(specs) != ["text"] or specs["text"].datatype != "BYTES" or "embedding" not in outputs:
-        raise BadRequest(f"model '{body.model}' is not an embedding model (it needs a BYTES input 'text' "
-                         "and an output 'embedding')")
+        raise BadRequest(
+            f"model '{body.model}' is not an embedding model (it needs a BYTES input 'text' and an output 'embedding')"
+        )
     width = outputs["embedding"].shape[-1]
     if body.dimensions is not None and body.dimensions != width:
-        raise BadRequest(f"model '{body.model}' makes {width}-dimensional embeddings; 'dimensions' "
-                         f"{body.dimensions} cannot be served (leave it out)")
+        raise BadRequest(
+            f"model '{body.model}' makes {width}-dimensional embeddings; 'dimensions' "
+            f"{body.dimensions} cannot be served (leave it out)"
+        )
     texts = _texts(body.input)
     chunk = model.config.max_batch_size or 1
     deadline = deadline_from({}, request.headers.get("x-deadline-ms"), arrival)
-    results = await asyncio.gather(*(
-        scheduler.submit(InferenceRequest(
-            model=model.name, version=model.version,
-            inputs={"text": np.array([t.encode("utf-8", "surrogatepass") for t in texts[i:i + chunk]], dtype=object)},
-            deadline=deadline, session=request.scope.get("xrserve.key_id"), arrival=arrival,
-        ))
-        for i in range(0, len(texts), chunk)
-    ))
+    results = await asyncio.gather(
+        *(
+            scheduler.submit(
+                InferenceRequest(
+                    model=model.name,
+                    version=model.version,
+                    inputs={
+                        "text": np.array(
+                            [t.encode("utf-8", "surrogatepass") for t in texts[i : i + chunk]], dtype=object
+                        )
+                    },
+                    deadline=deadline,
+                    session=request.scope.get("xrserve.key_id"),
+                    arrival=arrival,
+                )
+            )
+            for i in range(0, len(texts), chunk)
+        )
+    )
     vectors = np.concatenate([r.outputs["embedding"] for r in results]).astype(np.float32)
     tokens = int(sum(int(r.outputs["tokens"].sum()) for r in results if "tokens" in r.outputs))
     request.scope["xrserve.version"] = model.version
     if body.encoding_format == "base64":
-        data = [Embedding(index=i, embedding=base64.b64encode(v.astype("<f4").tobytes()).decode())
-                for i, v in enumerate(vectors)]
+        data = [
+            Embedding(index=i, embedding=base64.b64encode(v.astype("<f4").tobytes()).decode())
+            for i, v in enumerate(vectors)
+        ]
     else:
         data = [Embedding(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
     payload = EmbeddingResponse(data=data, model=model.name, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))

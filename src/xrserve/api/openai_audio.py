@@ -56,9 +56,17 @@ async def _has_speech(request: Request, audio: np.ndarray) -> bool:
     chunks = len(audio) // 512
     if not chunks:
         return False
-    response = await _scheduler(request).submit(InferenceRequest(
-        npc_models(request.app.state).vad, {"audio": audio[: chunks * 512].reshape(chunks, 512), "state": np.zeros((2, 128), np.float32),
-                    "context": np.zeros(64, np.float32)}, priority=Priority.INTERACTIVE))
+    response = await _scheduler(request).submit(
+        InferenceRequest(
+            npc_models(request.app.state).vad,
+            {
+                "audio": audio[: chunks * 512].reshape(chunks, 512),
+                "state": np.zeros((2, 128), np.float32),
+                "context": np.zeros(64, np.float32),
+            },
+            priority=Priority.INTERACTIVE,
+        )
+    )
     return bool((response.outputs["probability"] >= VAD_SPEECH).any())
 
 
@@ -67,11 +75,18 @@ async def _read_audio(file: UploadFile) -> np.ndarray:
     return await asyncio.to_thread(decode_upload, data)  # MP3 decoding and resampling stay off the event loop
 
 
-@router.post("/v1/audio/transcriptions", summary="Speech to text (OpenAI format)",
-             response_model=Transcription | TranscriptionVerbose,
-             responses={200: {"description": "response_format json: {text}; verbose_json: with duration, segments "
-                              "and words; text: the transcript as plain text",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
+@router.post(
+    "/v1/audio/transcriptions",
+    summary="Speech to text (OpenAI format)",
+    response_model=Transcription | TranscriptionVerbose,
+    responses={
+        200: {
+            "description": "response_format json: {text}; verbose_json: with duration, segments "
+            "and words; text: the transcript as plain text",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def transcriptions(
     request: Request,
     file: UploadFile = File(description="WAV, FLAC, OGG or MP3, at most 25 MiB and 300 s"),
@@ -81,15 +96,17 @@ async def transcriptions(
     prompt: str | None = Form(None, max_length=2000),
     response_format: str = Form("json", json_schema_extra={"enum": list(TRANSCRIPT_FORMATS)}),
     temperature: float = Form(0.0, ge=0.0, le=1.0),
-    timestamp_granularities: list[str] | None = Form(None, alias="timestamp_granularities[]", json_schema_extra={
-        "items": {"enum": ["word", "segment"]}}),
+    timestamp_granularities: list[str] | None = Form(
+        None, alias="timestamp_granularities[]", json_schema_extra={"items": {"enum": ["word", "segment"]}}
+    ),
 ) -> Response:
     name = npc_models(request.app.state).asr if model in ASR_ALIASES else model
     guard_of(request).authorize(request, name)
     guard_of(request).authorize(request, npc_models(request.app.state).vad)
     if response_format not in TRANSCRIPT_FORMATS:
-        raise BadRequest(f"response_format '{response_format}' is not supported; use one of "
-                         f"{', '.join(TRANSCRIPT_FORMATS)}")
+        raise BadRequest(
+            f"response_format '{response_format}' is not supported; use one of {', '.join(TRANSCRIPT_FORMATS)}"
+        )
     if language not in (None, "", "en", "english"):
         raise BadRequest(f"language '{language}' is not supported: {name} knows English only ('en')")
     granularities = set(timestamp_granularities or ["segment"])
@@ -100,10 +117,20 @@ async def transcriptions(
     started = time.monotonic()
     text, segments = "", []
     if await _has_speech(request, audio):
-        response = await _scheduler(request).submit(InferenceRequest(
-            name, {"audio": audio}, priority=Priority.INTERACTIVE, session=request.scope.get("xrserve.key_id"),
-            parameters={"beam_size": 5, "window": "full", "prompt": prompt or "",
-                        "word_timestamps": response_format == "verbose_json" and "word" in granularities}))
+        response = await _scheduler(request).submit(
+            InferenceRequest(
+                name,
+                {"audio": audio},
+                priority=Priority.INTERACTIVE,
+                session=request.scope.get("xrserve.key_id"),
+                parameters={
+                    "beam_size": 5,
+                    "window": "full",
+                    "prompt": prompt or "",
+                    "word_timestamps": response_format == "verbose_json" and "word" in granularities,
+                },
+            )
+        )
         text = response.outputs["text"].reshape(-1)[0].decode("utf-8", "replace")
         segments = json.loads(response.outputs["segments"].reshape(-1)[0])
     request.scope["xrserve.note"] = f"audio {len(audio) / 16000:.1f} s, {time.monotonic() - started:.2f} s"
@@ -113,9 +140,18 @@ async def transcriptions(
         return Response(Transcription(text=text).model_dump_json(), media_type="application/json")
     body = TranscriptionVerbose(language="english", duration=round(len(audio) / 16000, 3), text=text)
     if "segment" in granularities:
-        body.segments = [TranscriptionSegment(id=i, start=s["start"], end=s["end"], text=s["text"],
-                                              temperature=temperature, avg_logprob=s["avg_logprob"],
-                                              no_speech_prob=s["no_speech_prob"]) for i, s in enumerate(segments)]
+        body.segments = [
+            TranscriptionSegment(
+                id=i,
+                start=s["start"],
+                end=s["end"],
+                text=s["text"],
+                temperature=temperature,
+                avg_logprob=s["avg_logprob"],
+                no_speech_prob=s["no_speech_prob"],
+            )
+            for i, s in enumerate(segments)
+        ]
     if "word" in granularities:
         body.words = [TranscriptionWord(**w) for s in segments for w in s.get("words", [])]
     return Response(body.model_dump_json(), media_type="application/json")
@@ -128,26 +164,39 @@ class SpeechRequest(BaseModel):
     input: str = Field(min_length=1, max_length=4096)
     voice: str = "joe"
     response_format: Literal["wav", "pcm"] = Field(
-        "wav", description="wav: PCM16 mono at the voice's 22050 Hz; pcm: raw PCM16 mono at 24 kHz as OpenAI sends")
+        "wav", description="wav: PCM16 mono at the voice's 22050 Hz; pcm: raw PCM16 mono at 24 kHz as OpenAI sends"
+    )
     speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = None
 
 
 async def _synthesise(request: Request, model: str, text: str, speed: float) -> tuple[np.ndarray, int]:
-    response = await _scheduler(request).submit(InferenceRequest(
-        model, {"text": np.array([text.encode()], dtype=object)}, priority=Priority.INTERACTIVE,
-        parameters={"speed": speed} if speed != 1.0 else {}, session=request.scope.get("xrserve.key_id")))
+    response = await _scheduler(request).submit(
+        InferenceRequest(
+            model,
+            {"text": np.array([text.encode()], dtype=object)},
+            priority=Priority.INTERACTIVE,
+            parameters={"speed": speed} if speed != 1.0 else {},
+            session=request.scope.get("xrserve.key_id"),
+        )
+    )
     return response.outputs["audio"].astype("<i2", copy=False), int(response.outputs["sample_rate"].reshape(-1)[0])
 
 
-@router.post("/v1/audio/speech", summary="Text to speech (OpenAI format); the body streams sentence by sentence",
-             response_class=Response, responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}}})
+@router.post(
+    "/v1/audio/speech",
+    summary="Text to speech (OpenAI format); the body streams sentence by sentence",
+    response_class=Response,
+    responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}}},
+)
 async def speech(request: Request, body: SpeechRequest) -> Response:
     model = npc_models(request.app.state).tts if body.model in TTS_ALIASES else body.model
     guard_of(request).authorize(request, model)
     if body.voice not in VOICES:
-        raise BadRequest(f"voice '{body.voice}' is not available; use 'joe' (OpenAI's voice names are accepted "
-                         f"and speak with it too: {', '.join(VOICES[1:])})")
+        raise BadRequest(
+            f"voice '{body.voice}' is not available; use 'joe' (OpenAI's voice names are accepted "
+            f"and speak with it too: {', '.join(VOICES[1:])})"
+        )
     sentences = split_sentences(speakable(body.input))
     if not sentences:
         raise BadRequest("'input' has nothing to say; send some text")

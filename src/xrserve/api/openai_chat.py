@@ -71,8 +71,10 @@ def _check_input(request: Request, texts: list[str]) -> None:
     verdict = _moderator(request).check("\n".join(texts))
     if verdict.flagged:
         request.scope[NOTE_SCOPE] = f"moderation: input refused [{', '.join(verdict.categories)}]"
-        raise BadRequest(f"the input was flagged by the content filter ({', '.join(verdict.categories)}) "
-                         "and was not sent to the model")
+        raise BadRequest(
+            f"the input was flagged by the content filter ({', '.join(verdict.categories)}) "
+            "and was not sent to the model"
+        )
 
 
 async def _open(request: Request, body: SamplingParams, text_input: str, parameters: dict[str, Any]) -> Stream:
@@ -81,12 +83,18 @@ async def _open(request: Request, body: SamplingParams, text_input: str, paramet
     model = scheduler.resolve(body.model)
     if not model.config.streaming:
         raise BadRequest(f"model '{body.model}' is not a text generation model")
-    stream = await scheduler.stream(InferenceRequest(
-        model=model.name, version=model.version, arrival=arrival,
-        inputs={"text_input": np.array([text_input.encode("utf-8", "surrogatepass")], dtype=object)},
-        parameters=parameters, deadline=deadline_from({}, request.headers.get("x-deadline-ms"), arrival),
-        priority=Priority.INTERACTIVE, session=request.scope.get("xrserve.key_id"),
-    ))
+    stream = await scheduler.stream(
+        InferenceRequest(
+            model=model.name,
+            version=model.version,
+            arrival=arrival,
+            inputs={"text_input": np.array([text_input.encode("utf-8", "surrogatepass")], dtype=object)},
+            parameters=parameters,
+            deadline=deadline_from({}, request.headers.get("x-deadline-ms"), arrival),
+            priority=Priority.INTERACTIVE,
+            session=request.scope.get("xrserve.key_id"),
+        )
+    )
     request.scope["xrserve.version"] = stream.version
     try:
         await stream.first()  # an error before any output (prompt too long...) becomes the HTTP status
@@ -121,8 +129,9 @@ def _note(request: Request, masker: StreamMasker) -> None:
 
 
 def _usage(final: dict[str, Any]) -> CompletionUsage:
-    return CompletionUsage.of(int(final.get("prompt_tokens", 0)), int(final.get("completion_tokens", 0)),
-                              int(final.get("cached_tokens", 0)))
+    return CompletionUsage.of(
+        int(final.get("prompt_tokens", 0)), int(final.get("completion_tokens", 0)), int(final.get("cached_tokens", 0))
+    )
 
 
 def _sse(payload: BaseModel | str) -> bytes:
@@ -140,8 +149,9 @@ class _Chunks:
         """The chat stream's first chunk announces the role; text completions have none."""
         if not self.chat:
             return None
-        return ChatCompletionChunk(**self.shape, choices=[
-            ChatChunkChoice(delta=ChoiceDelta(role="assistant", content=""))])
+        return ChatCompletionChunk(
+            **self.shape, choices=[ChatChunkChoice(delta=ChoiceDelta(role="assistant", content=""))]
+        )
 
     def piece(self, text: str, finish_reason: str | None = None) -> BaseModel:
         if self.chat:
@@ -194,9 +204,12 @@ def _json_parameters(body: ChatCompletionRequest) -> dict[str, Any]:
     return {"response_format": {"type": "json_schema", "schema": fmt.json_schema.schema_}}
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion,
-             summary="Chat completion (OpenAI format, SSE with stream=true)",
-             responses=event_stream(ChatCompletionChunk, "the answer; with stream=true, chat.completion.chunk events"))
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    summary="Chat completion (OpenAI format, SSE with stream=true)",
+    responses=event_stream(ChatCompletionChunk, "the answer; with stream=true, chat.completion.chunk events"),
+)
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     guard_of(request).authorize(request, body.model)
     _check_input(request, [m.text() for m in body.messages])
@@ -210,14 +223,22 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
         # the background task also frees the slot when the client leaves before the first chunk
         return StreamingResponse(chunks, media_type="text/event-stream", background=BackgroundTask(stream.cancel))
     text, final = await _collect(request, stream)
-    answer = ChatCompletion(id=answer_id, created=created, model=body.model, usage=_usage(final), choices=[
-        ChatChoice(message=AssistantMessage(content=text), finish_reason=final.get("finish_reason", "stop"))])
+    answer = ChatCompletion(
+        id=answer_id,
+        created=created,
+        model=body.model,
+        usage=_usage(final),
+        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=final.get("finish_reason", "stop"))],
+    )
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-@router.post("/v1/completions", response_model=Completion,
-             summary="Text completion (OpenAI format, SSE with stream=true)",
-             responses=event_stream(CompletionChunk, "the completion; with stream=true, text_completion events"))
+@router.post(
+    "/v1/completions",
+    response_model=Completion,
+    summary="Text completion (OpenAI format, SSE with stream=true)",
+    responses=event_stream(CompletionChunk, "the completion; with stream=true, text_completion events"),
+)
 async def completions(request: Request, body: CompletionRequest) -> Response:
     guard_of(request).authorize(request, body.model)
     if isinstance(body.prompt, list):
@@ -233,6 +254,11 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
         # the background task also frees the slot when the client leaves before the first chunk
         return StreamingResponse(chunks, media_type="text/event-stream", background=BackgroundTask(stream.cancel))
     text, final = await _collect(request, stream)
-    answer = Completion(id=answer_id, created=created, model=body.model, usage=_usage(final), choices=[
-        CompletionChoice(text=prefix + text, finish_reason=final.get("finish_reason", "stop"))])
+    answer = Completion(
+        id=answer_id,
+        created=created,
+        model=body.model,
+        usage=_usage(final),
+        choices=[CompletionChoice(text=prefix + text, finish_reason=final.get("finish_reason", "stop"))],
+    )
     return Response(answer.model_dump_json(), media_type="application/json")

@@ -25,7 +25,7 @@ class _OmitNone(BaseModel):
 
     @model_serializer(mode="wrap")
     def _omit(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202 - an annotation would replace the
-        data = handler(self)                                    # fields in the JSON schema with its type
+        data = handler(self)  # fields in the JSON schema with its type
         for name in self.omit_if_none:
             if data.get(name, 0) is None:
                 del data[name]
@@ -34,10 +34,13 @@ class _OmitNone(BaseModel):
 
 # -- errors ----------------------------------------------------------------------------
 
+
 class ErrorDetail(BaseModel):
     message: str = Field(description="what is wrong and, where there is one, the fix")
-    type: str = Field(description="invalid_request_error, authentication_error, permission_error, "
-                      "not_found_error, timeout_error, rate_limit_error or server_error")
+    type: str = Field(
+        description="invalid_request_error, authentication_error, permission_error, "
+        "not_found_error, timeout_error, rate_limit_error or server_error"
+    )
     param: str | None = None
     code: int = Field(description="the HTTP status")
 
@@ -69,10 +72,12 @@ class ModelList(BaseModel):
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
 
 #: What `input` may be. Parsing is looser (token ids, empty lists) so the route can say what is wrong with them.
-_EMBEDDING_INPUT_SCHEMA = {"anyOf": [
-    {"type": "string"},
-    {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_EMBEDDING_INPUTS},
-]}
+_EMBEDDING_INPUT_SCHEMA = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_EMBEDDING_INPUTS},
+    ]
+}
 
 
 class EmbeddingRequest(BaseModel):
@@ -90,8 +95,9 @@ class EmbeddingRequest(BaseModel):
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str = Field(description="the vector; with encoding_format 'base64', its float32 "
-                                         "little-endian bytes in base64")
+    embedding: list[float] | str = Field(
+        description="the vector; with encoding_format 'base64', its float32 little-endian bytes in base64"
+    )
 
 
 class Usage(BaseModel):
@@ -107,6 +113,7 @@ class EmbeddingResponse(BaseModel):
 
 
 # -- chat and text completions ---------------------------------------------------------
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -132,8 +139,11 @@ class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = "response"
-    schema_: dict[str, Any] = Field(alias="schema", min_length=1, description="the JSON Schema the answer follows "
-                                    "(enforced by a grammar while generating)")
+    schema_: dict[str, Any] = Field(
+        alias="schema",
+        min_length=1,
+        description="the JSON Schema the answer follows (enforced by a grammar while generating)",
+    )
     strict: bool | None = None
 
 
@@ -166,11 +176,16 @@ class SamplingParams(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0, description="Extension (as in vLLM): sample among the k "
-                              "likeliest tokens; 0 = all. Default 40, like llama.cpp's server.")
+    top_k: int | None = Field(
+        default=None,
+        ge=0,
+        description="Extension (as in vLLM): sample among the k "
+        "likeliest tokens; 0 = all. Default 40, like llama.cpp's server.",
+    )
     seed: int | None = Field(default=None, ge=0, lt=2**32)
-    stop: str | list[str] | None = Field(default=None, json_schema_extra={"maxItems": 16},
-                                         description="a string, or at most 16, that end the answer")
+    stop: str | list[str] | None = Field(
+        default=None, json_schema_extra={"maxItems": 16}, description="a string, or at most 16, that end the answer"
+    )
     # the limits only documented are checked by the route or the model, with messages that say what to do
     n: int = Field(default=1, ge=1, json_schema_extra={"maximum": 1}, description="choices: only 1 is supported")
     stream: bool = False
@@ -191,8 +206,10 @@ class ChatCompletionRequest(SamplingParams):
 
 
 class CompletionRequest(SamplingParams):
-    prompt: str | list[str] = Field(json_schema_extra={"minItems": 1, "maxItems": 1},
-                                    description="the text to continue (a list holding one text is accepted too)")
+    prompt: str | list[str] = Field(
+        json_schema_extra={"minItems": 1, "maxItems": 1},
+        description="the text to continue (a list holding one text is accepted too)",
+    )
     echo: bool = False
 
 
@@ -208,8 +225,12 @@ class CompletionUsage(BaseModel):
 
     @classmethod
     def of(cls, prompt: int, completion: int, cached: int = 0) -> CompletionUsage:
-        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                   prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+        )
 
 
 class AssistantMessage(BaseModel):
@@ -257,8 +278,9 @@ class ChatCompletionChunk(_OmitNone):
     created: int
     model: str
     choices: list[ChatChunkChoice]
-    usage: CompletionUsage | None = Field(None, description="only on the last chunk, with "
-                                          "stream_options.include_usage (whose choices are empty)")
+    usage: CompletionUsage | None = Field(
+        None, description="only on the last chunk, with stream_options.include_usage (whose choices are empty)"
+    )
 
 
 class CompletionChoice(BaseModel):
@@ -287,8 +309,9 @@ class CompletionChunk(_OmitNone):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: CompletionUsage | None = Field(None, description="only on the last chunk, with "
-                                          "stream_options.include_usage (whose choices are empty)")
+    usage: CompletionUsage | None = Field(
+        None, description="only on the last chunk, with stream_options.include_usage (whose choices are empty)"
+    )
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -322,18 +345,35 @@ def event_stream(chunk: type[BaseModel], summary: str) -> dict[int | str, dict[s
     event = {
         "type": "object",
         "required": ["data"],
-        "properties": {"data": {"anyOf": [
-            {"const": "[DONE]", "description": "the last event"},
-            {"type": "string", "contentMediaType": "application/json",
-             "contentSchema": {"anyOf": [inline_schema(chunk), inline_schema(ErrorResponse)]}},
-        ]}},
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]", "description": "the last event"},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"anyOf": [inline_schema(chunk), inline_schema(ErrorResponse)]},
+                    },
+                ]
+            }
+        },
     }
-    return {200: {"description": summary, "content": {"text/event-stream": {
-        "schema": event, "description": f"with stream=true: 'data: ' and a {chunk.__name__} as JSON per event, "
-        "ended by 'data: [DONE]'"}}}}
+    return {
+        200: {
+            "description": summary,
+            "content": {
+                "text/event-stream": {
+                    "schema": event,
+                    "description": f"with stream=true: 'data: ' and a {chunk.__name__} as JSON per event, "
+                    "ended by 'data: [DONE]'",
+                }
+            },
+        }
+    }
 
 
 # -- audio -----------------------------------------------------------------------------
+
 
 class Transcription(BaseModel):
     """response_format 'json'."""

@@ -40,8 +40,9 @@ async def session_socket(websocket: WebSocket) -> None:
         await websocket.close(code=4000 + error.status_code, reason=error.message[:120])
         return
     websocket.scope[KEY_SCOPE] = key.id
-    session = Session(websocket.app.state.scheduler, key, websocket.send_text, websocket.send_bytes,
-                      app_state=websocket.app.state)
+    session = Session(
+        websocket.app.state.scheduler, key, websocket.send_text, websocket.send_bytes, app_state=websocket.app.state
+    )
     await session.send_json(session.hello())
     metrics = websocket.app.state.scheduler.metrics
     try:
@@ -52,9 +53,12 @@ async def session_socket(websocket: WebSocket) -> None:
             text, data = message.get("text"), message.get("bytes")
             size = len(text) if text is not None else len(data or b"")
             if size > MAX_MESSAGE_BYTES:
-                await session.send_error(PayloadTooLarge(
-                    f"message of {size} bytes is over the session limit of {MAX_MESSAGE_BYTES} bytes; "
-                    f"send smaller frames (JPEG at a lower resolution or quality) or shorter audio chunks"))
+                await session.send_error(
+                    PayloadTooLarge(
+                        f"message of {size} bytes is over the session limit of {MAX_MESSAGE_BYTES} bytes; "
+                        f"send smaller frames (JPEG at a lower resolution or quality) or shorter audio chunks"
+                    )
+                )
                 continue
             # while its handler runs, a message is work on its way in: a forming batch may wait for it
             metrics.in_server += 1

@@ -18,10 +18,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from xrserve.core.controls import deadline_from
 from xrserve.api.oip_schema import ModelName
 from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.core.client import InferenceClient
+from xrserve.core.controls import deadline_from
 from xrserve.core.errors import BadRequest, PayloadTooLarge
 from xrserve.core.images import image_size
 from xrserve.core.request import InferenceRequest
@@ -61,8 +61,10 @@ async def _image_and_parameters(request: Request) -> tuple[bytes, dict[str, Any]
     elif content_type.startswith("image/") or content_type == "application/octet-stream":
         data = await request.body()
     else:
-        raise BadRequest(f"send the image as multipart/form-data (field 'image') or as a raw image/jpeg or "
-                         f"image/png body; got Content-Type '{content_type or 'none'}' ({EXAMPLE})")
+        raise BadRequest(
+            f"send the image as multipart/form-data (field 'image') or as a raw image/jpeg or "
+            f"image/png body; got Content-Type '{content_type or 'none'}' ({EXAMPLE})"
+        )
     if len(data) > MAX_IMAGE_BYTES:
         raise PayloadTooLarge(f"the image is over {MAX_IMAGE_BYTES // 2**20} MiB; send a smaller JPEG")
     if not data:
@@ -70,9 +72,12 @@ async def _image_and_parameters(request: Request) -> tuple[bytes, dict[str, Any]
     return data, parameters
 
 
-@router.post("/v1/vision/{model_name}", summary="Perception on one image (hands, pose, face, segmentation, "
-             "markers, ocr): multipart field 'image' or a raw image body; JSON result",
-             dependencies=[Depends(require_model_scope)])
+@router.post(
+    "/v1/vision/{model_name}",
+    summary="Perception on one image (hands, pose, face, segmentation, "
+    "markers, ocr): multipart field 'image' or a raw image body; JSON result",
+    dependencies=[Depends(require_model_scope)],
+)
 async def vision(request: Request, model_name: ModelName) -> Response:
     arrival = time.monotonic()
     client: InferenceClient = request.app.state.scheduler
@@ -80,15 +85,22 @@ async def vision(request: Request, model_name: ModelName) -> Response:
     images = model.capabilities.image_inputs
     if len(images) != 1:
         takes = [n for n in client.model_names() if len(client.resolve(n).capabilities.image_inputs) == 1]
-        raise BadRequest(f"model '{model_name}' does not take an image (one input with content_type = \"image\"); "
-                         f"the models that do are {takes}")
+        raise BadRequest(
+            f"model '{model_name}' does not take an image (one input with content_type = \"image\"); "
+            f"the models that do are {takes}"
+        )
     data, parameters = await _image_and_parameters(request)
     width, height = image_size(data)  # 400/413 from the header, before anything is queued or decoded
     header = request.headers.get("x-deadline-ms")
-    inference = InferenceRequest(model=model.name, version=model.version,
-                                 inputs={images[0]: np.array([data], dtype=object)}, parameters=parameters,
-                                 deadline=deadline_from(parameters, header, arrival),
-                                 session=request.scope.get("xrserve.key_id"), arrival=arrival)
+    inference = InferenceRequest(
+        model=model.name,
+        version=model.version,
+        inputs={images[0]: np.array([data], dtype=object)},
+        parameters=parameters,
+        deadline=deadline_from(parameters, header, arrival),
+        session=request.scope.get("xrserve.key_id"),
+        arrival=arrival,
+    )
     result = await client.submit(inference)
     request.scope["xrserve.version"] = result.version
     body: dict[str, Any] = {"model": result.model, "version": result.version, "width": width, "height": height}

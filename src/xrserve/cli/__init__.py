@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,8 +23,12 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 from xrserve.settings import DEFAULT_MAX_BODY_BYTES, Settings, default_data_dir
 
-app = typer.Typer(help="xrserve: AI models as a service for VR and AR.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="xrserve: AI models as a service for VR and AR.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read the audit trail.", no_args_is_help=True)
 models_app = typer.Typer(help="List the models of a running server.")
@@ -35,11 +39,16 @@ app.add_typer(models_app, name="models")
 out = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Where keys and the audit trail live "
-                                        "(default: $XRSERVE_DATA_DIR or ~/.local/share/xrserve).",
-                                        file_okay=False)]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        help="Where keys and the audit trail live (default: $XRSERVE_DATA_DIR or ~/.local/share/xrserve).",
+        file_okay=False,
+    ),
+]
 Url = Annotated[str, typer.Option("--url", envvar="XRSERVE_URL", help="The server to talk to.")]
-Key = Annotated[Optional[str], typer.Option("--key", envvar="XRSERVE_API_KEY", help="API key (xrs_...).")]
+Key = Annotated[str | None, typer.Option("--key", envvar="XRSERVE_API_KEY", help="API key (xrs_...).")]
 
 
 def fail(message: str) -> NoReturn:
@@ -51,24 +60,52 @@ def fail(message: str) -> NoReturn:
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
-    model_repository: Annotated[Optional[list[Path]], typer.Option(
-        "--model-repository", help="Directory of <model>/<version>/model.toml; repeatable.",
-        exists=True, file_okay=False, dir_okay=True)] = None,
+    model_repository: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model-repository",
+            help="Directory of <model>/<version>/model.toml; repeatable.",
+            exists=True,
+            file_okay=False,
+            dir_okay=True,
+        ),
+    ] = None,
     data_dir: DataDir = default_data_dir(),
-    dev: Annotated[bool, typer.Option("--dev", help="Allow requests without an API key or with a placeholder token like EMPTY; xrs_ keys are still checked (loopback only).")] = False,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted, in MiB.", min=0.001)]
-    = DEFAULT_MAX_BODY_BYTES / 2**20,
-    no_builtins: Annotated[bool, typer.Option("--no-builtins", help="Serve only the --model-repository models.")]
-    = False,
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Load only these models; repeatable.")] = None,
-    moderation: Annotated[Optional[Path], typer.Option(
-        help="Content filter lists (TOML) replacing the defaults.", exists=True, dir_okay=False)] = None,
-    frame_policy: Annotated[str, typer.Option(
-        "--frame-policy", help="Camera frames: 'deadline' (latest frame wins, fair between sessions) or "
-        "'fifo' (first in, first out; for comparison).")] = "deadline",
-    npc_model: Annotated[Optional[list[str]], typer.Option(
-        "--npc-model", help="ROLE=MODEL: which model plays a talking character's part (asr, vad, llm, tts, "
-        "embeddings), e.g. --npc-model llm=my-llm; repeatable. Default: the built-ins.")] = None,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Allow requests without an API key or with a placeholder token like EMPTY; xrs_ keys are "
+            "still checked (loopback only).",
+        ),
+    ] = False,
+    max_body_mb: Annotated[
+        float, typer.Option(help="Largest request body accepted, in MiB.", min=0.001)
+    ] = DEFAULT_MAX_BODY_BYTES / 2**20,
+    no_builtins: Annotated[
+        bool, typer.Option("--no-builtins", help="Serve only the --model-repository models.")
+    ] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Load only these models; repeatable.")] = None,
+    moderation: Annotated[
+        Path | None,
+        typer.Option(help="Content filter lists (TOML) replacing the defaults.", exists=True, dir_okay=False),
+    ] = None,
+    frame_policy: Annotated[
+        str,
+        typer.Option(
+            "--frame-policy",
+            help="Camera frames: 'deadline' (latest frame wins, fair between sessions) or "
+            "'fifo' (first in, first out; for comparison).",
+        ),
+    ] = "deadline",
+    npc_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--npc-model",
+            help="ROLE=MODEL: which model plays a talking character's part (asr, vad, llm, tts, "
+            "embeddings), e.g. --npc-model llm=my-llm; repeatable. Default: the built-ins.",
+        ),
+    ] = None,
 ) -> None:
     """Start the server with the built-in models and any model repositories."""
     from xrserve.server import serve as run_server
@@ -77,10 +114,19 @@ def serve(
         roles = [item.partition("=") for item in npc_model or []]
         if any(not sep or not role or not name for role, sep, name in roles):
             raise ValueError("--npc-model takes ROLE=MODEL, e.g. --npc-model llm=smollm2")
-        settings = Settings(host=host, port=port, data_dir=data_dir, model_repositories=model_repository or [],
-                            builtins=not no_builtins, dev=dev, max_body_bytes=int(max_body_mb * 2**20),
-                            only_models=only, moderation=moderation, frame_policy=frame_policy,
-                            npc_models={role: name for role, _, name in roles})
+        settings = Settings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            model_repositories=model_repository or [],
+            builtins=not no_builtins,
+            dev=dev,
+            max_body_bytes=int(max_body_mb * 2**20),
+            only_models=only,
+            moderation=moderation,
+            frame_policy=frame_policy,
+            npc_models={role: name for role, _, name in roles},
+        )
         if moderation is not None:
             from xrserve.security.moderation import Moderator
 
@@ -129,12 +175,17 @@ def models(ctx: typer.Context, url: Url = "http://127.0.0.1:8000", key: Key = No
 @app.command()
 def infer(
     model: Annotated[str, typer.Argument(help="Model name.")],
-    inputs: Annotated[Optional[list[str]], typer.Option(
-        "--input", "-i", help="NAME=JSON, e.g. -i text='[\"hello\"]'. Datatype comes from the model.")] = None,
-    request_file: Annotated[Optional[Path], typer.Option(
-        "--request", help="A JSON file with a whole Open Inference Protocol request.", exists=True, dir_okay=False)]
-    = None,
-    version: Annotated[Optional[str], typer.Option(help="Model version (default: the newest).")] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="NAME=JSON, e.g. -i text='[\"hello\"]'. Datatype comes from the model."),
+    ] = None,
+    request_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--request", help="A JSON file with a whole Open Inference Protocol request.", exists=True, dir_okay=False
+        ),
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="Model version (default: the newest).")] = None,
     url: Url = "http://127.0.0.1:8000",
     key: Key = None,
 ) -> None:
@@ -164,8 +215,14 @@ def infer(
             import numpy as np
 
             shape = list(np.array(value, dtype=object).shape) or [1]
-            tensors.append({"name": name, "datatype": declared[name]["datatype"], "shape": shape,
-                            "data": value if isinstance(value, list) else [value]})
+            tensors.append(
+                {
+                    "name": name,
+                    "datatype": declared[name]["datatype"],
+                    "shape": shape,
+                    "data": value if isinstance(value, list) else [value],
+                }
+            )
         document = {"inputs": tensors}
     path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
     result = _call(url, key, "POST", path, json=document).json()
@@ -190,11 +247,11 @@ def _when(timestamp: float | None) -> str:
 
 @keys_app.command("create")
 def keys_create(
-    scope: Annotated[list[str], typer.Option("--scope", "-s", help="A model name, '*' (all models) or 'admin'; "
-                                              "repeatable.")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help="A model name, '*' (all models) or 'admin'; repeatable.")
+    ],
     name: Annotated[str, typer.Option(help="A label for people.")] = "",
-    expires_in: Annotated[Optional[str], typer.Option(help="Lifetime, e.g. 30m, 12h, 90d (default: never).")]
-    = None,
+    expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30m, 12h, 90d (default: never).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the key.")] = False,
     data_dir: DataDir = default_data_dir(),
 ) -> None:
@@ -222,8 +279,10 @@ def keys_list(data_dir: DataDir = default_data_dir()) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`.")],
-                data_dir: DataDir = default_data_dir()) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`.")],
+    data_dir: DataDir = default_data_dir(),
+) -> None:
     """Revoke a key; a running server stops accepting it within a second."""
     from xrserve.security.keys import KeyStore
 
@@ -253,8 +312,11 @@ def audit_tail(
             if as_json:
                 print(json.dumps(asdict(record)), flush=True)
             else:
-                print(f"{_when(record.time)}  {record.key_id or '-':10} {record.status:3}  {record.latency_ms:8.2f} ms  "
-                      f"{record.method:4} {record.route}  {record.model or ''} {record.version or ''}", flush=True)
+                print(
+                    f"{_when(record.time)}  {record.key_id or '-':10} {record.status:3}  {record.latency_ms:8.2f} ms  "
+                    f"{record.method:4} {record.route}  {record.model or ''} {record.version or ''}",
+                    flush=True,
+                )
         if not follow:
             return
         last = records[-1].time if records else time.time()
@@ -263,17 +325,21 @@ def audit_tail(
 
 
 @models_app.command("promote")
-def models_promote(name: Annotated[str, typer.Argument(help="Model name.")],
-                   version_: Annotated[str, typer.Argument(metavar="VERSION", help="Version to serve by default.")],
-                   url: Url = "http://127.0.0.1:8000", key: Key = None) -> None:
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version_: Annotated[str, typer.Argument(metavar="VERSION", help="Version to serve by default.")],
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = None,
+) -> None:
     """Make VERSION the default of NAME on a running server (kept across restarts)."""
     result = _call(url, key, "POST", f"/v2/repository/models/{name}/promote", json={"version": version_}).json()
     out.print(f"{name}: default version {result['default_version']}")
 
 
 @models_app.command("rollback")
-def models_rollback(name: Annotated[str, typer.Argument(help="Model name.")],
-                    url: Url = "http://127.0.0.1:8000", key: Key = None) -> None:
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")], url: Url = "http://127.0.0.1:8000", key: Key = None
+) -> None:
     """Go back to NAME's previous default version (with none promoted: the next older one)."""
     result = _call(url, key, "POST", f"/v2/repository/models/{name}/rollback").json()
     out.print(f"{name}: default version {result['default_version']}")
@@ -301,8 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "xrserve"
         if exc.format_message():  # empty when click has just shown the help for a bare group
-            err.print(f"{where}: error: {exc.format_message()} (see '{where} --help')",
-                      highlight=False, markup=False, soft_wrap=True)
+            err.print(
+                f"{where}: error: {exc.format_message()} (see '{where} --help')",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         sys.exit(2)
     except ClickException as exc:
         err.print(f"xrserve: error: {exc.format_message()}", highlight=False, markup=False, soft_wrap=True)

@@ -41,7 +41,8 @@ class Capabilities:
             camera=config.runs_on_camera,
             tracking=config.tracking,
             parameters=getattr(model_class, "Parameters", None),
-            check_inputs=None if model_class is None or model_class.check_inputs is Model.check_inputs
+            check_inputs=None
+            if model_class is None or model_class.check_inputs is Model.check_inputs
             else model_class.check_inputs,
             present=tensors_as_json if model_class is None else model_class.present,
         )
@@ -61,8 +62,10 @@ class Capabilities:
                 else:
                     problems.append(f"'{name}': {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})")
             known = ", ".join(sorted(self.parameters.model_fields)) or "none"
-            raise BadRequest(f"model '{model}' parameters: {'; '.join(problems)}. Its parameters are: {known} "
-                             f"(GET /v2/models/{model}/config describes them)") from None
+            raise BadRequest(
+                f"model '{model}' parameters: {'; '.join(problems)}. Its parameters are: {known} "
+                f"(GET /v2/models/{model}/config describes them)"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def decode_inputs(document: dict[str, Any], binary: memoryview) -> dict[str, np.
                     f"input '{name}': binary_data_size {size!r} does not fit the {len(binary) - offset} "
                     "bytes of binary data left in the body"
                 )
-            arrays[name] = _from_raw(binary[offset:offset + size], datatype, shape, name)
+            arrays[name] = _from_raw(binary[offset : offset + size], datatype, shape, name)
             offset += size
         else:
             if "data" not in tensor:
@@ -103,10 +103,12 @@ def _from_raw(raw: memoryview, datatype: str, shape: tuple[int, ...], name: str)
             position += 4
             if position + length > len(raw):
                 raise BadRequest(f"input '{name}': a BYTES element claims {length} bytes past the end of its data")
-            items.append(bytes(raw[position:position + length]))
+            items.append(bytes(raw[position : position + length]))
             position += length
         if len(items) != count:
-            raise BadRequest(f"input '{name}': shape {list(shape)} needs {count} elements, the binary data has {len(items)}")
+            raise BadRequest(
+                f"input '{name}': shape {list(shape)} needs {count} elements, the binary data has {len(items)}"
+            )
         array = np.empty(count, dtype=object)
         array[:] = items
         return array.reshape(shape)
@@ -175,10 +177,14 @@ def requested_outputs(document: dict[str, Any]) -> tuple[list[str] | None, set[s
     outputs = document.get("outputs")
     if outputs is None:
         return None, set(), all_binary
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     names = [o["name"] for o in outputs]
-    binary = {o["name"] for o in outputs if isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data")}
+    binary = {
+        o["name"] for o in outputs if isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data")
+    }
     return names, binary, all_binary
 
 
@@ -208,8 +214,15 @@ def encode_response(
 
 def outputs_as_json(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """OIP output tensors with their data inline (for transports that carry JSON only)."""
-    return [{"name": name, "datatype": datatype_of(array), "shape": list(array.shape),
-             "data": _to_json(array, datatype_of(array))} for name, array in outputs.items()]
+    return [
+        {
+            "name": name,
+            "datatype": datatype_of(array),
+            "shape": list(array.shape),
+            "data": _to_json(array, datatype_of(array)),
+        }
+        for name, array in outputs.items()
+    ]
 
 
 def _to_raw(array: np.ndarray, datatype: str) -> bytes:

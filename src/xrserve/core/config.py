@@ -21,8 +21,12 @@ Runtime = Literal["onnx", "torchscript", "python", "gguf"]
 PriorityName = Literal["frame", "first_speech", "interactive", "bulk"]  # xrserve.core.request.Priority
 Isolation = Literal["process", "thread", "inline"]
 
-DEFAULT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt", "python": "model.py",
-                                 "gguf": "model.gguf"}
+DEFAULT_FILES: dict[str, str] = {
+    "onnx": "model.onnx",
+    "torchscript": "model.pt",
+    "python": "model.py",
+    "gguf": "model.gguf",
+}
 
 
 class ConfigError(Exception):
@@ -39,11 +43,15 @@ class TensorDecl(BaseModel):
     name: str = Field(min_length=1)
     datatype: str
     shape: list[int]
-    content_type: Literal["image"] | None = Field(default=None, description=(
-        "'image': clients send an encoded image (JPEG, PNG, WebP, BMP) as one BYTES element per row; the "
-        "server checks its header at admission and, when the declared datatype is UINT8 or FP32, decodes it "
-        "to RGB pixels of the declared shape (NHWC [-1, H, W, 3] or NCHW [-1, 3, H, W]; fixed H and W are "
-        "resized to, FP32 is scaled to 0..1) before the model sees it. BYTES: the model gets the bytes."))
+    content_type: Literal["image"] | None = Field(
+        default=None,
+        description=(
+            "'image': clients send an encoded image (JPEG, PNG, WebP, BMP) as one BYTES element per row; the "
+            "server checks its header at admission and, when the declared datatype is UINT8 or FP32, decodes it "
+            "to RGB pixels of the declared shape (NHWC [-1, H, W, 3] or NCHW [-1, 3, H, W]; fixed H and W are "
+            "resized to, FP32 is scaled to 0..1) before the model sees it. BYTES: the model gets the bytes."
+        ),
+    )
 
     @field_validator("datatype")
     @classmethod
@@ -63,11 +71,15 @@ class TensorDecl(BaseModel):
     def _image_layout(self) -> TensorDecl:
         if self.content_type == "image" and self.datatype != "BYTES":
             if self.datatype not in ("UINT8", "FP32"):
-                raise ValueError(f"image input '{self.name}': datatype must be BYTES (the encoded file), UINT8 or "
-                                 f"FP32 (decoded pixels), not {self.datatype}")
+                raise ValueError(
+                    f"image input '{self.name}': datatype must be BYTES (the encoded file), UINT8 or "
+                    f"FP32 (decoded pixels), not {self.datatype}"
+                )
             if len(self.shape) not in (3, 4) or 3 not in (self.shape[-1], self.shape[-3]):
-                raise ValueError(f"image input '{self.name}': decoded pixels need shape [H, W, 3], [-1, H, W, 3] "
-                                 f"or [-1, 3, H, W], got {self.shape}")
+                raise ValueError(
+                    f"image input '{self.name}': decoded pixels need shape [H, W, 3], [-1, H, W, 3] "
+                    f"or [-1, 3, H, W], got {self.shape}"
+                )
         return self
 
     def spec(self) -> TensorSpec:
@@ -115,26 +127,41 @@ class ModelConfig(BaseModel):
     max_queue_delay_ms: float = Field(default=0.0, ge=0, le=10_000)
     default_deadline_ms: float | None = Field(default=None, gt=0)
     instances: int = Field(default=1, ge=1, le=64)
-    priority: PriorityName = Field(default="interactive", description="the class of this model's requests "
-                                   "unless a request names its own")
+    priority: PriorityName = Field(
+        default="interactive", description="the class of this model's requests unless a request names its own"
+    )
     isolation: Isolation = "process"
     queue_size: int = Field(default=256, ge=1, le=1_000_000)
     threads: int = Field(default=1, ge=1, le=256, description="intra-op threads per instance")
-    nice: int = Field(default=0, ge=0, le=19, description=(
-        "CPU niceness of the worker processes (isolation = process; the server's own process is "
-        "never reniced): on a busy machine a higher value yields the cores to models with "
-        "tighter deadlines, e.g. an LLM writing the rest of an answer yields to the speech of "
-        "its first sentence"))
+    nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description=(
+            "CPU niceness of the worker processes (isolation = process; the server's own process is "
+            "never reniced): on a busy machine a higher value yields the cores to models with "
+            "tighter deadlines, e.g. an LLM writing the rest of an answer yields to the speech of "
+            "its first sentence"
+        ),
+    )
     streaming: bool = Field(default=False, description="answers stream (LLM tokens, audio); set by the runtime")
     max_streams: int = Field(default=8, ge=1, le=256, description="streams one instance runs at once")
     optional_inputs: list[str] = Field(default_factory=list, description="inputs a request may leave out")
-    camera: bool | None = Field(default=None, description=(
-        "whether camera streams may run this model on their frames; default: yes when it has an image input "
-        "and every other input is optional"))
+    camera: bool | None = Field(
+        default=None,
+        description=(
+            "whether camera streams may run this model on their frames; default: yes when it has an image input "
+            "and every other input is optional"
+        ),
+    )
     tracking: TrackingDecl | None = None
-    frame_parameters: dict[str, Any] = Field(default_factory=dict, description=(
-        "request parameters a camera stream adds to every frame it sends this model (the stream's own "
-        "per-model parameters override them)"))
+    frame_parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "request parameters a camera stream adds to every frame it sends this model (the stream's own "
+            "per-model parameters override them)"
+        ),
+    )
     parameters: dict[str, Any] = Field(default_factory=dict)
     directory: str | None = Field(default=None, description="set by the repository, not by the file")
 

@@ -77,8 +77,17 @@ class ModelFailed(XRServeError):
 
 
 _BY_STATUS: dict[int, type[XRServeError]] = {
-    cls.status_code: cls for cls in (BadRequest, Unauthorized, Forbidden, NotFound, DeadlineExceeded, Superseded,
-                                     PayloadTooLarge, ModelFailed)
+    cls.status_code: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        DeadlineExceeded,
+        Superseded,
+        PayloadTooLarge,
+        ModelFailed,
+    )
 }
 
 

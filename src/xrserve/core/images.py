@@ -48,11 +48,14 @@ def image_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
     if kind not in FORMATS:
         raise BadRequest(f"image format {kind} is not supported; send one of {', '.join(FORMATS)}")
     if kind == "JPEG" and b"\xff\xd9" not in bytes(data[-32:]):
-        raise BadRequest(f"the JPEG ({len(data)} bytes) is truncated: it has no end-of-image marker; "
-                         "send the whole file")
+        raise BadRequest(
+            f"the JPEG ({len(data)} bytes) is truncated: it has no end-of-image marker; send the whole file"
+        )
     if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
-        raise PayloadTooLarge(f"the image is {width}x{height} pixels; the limit is {MAX_SIDE}x{MAX_SIDE}. "
-                              "Scale it down before sending (camera frames of 640x480 are plenty)")
+        raise PayloadTooLarge(
+            f"the image is {width}x{height} pixels; the limit is {MAX_SIDE}x{MAX_SIDE}. "
+            "Scale it down before sending (camera frames of 640x480 are plenty)"
+        )
     return width, height
 
 
@@ -61,8 +64,9 @@ def decode_image(data: bytes | bytearray | memoryview) -> np.ndarray:
     width, height = image_size(data)
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if pixels is None or pixels.shape[:2] != (height, width):
-        raise BadRequest(f"the image header says {width}x{height} but the pixel data cannot be decoded "
-                         "(corrupt or truncated file)")
+        raise BadRequest(
+            f"the image header says {width}x{height} but the pixel data cannot be decoded (corrupt or truncated file)"
+        )
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
@@ -102,9 +106,11 @@ def decode_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[st
                 pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
             rows.append(pixels)
         if len({r.shape for r in rows}) > 1:
-            raise BadRequest(f"input '{tensor.name}': the images of one request differ in size "
-                             f"({sorted({r.shape[:2] for r in rows})}); send images of one size, or declare a "
-                             "fixed height and width in model.toml so they are resized")
+            raise BadRequest(
+                f"input '{tensor.name}': the images of one request differ in size "
+                f"({sorted({r.shape[:2] for r in rows})}); send images of one size, or declare a "
+                "fixed height and width in model.toml so they are resized"
+            )
         pixels = np.stack(rows)
         if channels_first:
             pixels = pixels.transpose(0, 3, 1, 2)

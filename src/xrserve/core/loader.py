@@ -40,8 +40,13 @@ async def load_all(scheduler: Scheduler, source: RepositorySource, state: Reposi
         state.add(_model_name_of(error.path, error.path), str(error))
         console.print(f"[yellow]skipped[/]: {error}")
     configs = [c for c in scan.configs if source.wanted(c)]
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("loading models", total=len(configs))
         for config in configs:

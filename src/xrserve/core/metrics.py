@@ -22,7 +22,11 @@ class Metrics:
             "xrserve_inference_failures", "Inference requests that failed", (*labels, "reason"), registry=r
         )
         self.queue_time = Histogram(
-            "xrserve_queue_seconds", "Time from submission to the start of compute", labels, buckets=_SECONDS, registry=r
+            "xrserve_queue_seconds",
+            "Time from submission to the start of compute",
+            labels,
+            buckets=_SECONDS,
+            registry=r,
         )
         self.compute_time = Histogram(
             "xrserve_compute_seconds", "Time one batch spent in the model", labels, buckets=_SECONDS, registry=r
@@ -37,8 +41,11 @@ class Metrics:
             "xrserve_generated_tokens", "Tokens (or chunks) streamed out", labels, registry=r
         )
         self.first_chunk_time = Histogram(
-            "xrserve_time_to_first_token_seconds", "Submission to the first streamed output", labels,
-            buckets=_SECONDS, registry=r,
+            "xrserve_time_to_first_token_seconds",
+            "Submission to the first streamed output",
+            labels,
+            buckets=_SECONDS,
+            registry=r,
         )
         self.http_requests = Counter(
             "xrserve_http_requests", "HTTP requests by route and status", ("route", "status"), registry=r

@@ -31,6 +31,7 @@ def tensors_as_json(outputs: Outputs, row: int = 0) -> dict[str, Any]:
     """The default presentation: the output tensors, as the Open Inference Protocol writes them."""
     return {"outputs": outputs_as_json(outputs)}
 
+
 #: One row of a model's answer as JSON-ready values (numpy arrays are fine: orjson writes them).
 Presenter = Callable[[Outputs, int], dict[str, Any]]
 InputCheck = Callable[[dict[str, np.ndarray]], None]
@@ -91,8 +92,9 @@ class StreamingModel(Model):
     usage: `prompt_tokens`, `completion_tokens`.
     """
 
-    def start_stream(self, stream_id: int, inputs: dict[str, np.ndarray], parameters: dict[str, Any],
-                     emit: Emit) -> None:
+    def start_stream(
+        self, stream_id: int, inputs: dict[str, np.ndarray], parameters: dict[str, Any], emit: Emit
+    ) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement start_stream")
 
     def cancel_stream(self, stream_id: int) -> None:

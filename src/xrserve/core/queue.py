@@ -71,9 +71,15 @@ class Pending:
 
 
 class RequestQueue:
-    def __init__(self, capacity: int, on_expired: Callable[[Pending], None], *, frame_policy: str = "deadline",
-                 on_superseded: Callable[[Pending], None] = lambda pending: None,
-                 on_left: Callable[[Pending], None] = lambda pending: None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        on_expired: Callable[[Pending], None],
+        *,
+        frame_policy: str = "deadline",
+        on_superseded: Callable[[Pending], None] = lambda pending: None,
+        on_left: Callable[[Pending], None] = lambda pending: None,
+    ) -> None:
         if frame_policy not in FRAME_POLICIES:
             raise ValueError(f"frame policy '{frame_policy}' is not one of {FRAME_POLICIES}")
         self.capacity = capacity
@@ -97,9 +103,12 @@ class RequestQueue:
             older = self._frames.get(key)
             if older is not None and not older.done:
                 self._live -= 1  # its heap entry is dropped lazily, like an expired one
-                older.finish(error=Superseded(
-                    f"frame superseded: a newer frame of the same stream arrived before this one reached "
-                    f"'{older.request.model}', so it was skipped (latest-frame-wins)"))
+                older.finish(
+                    error=Superseded(
+                        f"frame superseded: a newer frame of the same stream arrived before this one reached "
+                        f"'{older.request.model}', so it was skipped (latest-frame-wins)"
+                    )
+                )
                 self._on_superseded(older)
         if self._live >= self.capacity:
             raise Unavailable(
@@ -177,10 +186,12 @@ class RequestQueue:
         if not item.done:
             self._live -= 1
             waited_ms = (time.monotonic() - item.request.arrival) * 1000
-            item.finish(error=DeadlineExceeded(
-                f"deadline exceeded: the request to '{item.request.model}' waited {waited_ms:.1f} ms in the queue "
-                f"and its deadline passed before it could run, so it was not computed"
-            ))
+            item.finish(
+                error=DeadlineExceeded(
+                    f"deadline exceeded: the request to '{item.request.model}' waited {waited_ms:.1f} ms in the queue "
+                    f"and its deadline passed before it could run, so it was not computed"
+                )
+            )
             self._on_expired(item)
 
     def _drop_dead_head(self) -> None:

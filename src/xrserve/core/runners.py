@@ -62,8 +62,9 @@ class ThreadRunner:
         return None
 
     async def run(self, inputs: Outputs, parameters: dict[str, Any]) -> Outputs:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, _compute, self.model, inputs,
-                                                                 parameters)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, _compute, self.model, inputs, parameters
+        )
 
     def open_stream(self, inputs: Outputs, parameters: dict[str, Any], on_close: Callable[[], None]) -> Stream:
         assert isinstance(self.model, StreamingModel)
@@ -101,8 +102,9 @@ class InlineRunner(ThreadRunner):
 class ProcessRunner:
     """One model instance in a worker process, restarted when it dies."""
 
-    def __init__(self, config: ModelConfig, create: Callable[[ModelConfig], Model],
-                 on_restart: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, config: ModelConfig, create: Callable[[ModelConfig], Model], on_restart: Callable[[], None] = lambda: None
+    ) -> None:
         self.config = config
         self._create = create
         self._ctx = mp.get_context("spawn")
@@ -125,7 +127,9 @@ class ProcessRunner:
         loop = asyncio.get_running_loop()
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=worker.serve, args=(child, self.config.model_dump(), self._create), daemon=True,
+            target=worker.serve,
+            args=(child, self.config.model_dump(), self._create),
+            daemon=True,
             name=f"xrserve-{self.config.name}-{self.config.version}",
         )
         process.start()
@@ -236,11 +240,16 @@ class ProcessRunner:
         was_serving = self._ready.is_set()  # a crash while loading is start()'s to report
         self._ready.clear()
         if was_serving:
-            error = Unavailable(f"{self.label}: its worker process crashed ({how}) while computing this request; "
-                                f"it is being restarted, retry in a moment", retry_after_s=2)
+            error = Unavailable(
+                f"{self.label}: its worker process crashed ({how}) while computing this request; "
+                f"it is being restarted, retry in a moment",
+                retry_after_s=2,
+            )
         else:
-            error = Unavailable(f"{self.label}: its worker process died while loading ({how}); "
-                                "the server log shows its error output", retry_after_s=30)
+            error = Unavailable(
+                f"{self.label}: its worker process died while loading ({how}); the server log shows its error output",
+                retry_after_s=30,
+            )
         pending, self._pending = self._pending, None
         if pending is not None and not pending.done():
             pending.set_exception(error)
@@ -286,7 +295,9 @@ class ProcessRunner:
             await asyncio.to_thread(self._process.join, 5)
 
 
-def make_runner(config: ModelConfig, runtimes: Runtimes, on_restart: Callable[[], None]) -> ThreadRunner | ProcessRunner:
+def make_runner(
+    config: ModelConfig, runtimes: Runtimes, on_restart: Callable[[], None]
+) -> ThreadRunner | ProcessRunner:
     if config.isolation == "process":
         return ProcessRunner(config, runtimes.create, on_restart)
     return (InlineRunner if config.isolation == "inline" else ThreadRunner)(config, runtimes.create)

@@ -49,8 +49,13 @@ class ModelVersion:
         self._m_compute = labels.compute_time.labels(config.name, config.version)
         self._m_batch = labels.batch_size.labels(config.name, config.version)
         self._m_depth = labels.queue_depth.labels(config.name, config.version)
-        self.queue = RequestQueue(config.queue_size, on_expired=self._expired, frame_policy=scheduler.frame_policy,
-                                  on_superseded=self._superseded, on_left=self._left)
+        self.queue = RequestQueue(
+            config.queue_size,
+            on_expired=self._expired,
+            frame_policy=scheduler.frame_policy,
+            on_superseded=self._superseded,
+            on_left=self._left,
+        )
         self._builtin_class = scheduler.runtimes.builtin_class(config)
         self.capabilities = Capabilities.of(config, self._builtin_class)
         self.runners = [
@@ -101,9 +106,7 @@ class ModelVersion:
         capabilities = self.capabilities
         missing = [name for name in specs if name not in request.inputs and name not in capabilities.optional_inputs]
         if missing:
-            raise BadRequest(
-                f"model '{self.name}' needs input(s) {missing}; the request has {sorted(request.inputs)}"
-            )
+            raise BadRequest(f"model '{self.name}' needs input(s) {missing}; the request has {sorted(request.inputs)}")
         unknown = [name for name in request.inputs if name not in specs]
         if unknown:
             raise BadRequest(f"model '{self.name}' has no input(s) {unknown}; its inputs are {sorted(specs)}")
@@ -145,8 +148,9 @@ class ModelVersion:
             repr(sorted(parameters.items())) if parameters else "",
         )
         priority = request.priority or self.default_priority
-        pending = Pending(request, asyncio.get_running_loop().create_future(), batch_size, signature, priority,
-                          parameters)
+        pending = Pending(
+            request, asyncio.get_running_loop().create_future(), batch_size, signature, priority, parameters
+        )
         self.queue.put(pending, retry_after_s=max(1.0, self.compute_ema_s * len(self.queue)))
         self._m_requests.inc()
         self._m_depth.set(len(self.queue))
@@ -215,8 +219,11 @@ class ModelVersion:
             if pending.done or (request.deadline is not None and request.deadline <= time.monotonic()):
                 if not pending.done:
                     self._expired(pending)
-                    pending.finish(error=DeadlineExceeded(
-                        f"deadline exceeded: the stream for '{self.name}' could not start before its deadline"))
+                    pending.finish(
+                        error=DeadlineExceeded(
+                            f"deadline exceeded: the stream for '{self.name}' could not start before its deadline"
+                        )
+                    )
                 slots.release()
                 continue
             self._m_queue.observe(time.monotonic() - request.arrival)
@@ -287,10 +294,12 @@ class ModelVersion:
                 continue
             if pending.request.deadline is not None and pending.request.deadline <= now:
                 self._expired(pending)
-                pending.finish(error=DeadlineExceeded(
-                    f"deadline exceeded: the request to '{self.name}' reached the model after its deadline, "
-                    "so it was not computed"
-                ))
+                pending.finish(
+                    error=DeadlineExceeded(
+                        f"deadline exceeded: the request to '{self.name}' reached the model after its deadline, "
+                        "so it was not computed"
+                    )
+                )
                 continue
             live.append(pending)
         if not live:
@@ -331,10 +340,17 @@ class ModelVersion:
             else:
                 mine = {name: outputs[name] for name in wanted}
             offset += pending.batch_size
-            pending.finish(InferenceResponse(
-                self.name, self.version, mine, request.id, started - request.arrival, compute_s,
-                Usage(compute_s=compute_s * pending.batch_size / max(1, offset_total)),
-            ))
+            pending.finish(
+                InferenceResponse(
+                    self.name,
+                    self.version,
+                    mine,
+                    request.id,
+                    started - request.arrival,
+                    compute_s,
+                    Usage(compute_s=compute_s * pending.batch_size / max(1, offset_total)),
+                )
+            )
 
     def _checked_outputs(self, outputs: Any, rows: int) -> dict[str, np.ndarray]:
         if not isinstance(outputs, dict):
@@ -424,7 +440,9 @@ class Scheduler:
     def _ready_model(self, request: InferenceRequest) -> ModelVersion:
         model = self.resolve(request.model, request.version)
         if not model.ready:
-            raise Unavailable(f"model '{model.name}' version {model.version} is not ready: {model.state} {model.reason}")
+            raise Unavailable(
+                f"model '{model.name}' version {model.version} is not ready: {model.state} {model.reason}"
+            )
         return model
 
     async def submit(self, request: InferenceRequest) -> InferenceResponse:
@@ -462,8 +480,9 @@ class Scheduler:
             stream.cancel()
         name = model.config.outputs[0].name if model.config.outputs else "text_output"
         output = np.array(["".join(parts).encode("utf-8")], dtype=object)
-        return InferenceResponse(model.name, model.version, {name: output}, request.id,
-                                 started - request.arrival, time.monotonic() - started)
+        return InferenceResponse(
+            model.name, model.version, {name: output}, request.id, started - request.arrival, time.monotonic() - started
+        )
 
     # -- interactive before bulk ----------------------------------------------------------
 

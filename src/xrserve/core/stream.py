@@ -58,8 +58,11 @@ class Stream:
             self.observe_first()
             self.observe_first = None
         elif chunk.get("kind") == "done":
-            self.usage = Usage(int(chunk.get("prompt_tokens", 0)), int(chunk.get("completion_tokens", 0)),
-                               time.monotonic() - self._opened)
+            self.usage = Usage(
+                int(chunk.get("prompt_tokens", 0)),
+                int(chunk.get("completion_tokens", 0)),
+                time.monotonic() - self._opened,
+            )
             if self.observe_done is not None:
                 self.observe_done(chunk)
         if chunk.get("kind") in TERMINAL:

@@ -14,8 +14,19 @@ import numpy as np
 from xrserve.core.errors import BadRequest
 
 Datatype = Literal[
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BYTES",
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
 ]
 
 NUMPY_DTYPES: dict[str, np.dtype] = {
@@ -75,8 +86,7 @@ class TensorSpec:
             return self.wire().check(array, datatype, what)
         if datatype != self.datatype:
             raise BadRequest(
-                f"{what} '{self.name}': datatype {datatype} does not match the model, "
-                f"which expects {self.datatype}"
+                f"{what} '{self.name}': datatype {datatype} does not match the model, which expects {self.datatype}"
             )
         if len(array.shape) != len(self.shape) or any(
             want not in (-1, got) for want, got in zip(self.shape, array.shape)

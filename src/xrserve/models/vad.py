@@ -33,21 +33,30 @@ def model_path() -> str:
 
 class SileroVad(Model):
     Parameters = NoParameters
+
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
-            name="silero-vad", version="1", runtime="python", entrypoint=f"{__name__}:{cls.__name__}",
+            name="silero-vad",
+            version="1",
+            runtime="python",
+            entrypoint=f"{__name__}:{cls.__name__}",
             description="Voice activity: Silero VAD (ONNX), 16 kHz, 512-sample chunks, caller-held state",
-            inputs=[{"name": "audio", "datatype": "FP32", "shape": [-1, CHUNK]},
-                    {"name": "state", "datatype": "FP32", "shape": list(STATE_SHAPE)},
-                    {"name": "context", "datatype": "FP32", "shape": [CONTEXT]}],
-            outputs=[{"name": "probability", "datatype": "FP32", "shape": [-1]},
-                     {"name": "state", "datatype": "FP32", "shape": list(STATE_SHAPE)},
-                     {"name": "context", "datatype": "FP32", "shape": [CONTEXT]}],
+            inputs=[
+                {"name": "audio", "datatype": "FP32", "shape": [-1, CHUNK]},
+                {"name": "state", "datatype": "FP32", "shape": list(STATE_SHAPE)},
+                {"name": "context", "datatype": "FP32", "shape": [CONTEXT]},
+            ],
+            outputs=[
+                {"name": "probability", "datatype": "FP32", "shape": [-1]},
+                {"name": "state", "datatype": "FP32", "shape": list(STATE_SHAPE)},
+                {"name": "context", "datatype": "FP32", "shape": [CONTEXT]},
+            ],
             # ~0.1 ms per chunk: a worker-process round trip would cost more than the model, and
             # every session calls it every 32 ms. A thread keeps the event loop free; the ONNX
             # file is the one the package ships, with fixed, checked input shapes.
-            isolation="thread", queue_size=1024,
+            isolation="thread",
+            queue_size=1024,
         )
 
     def load(self) -> None:
@@ -69,5 +78,4 @@ class SileroVad(Model):
             out, state = self.session.run(None, {"input": window, "state": state, "sr": self.rate})
             probabilities[i] = float(np.asarray(out).reshape(-1)[0])
             context = window[:, -CONTEXT:]
-        return {"probability": probabilities, "state": state.reshape(STATE_SHAPE),
-                "context": context.reshape(CONTEXT)}
+        return {"probability": probabilities, "state": state.reshape(STATE_SHAPE), "context": context.reshape(CONTEXT)}

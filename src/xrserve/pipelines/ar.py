@@ -61,14 +61,28 @@ class Intrinsics(StreamOptions):
 
 
 class CameraOptions(StreamOptions):
-    models: list[str] = Field(min_length=1, max_length=8, description=(
-        "models to run on every frame: any model that declares it runs on camera frames (an image input)"))
-    budget_ms: float = Field(DEFAULT_BUDGET_MS, ge=1, le=10_000, description="a frame is worth answering this "
-                             "long after its capture")
-    redetect_every: int = Field(DEFAULT_REDETECT_EVERY, ge=1, le=10_000, description=(
-        "while a tracking model tracks fewer than it may, search the whole frame again every this many frames"))
-    parameters: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
-        "request parameters per model, e.g. {\"hands\": {\"max_hands\": 1}}; checked against the model's own"))
+    models: list[str] = Field(
+        min_length=1,
+        max_length=8,
+        description=("models to run on every frame: any model that declares it runs on camera frames (an image input)"),
+    )
+    budget_ms: float = Field(
+        DEFAULT_BUDGET_MS, ge=1, le=10_000, description="a frame is worth answering this long after its capture"
+    )
+    redetect_every: int = Field(
+        DEFAULT_REDETECT_EVERY,
+        ge=1,
+        le=10_000,
+        description=(
+            "while a tracking model tracks fewer than it may, search the whole frame again every this many frames"
+        ),
+    )
+    parameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            'request parameters per model, e.g. {"hands": {"max_hands": 1}}; checked against the model\'s own'
+        ),
+    )
     gestures: bool = Field(False, description="read gestures from the hand landmarks (needs 'hands')")
     gesture_model: str = "gesture"
     # shortcuts for the built-in models, kept for clients written before `parameters`
@@ -90,8 +104,11 @@ class CameraOptions(StreamOptions):
     def model_parameters(self) -> dict[str, dict[str, Any]]:
         """Per-model parameters with the shortcuts folded in (explicit `parameters` win)."""
         hands = {k: v for k, v in (("max_hands", self.max_hands), ("complexity", self.complexity)) if v is not None}
-        markers = {k: getattr(self, k) for k in ("fx", "fy", "cx", "cy", "marker_length_m", "dictionary")
-                   if getattr(self, k) is not None}
+        markers = {
+            k: getattr(self, k)
+            for k in ("fx", "fy", "cx", "cy", "marker_length_m", "dictionary")
+            if getattr(self, k) is not None
+        }
         if self.intrinsics is not None:
             markers.update(self.intrinsics.model_dump())
         merged: dict[str, dict[str, Any]] = {}
@@ -129,36 +146,51 @@ class CameraStream(SessionStream):
         infos = {model: self.client.resolve(model) for model in self.models}  # 404 names the loaded models
         for model, info in infos.items():
             if not info.capabilities.camera:
-                raise BadRequest(f"model '{model}' does not run on camera frames (it declares camera = false or "
-                                 f"has no single image input); send it single images with POST /v1/vision/{model}. "
-                                 f"Models for camera streams: {self._camera_models()}")
+                raise BadRequest(
+                    f"model '{model}' does not run on camera frames (it declares camera = false or "
+                    f"has no single image input); send it single images with POST /v1/vision/{model}. "
+                    f"Models for camera streams: {self._camera_models()}"
+                )
         per_model = o.model_parameters()
         unused = sorted(set(per_model) - set(self.models))
         if unused:
             raise BadRequest(f"option 'parameters' names {unused}, which are not in 'models' {self.models}")
         self.infos = infos
-        self.parameters = {model: {**info.config.frame_parameters,
-                                   **info.capabilities.check_parameters(model, per_model.get(model, {}))}
-                           for model, info in infos.items()}  # a bad parameter is a 400 now, not per frame
+        self.parameters = {
+            model: {
+                **info.config.frame_parameters,
+                **info.capabilities.check_parameters(model, per_model.get(model, {})),
+            }
+            for model, info in infos.items()
+        }  # a bad parameter is a 400 now, not per frame
         versions = {model: info.version for model, info in infos.items()}
         if o.gestures:
             if "hands" not in self.models:
                 raise BadRequest("option 'gestures' needs 'hands' in 'models' (gestures are read from hand landmarks)")
             self.session.authorize(o.gesture_model)
             if o.gesture_model not in self.client.model_names():
-                raise BadRequest(f"model {o.gesture_model} is not loaded, so 'gestures' cannot be served; open the "
-                                 "stream without it, or start the server with the gesture model")
+                raise BadRequest(
+                    f"model {o.gesture_model} is not loaded, so 'gestures' cannot be served; open the "
+                    "stream without it, or start the server with the gesture model"
+                )
             versions[o.gesture_model] = self.client.resolve(o.gesture_model).version
-        self.tracked = {model: self._tracking_state(model, info) for model, info in infos.items()
-                        if info.capabilities.tracking is not None}
+        self.tracked = {
+            model: self._tracking_state(model, info)
+            for model, info in infos.items()
+            if info.capabilities.tracking is not None
+        }
         # per-stream state
         self.offset_ms = float("inf")
         self.last_sent: dict[str, int | None] = {model: None for model in self.models}
         self.last_received: int | None = None
         self.skipped_since_result = {model: 0 for model in self.models}
         self.counts = {"received": 0, "answered": 0, "skipped": 0}
-        return {"models": self.models, "versions": versions, "budget_ms": o.budget_ms,
-                "clock": "offset = min(server receive - capture) over the stream's frames"}
+        return {
+            "models": self.models,
+            "versions": versions,
+            "budget_ms": o.budget_ms,
+            "clock": "offset = min(server receive - capture) over the stream's frames",
+        }
 
     def _camera_models(self) -> list[str]:
         return [name for name in self.client.model_names() if self.client.resolve(name).capabilities.camera]
@@ -185,8 +217,14 @@ class CameraStream(SessionStream):
         self.counts["received"] += 1
         self.offset_ms = min(self.offset_ms, wall_ms - header.timestamp_ms)
         age_ms = wall_ms - header.timestamp_ms - self.offset_ms
-        frame = Frame(sequence, header.timestamp_ms, received, age_ms,
-                      received + (self.options.budget_ms - age_ms) / 1000, bytes(payload))
+        frame = Frame(
+            sequence,
+            header.timestamp_ms,
+            received,
+            age_ms,
+            received + (self.options.budget_ms - age_ms) / 1000,
+            bytes(payload),
+        )
         if self.last_received is not None and not newer(sequence, self.last_received):
             return await self._skip(frame, "out of order: a newer frame was already received")
         self.last_received = sequence
@@ -205,11 +243,20 @@ class CameraStream(SessionStream):
         try:
             response = await self.client.submit(request)
         except (Superseded, DeadlineExceeded, Unavailable) as error:
-            return await self._skip(frame, next(why for kind, why in SKIPPED.items() if isinstance(error, kind)),
-                                    [model])
+            return await self._skip(
+                frame, next(why for kind, why in SKIPPED.items() if isinstance(error, kind)), [model]
+            )
         except XRServeError as error:
-            await self.session.send_json({"type": "error", "status": error.status_code, "message": error.message,
-                                          "stream": self.name, "model": model, "sequence": frame.sequence})
+            await self.session.send_json(
+                {
+                    "type": "error",
+                    "status": error.status_code,
+                    "message": error.message,
+                    "stream": self.name,
+                    "model": model,
+                    "sequence": frame.sequence,
+                }
+            )
             return
         finally:
             tracked = self.tracked.get(model)
@@ -228,9 +275,16 @@ class CameraStream(SessionStream):
         skipped, self.skipped_since_result[model] = self.skipped_since_result[model], 0
         self.counts["answered"] += 1
         server_ms = (time.monotonic() - frame.received) * 1000
-        await self.send("result", model=model, sequence=frame.sequence, capture_ms=frame.capture_ms,
-                        server_ms=round(server_ms, 2), latency_ms=round(frame.age_ms + server_ms, 2),
-                        skipped=skipped, result=shaped)
+        await self.send(
+            "result",
+            model=model,
+            sequence=frame.sequence,
+            capture_ms=frame.capture_ms,
+            server_ms=round(server_ms, 2),
+            latency_ms=round(frame.age_ms + server_ms, 2),
+            skipped=skipped,
+            result=shaped,
+        )
 
     def _outdated(self, model: str, frame: Frame) -> bool:
         """Results never go back in time: a newer frame of this model was already answered."""
@@ -242,8 +296,7 @@ class CameraStream(SessionStream):
         for model in models:
             self.skipped_since_result[model] += 1
         self.counts["skipped"] += len(models)
-        await self.send("skipped", models=models, sequence=frame.sequence, capture_ms=frame.capture_ms,
-                        reason=reason)
+        await self.send("skipped", models=models, sequence=frame.sequence, capture_ms=frame.capture_ms, reason=reason)
 
     # -- requests and tracking -------------------------------------------------------------
 
@@ -271,10 +324,18 @@ class CameraStream(SessionStream):
                 tracked.searching = frame.sequence
             inputs[tracking.input] = tracked.regions.copy()
             inputs[tracking.detect] = np.array([detect])
-        return InferenceRequest(model, inputs, version=info.version, parameters=self.parameters[model],
-                                deadline=frame.deadline, priority=Priority.FRAME, session=self.session.id,
-                                id=f"{self.name}:{frame.sequence}", arrival=frame.received,
-                                frame_key=f"{self.session.id}/{self.name}/{model}")
+        return InferenceRequest(
+            model,
+            inputs,
+            version=info.version,
+            parameters=self.parameters[model],
+            deadline=frame.deadline,
+            priority=Priority.FRAME,
+            session=self.session.id,
+            id=f"{self.name}:{frame.sequence}",
+            arrival=frame.received,
+            frame_key=f"{self.session.id}/{self.name}/{model}",
+        )
 
     def _track(self, model: str, sequence: int, outputs: dict[str, np.ndarray]) -> None:
         """Keep the regions found in the newest answered frame for the next frame's requests."""
@@ -289,9 +350,14 @@ class CameraStream(SessionStream):
     async def _add_gestures(self, frame: Frame, hands: dict[str, np.ndarray], shaped: dict[str, Any]) -> None:
         count = int(hands["count"][0])
         points = hands["landmarks"][0, :count, :, :2].astype(np.float32)
-        request = InferenceRequest(self.options.gesture_model, {"landmarks": points}, deadline=frame.deadline,
-                                   priority=Priority.FRAME, session=self.session.id,
-                                   id=f"{self.name}:{frame.sequence}:gesture")
+        request = InferenceRequest(
+            self.options.gesture_model,
+            {"landmarks": points},
+            deadline=frame.deadline,
+            priority=Priority.FRAME,
+            session=self.session.id,
+            id=f"{self.name}:{frame.sequence}:gesture",
+        )
         try:
             response = await self.client.submit(request)
         except XRServeError as error:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-
-from xrserve.core.controls import deadline_from, priority_from
-from xrserve.core.codec import decode_inputs, outputs_as_json
 from pydantic import Field
 
+from xrserve.core.codec import decode_inputs, outputs_as_json
+from xrserve.core.controls import deadline_from, priority_from
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
 from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
@@ -22,7 +21,7 @@ from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
 
 class InferOptions(StreamOptions):
     model: str = Field(min_length=1, description="the name of the model to call")
-    version: str | None = Field(default=None, pattern=r"^[0-9]+$", description="a version such as \"1\"")
+    version: str | None = Field(default=None, pattern=r"^[0-9]+$", description='a version such as "1"')
 
 
 @stream_kind("infer")
@@ -49,8 +48,15 @@ class ModelStream(SessionStream):
         parameters = message.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise BadRequest("'parameters' must be an object")
-        request = InferenceRequest(self.model, inputs, version=self.version, parameters=parameters,
-                                   session=self.session.id, id=request_id, priority=priority_from(parameters))
+        request = InferenceRequest(
+            self.model,
+            inputs,
+            version=self.version,
+            parameters=parameters,
+            session=self.session.id,
+            id=request_id,
+            priority=priority_from(parameters),
+        )
         request.deadline = deadline_from(parameters, None, request.arrival)
         self.spawn(self._answer(request))
 
@@ -61,5 +67,11 @@ class ModelStream(SessionStream):
         except Exception as error:  # noqa: BLE001 - answered with the request's id
             await self.session.send_error(error, stream=self.name, request=request.id)
             return
-        await self.send("result", id=request.id, model=response.model, version=response.version,
-                        outputs=outputs_as_json(response.outputs), server_ms=round((time.perf_counter() - started) * 1000, 3))
+        await self.send(
+            "result",
+            id=request.id,
+            model=response.model,
+            version=response.version,
+            outputs=outputs_as_json(response.outputs),
+            server_ms=round((time.perf_counter() - started) * 1000, 3),
+        )

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from xrserve.core.client import InferenceClient
@@ -35,7 +34,6 @@ from xrserve.security.moderation import Moderator, StreamMasker
 from xrserve.voice.emotion import EmotionClassifier
 from xrserve.voice.sentences import SentenceSplitter, speakable
 from xrserve.voice.visemes import visemes_from_alignment
-
 
 
 class NpcModels(BaseModel):
@@ -65,13 +63,14 @@ def npc_models(app_state: Any, overrides: dict[str, str] | None = None) -> NpcMo
     settings = getattr(app_state, "settings", None)
     chosen = dict(getattr(settings, "npc_models", None) or {})
     return NpcModels(**{**chosen, **(overrides or {})})
+
+
 #: The LLM's context per sequence is 2048 tokens: the persona, the memory and the answer share it.
 HISTORY_TOKEN_BUDGET = 1200
 CHARS_PER_TOKEN = 4  # English with SmolLM2's tokenizer: ~4 characters per token (an estimate, erring long)
 MAX_TEXT = 2000
 
 Emit = Callable[..., Awaitable[None]]
-
 
 
 class PersonaOptions(BaseModel):
@@ -95,14 +94,21 @@ class Persona:
 
     @classmethod
     def from_options(cls, persona: PersonaOptions, scene: str | None = None) -> Persona:
-        return cls(name=(persona.name or "").strip() or cls.name,
-                   description=(persona.description or "").strip() or cls.description,
-                   style=(persona.style or "").strip() or cls.style, scene=(scene or "").strip())
+        return cls(
+            name=(persona.name or "").strip() or cls.name,
+            description=(persona.description or "").strip() or cls.description,
+            style=(persona.style or "").strip() or cls.style,
+            scene=(scene or "").strip(),
+        )
 
     def system_prompt(self) -> str:
-        lines = [f"You are {self.name}, {self.description}. You speak {self.style}.",
-                 ("You are talking out loud with a visitor. Answer in one or two short spoken sentences, "
-                  "in character, with no lists, no markdown and no stage directions.")]
+        lines = [
+            f"You are {self.name}, {self.description}. You speak {self.style}.",
+            (
+                "You are talking out loud with a visitor. Answer in one or two short spoken sentences, "
+                "in character, with no lists, no markdown and no stage directions."
+            ),
+        ]
         if self.scene:
             lines.append(f"The scene: {self.scene}")
         return "\n".join(lines)
@@ -188,26 +194,51 @@ class NpcPipeline:
         return self._emotions[models.embeddings]
 
     async def transcribe(self, audio: np.ndarray, session: str | None, models: NpcModels) -> str:
-        request = InferenceRequest(models.asr, {"audio": audio.astype(np.float32, copy=False)},
-                                   parameters={"window": "auto", "beam_size": 5}, session=session,
-                                   priority=Priority.INTERACTIVE)
+        request = InferenceRequest(
+            models.asr,
+            {"audio": audio.astype(np.float32, copy=False)},
+            parameters={"window": "auto", "beam_size": 5},
+            session=session,
+            priority=Priority.INTERACTIVE,
+        )
         response = await self.client.submit(request)
         return response.outputs["text"].reshape(-1)[0].decode("utf-8", "replace").strip()
 
-    async def speak(self, text: str, speed: float, session: str | None, offset_ms: float, models: NpcModels,
-                    priority: Priority = Priority.INTERACTIVE) -> tuple[bytes, int, list[dict[str, Any]]]:
-        request = InferenceRequest(models.tts, {"text": np.array([speakable(text).encode()], dtype=object)},
-                                   parameters={"speed": speed} if speed != 1.0 else {}, session=session,
-                                   priority=priority)
+    async def speak(
+        self,
+        text: str,
+        speed: float,
+        session: str | None,
+        offset_ms: float,
+        models: NpcModels,
+        priority: Priority = Priority.INTERACTIVE,
+    ) -> tuple[bytes, int, list[dict[str, Any]]]:
+        request = InferenceRequest(
+            models.tts,
+            {"text": np.array([speakable(text).encode()], dtype=object)},
+            parameters={"speed": speed} if speed != 1.0 else {},
+            session=session,
+            priority=priority,
+        )
         out = (await self.client.submit(request)).outputs
         rate = int(out["sample_rate"].reshape(-1)[0])
         phonemes = [p.decode("utf-8", "replace") for p in out["phonemes"].reshape(-1)]
         visemes = visemes_from_alignment(phonemes, out["phoneme_samples"].reshape(-1).tolist(), rate, offset_ms)
         return out["audio"].astype("<i2", copy=False).tobytes(), rate, visemes
 
-    async def run_turn(self, turn: Turn, memory: Memory, persona: Persona, options: TurnOptions, emit: Emit,
-                       *, models: NpcModels, audio: np.ndarray | None = None, text: str | None = None,
-                       session: str | None = None) -> Turn:
+    async def run_turn(
+        self,
+        turn: Turn,
+        memory: Memory,
+        persona: Persona,
+        options: TurnOptions,
+        emit: Emit,
+        *,
+        models: NpcModels,
+        audio: np.ndarray | None = None,
+        text: str | None = None,
+        session: str | None = None,
+    ) -> Turn:
         """One turn, from audio (transcribed first) or from text. Cancelling it stops every stage."""
         started = turn.started = time.monotonic()
         if audio is not None:
@@ -215,20 +246,34 @@ class NpcPipeline:
             turn.timings["asr_ms"] = _ms(started)
         else:
             turn.transcript = (text or "").strip()
-        await emit("transcript", turn=turn.number, text=turn.transcript,
-                   audio_ms=round(len(audio) / 16, 1) if audio is not None else None)
+        await emit(
+            "transcript",
+            turn=turn.number,
+            text=turn.transcript,
+            audio_ms=round(len(audio) / 16, 1) if audio is not None else None,
+        )
         if not turn.transcript:
             turn.timings["total_ms"] = _ms(started)
             return turn
         llm_started = time.monotonic()
         messages = memory.messages(persona, turn.transcript)
-        parameters: dict[str, Any] = {"input_format": "chat", "max_tokens": options.max_tokens,
-                                      "temperature": options.temperature, "stop": ["\nUser:", "<|im_end|>"]}
+        parameters: dict[str, Any] = {
+            "input_format": "chat",
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "stop": ["\nUser:", "<|im_end|>"],
+        }
         if options.seed is not None:
             parameters["seed"] = options.seed
-        stream = await self.client.stream(InferenceRequest(
-            models.llm, {"text_input": np.array([json.dumps(messages).encode()], dtype=object)},
-            parameters=parameters, session=session, priority=Priority.INTERACTIVE))
+        stream = await self.client.stream(
+            InferenceRequest(
+                models.llm,
+                {"text_input": np.array([json.dumps(messages).encode()], dtype=object)},
+                parameters=parameters,
+                session=session,
+                priority=Priority.INTERACTIVE,
+            )
+        )
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.ensure_future(self._speak_pieces(turn, pieces, options, emit, session, models))
         masker, splitter = StreamMasker(self.moderator), SentenceSplitter()
@@ -257,8 +302,9 @@ class NpcPipeline:
         turn.timings["total_ms"] = _ms(started)
         return turn
 
-    async def _answer_text(self, turn: Turn, text: str, splitter: SentenceSplitter, pieces: asyncio.Queue,
-                           emit: Emit, llm_started: float) -> None:
+    async def _answer_text(
+        self, turn: Turn, text: str, splitter: SentenceSplitter, pieces: asyncio.Queue, emit: Emit, llm_started: float
+    ) -> None:
         turn.answer += text
         await emit("delta", turn=turn.number, text=text)
         for piece in splitter.feed(text):
@@ -266,8 +312,15 @@ class NpcPipeline:
                 turn.timings["llm_first_sentence_ms"] = _ms(llm_started)
             pieces.put_nowait(piece)
 
-    async def _speak_pieces(self, turn: Turn, pieces: asyncio.Queue, options: TurnOptions, emit: Emit,
-                            session: str | None, models: NpcModels) -> None:
+    async def _speak_pieces(
+        self,
+        turn: Turn,
+        pieces: asyncio.Queue,
+        options: TurnOptions,
+        emit: Emit,
+        session: str | None,
+        models: NpcModels,
+    ) -> None:
         """Speaks the pieces in order while the LLM goes on writing; the first one also sets the emotion."""
         index = 0
         while (piece := await pieces.get()) is not None:
@@ -282,8 +335,17 @@ class NpcPipeline:
                 await emit("emotion", turn=turn.number, emotion=turn.emotion, scores=scores)
                 turn.timings["first_audio_ms"] = _ms(turn.started)
             duration_ms = len(pcm) / 2 / rate * 1000
-            await emit("speech", turn=turn.number, index=index, text=piece, pcm=pcm, sample_rate=rate,
-                       offset_ms=round(turn.audio_ms, 1), duration_ms=round(duration_ms, 1), visemes=visemes)
+            await emit(
+                "speech",
+                turn=turn.number,
+                index=index,
+                text=piece,
+                pcm=pcm,
+                sample_rate=rate,
+                offset_ms=round(turn.audio_ms, 1),
+                duration_ms=round(duration_ms, 1),
+                visemes=visemes,
+            )
             turn.spoken.append(piece)
             turn.audio_ms += duration_ms
             index += 1

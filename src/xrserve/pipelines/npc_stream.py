@@ -23,14 +23,13 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import Field
 
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest, Priority
 from xrserve.pipelines.npc import MAX_TEXT, Memory, Persona, PersonaOptions, Turn, TurnOptions, npc_models, pipeline_of
 from xrserve.session.protocol import FrameHeader
-from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
+from xrserve.session.streams import SessionStream, stream_kind
 from xrserve.voice.audio import pcm16_to_float
 
 RATE = 16_000
@@ -56,19 +55,28 @@ class VoiceActivity:
 
 
 class NpcOptions(TurnOptions):
-    sample_rate: Literal[16000] = Field(16000, description="microphone audio: 16 kHz mono PCM16 (resample on "
-                                        "the client)")
+    sample_rate: Literal[16000] = Field(
+        16000, description="microphone audio: 16 kHz mono PCM16 (resample on the client)"
+    )
     persona: PersonaOptions = Field(default_factory=PersonaOptions)
     scene: str = Field("", max_length=MAX_TEXT, description="what the character can see, for its answers")
     end_of_turn_ms: float = Field(500, ge=100, le=5000, description="silence that ends the user's turn")
-    speculate_ms: float | None = Field(None, ge=0, le=5000, description=(
-        "silence after which the turn is already computed, held back until end_of_turn_ms (default "
-        "min(200, end_of_turn_ms))"))
+    speculate_ms: float | None = Field(
+        None,
+        ge=0,
+        le=5000,
+        description=(
+            "silence after which the turn is already computed, held back until end_of_turn_ms (default "
+            "min(200, end_of_turn_ms))"
+        ),
+    )
     barge_in: bool = Field(True, description="speech while the character talks interrupts it")
     vad_threshold: float = Field(0.5, ge=0.1, le=0.95)
     min_speech_ms: float = Field(96, ge=32, le=1000)
-    models: dict[str, str] = Field(default_factory=dict, description=(
-        "which models play which part, overriding the server's: asr, vad, llm, tts, embeddings"))
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description=("which models play which part, overriding the server's: asr, vad, llm, tts, embeddings"),
+    )
 
 
 @stream_kind("npc")
@@ -81,8 +89,10 @@ class NpcStream(SessionStream):
     async def open(self) -> dict[str, Any]:
         options = self.options
         if options.speculate_ms is not None and options.speculate_ms > options.end_of_turn_ms:
-            raise BadRequest(f"option 'speculate_ms' ({options.speculate_ms:g}) must be at most end_of_turn_ms "
-                             f"({options.end_of_turn_ms:g})")
+            raise BadRequest(
+                f"option 'speculate_ms' ({options.speculate_ms:g}) must be at most end_of_turn_ms "
+                f"({options.end_of_turn_ms:g})"
+            )
         self.persona = Persona.from_options(options.persona, options.scene)
         self.turn_options = TurnOptions.model_validate(options.model_dump(include=set(TurnOptions.model_fields)))
         self.end_of_turn_ms = options.end_of_turn_ms
@@ -92,8 +102,10 @@ class NpcStream(SessionStream):
         try:
             self.models = npc_models(self.session.app_state, options.models)
         except ValueError as exc:  # pydantic: an unknown role or an empty name
-            raise BadRequest(f"option 'models': {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}; the "
-                             f"roles are asr, vad, llm, tts, embeddings") from None
+            raise BadRequest(
+                f"option 'models': {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}; the "
+                f"roles are asr, vad, llm, tts, embeddings"
+            ) from None
         for model in self.models.names():
             self.session.authorize(model)
         self.models.check(self.client)  # 404 naming the models here if one is missing
@@ -110,9 +122,13 @@ class NpcStream(SessionStream):
         self.turn_task: asyncio.Task | None = None
         self.confirmed: asyncio.Event | None = None
         self.playing_until = 0.0  # monotonic time the client's playback of sent audio ends
-        return {"sample_rate": RATE, "end_of_turn_ms": self.end_of_turn_ms, "speculate_ms": self.speculate_ms,
-                "audio_out": {"encoding": "pcm16", "channels": 1, "sample_rate": 22050},
-                "persona": self.persona.name}
+        return {
+            "sample_rate": RATE,
+            "end_of_turn_ms": self.end_of_turn_ms,
+            "speculate_ms": self.speculate_ms,
+            "audio_out": {"encoding": "pcm16", "channels": 1, "sample_rate": 22050},
+            "persona": self.persona.name,
+        }
 
     # -- input ---------------------------------------------------------------------------
 
@@ -123,10 +139,15 @@ class NpcStream(SessionStream):
         if not whole:
             return
         chunks = self.pending[: whole * CHUNK].reshape(whole, CHUNK)
-        self.pending = self.pending[whole * CHUNK:]
-        response = await self.client.submit(InferenceRequest(
-            self.models.vad, {"audio": chunks, "state": self.vad.state, "context": self.vad.context},
-            session=self.session.id, priority=Priority.INTERACTIVE))
+        self.pending = self.pending[whole * CHUNK :]
+        response = await self.client.submit(
+            InferenceRequest(
+                self.models.vad,
+                {"audio": chunks, "state": self.vad.state, "context": self.vad.context},
+                session=self.session.id,
+                priority=Priority.INTERACTIVE,
+            )
+        )
         self.vad.state, self.vad.context = response.outputs["state"], response.outputs["context"]
         for chunk, probability in zip(chunks, response.outputs["probability"]):
             await self._step(chunk, float(probability))
@@ -135,7 +156,7 @@ class NpcStream(SessionStream):
         vad = self.vad
         self.heard_ms += CHUNK_MS
         if not vad.in_speech:
-            self.pre_roll = (self.pre_roll + [chunk])[-round(PRE_ROLL_MS / CHUNK_MS):]
+            self.pre_roll = (self.pre_roll + [chunk])[-round(PRE_ROLL_MS / CHUNK_MS) :]
             vad.voiced_run = vad.voiced_run + 1 if probability >= vad.threshold else 0
             if vad.voiced_run >= vad.min_speech_chunks:
                 vad.in_speech, vad.silent_run = True, 0
@@ -206,7 +227,9 @@ class NpcStream(SessionStream):
             keep = max(1, len(self.utterance) - self.vad.silent_run + 3)  # end of speech plus ~100 ms
             audio = np.concatenate(self.utterance[:keep]) if self.utterance else np.zeros(CHUNK, np.float32)
         self.turn_started = time.monotonic()
-        self.turn_task = self.spawn(self._run(self.turn, self.confirmed, audio, text), name=f"npc-turn-{self.turn_count}")
+        self.turn_task = self.spawn(
+            self._run(self.turn, self.confirmed, audio, text), name=f"npc-turn-{self.turn_count}"
+        )
 
     async def _confirm(self, silence_ms: float) -> None:
         assert self.confirmed is not None and self.turn is not None
@@ -246,14 +269,30 @@ class NpcStream(SessionStream):
 
         sender = asyncio.ensure_future(deliver())
         try:
-            await self.pipeline.run_turn(turn, self.memory, self.persona, self.turn_options, emit,
-                                         models=self.models, audio=audio, text=text, session=self.session.id)
+            await self.pipeline.run_turn(
+                turn,
+                self.memory,
+                self.persona,
+                self.turn_options,
+                emit,
+                models=self.models,
+                audio=audio,
+                text=text,
+                session=self.session.id,
+            )
             outbox.put_nowait(None)
             await sender
             self.memory.add(turn.transcript, turn.answer)
-            await self.send("turn_end", turn=turn.number, transcript=turn.transcript, answer=turn.answer,
-                            emotion=turn.emotion, audio_ms=round(turn.audio_ms, 1), timings=turn.timings,
-                            speech_end_ms=round(self.speech_end_ms, 1))
+            await self.send(
+                "turn_end",
+                turn=turn.number,
+                transcript=turn.transcript,
+                answer=turn.answer,
+                emotion=turn.emotion,
+                audio_ms=round(turn.audio_ms, 1),
+                timings=turn.timings,
+                speech_end_ms=round(self.speech_end_ms, 1),
+            )
         except asyncio.CancelledError:
             sender.cancel()
             if confirmed.is_set() and turn.transcript:  # barged in: remember what was actually said

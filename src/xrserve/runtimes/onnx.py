@@ -10,10 +10,18 @@ from xrserve.core.model import Model
 from xrserve.core.tensors import NUMPY_DTYPES
 
 _ORT_TYPES = {
-    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
 
@@ -36,7 +44,10 @@ class OnnxModel(Model):
         """Fill in undeclared tensors from the graph; reject declarations the graph contradicts."""
         from xrserve.core.config import TensorDecl
 
-        graph = {t.name: (_ORT_TYPES.get(t.type, t.type), [d if isinstance(d, int) else -1 for d in t.shape]) for t in graph_tensors}
+        graph = {
+            t.name: (_ORT_TYPES.get(t.type, t.type), [d if isinstance(d, int) else -1 for d in t.shape])
+            for t in graph_tensors
+        }
         declared = getattr(self.config, kind)
         if not declared:
             declared.extend(TensorDecl(name=n, datatype=dt, shape=shape) for n, (dt, shape) in graph.items())
@@ -57,5 +68,7 @@ class OnnxModel(Model):
                 array = array.astype(str)
             feeds[spec.name] = array
         results = self.session.run(self._output_names, feeds)
-        return {name: np.asarray(value, dtype=NUMPY_DTYPES[spec.datatype] if spec.datatype != "BYTES" else object)
-                for name, value, spec in zip(self._output_names, results, self.config.outputs)}
+        return {
+            name: np.asarray(value, dtype=NUMPY_DTYPES[spec.datatype] if spec.datatype != "BYTES" else object)
+            for name, value, spec in zip(self._output_names, results, self.config.outputs)
+        }

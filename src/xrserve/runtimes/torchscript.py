@@ -32,5 +32,7 @@ class TorchScriptModel(Model):
         else:
             values = [result]
         if len(values) != len(self.config.outputs):
-            raise ValueError(f"the module returned {len(values)} tensors, model.toml declares {len(self.config.outputs)}")
+            raise ValueError(
+                f"the module returned {len(values)} tensors, model.toml declares {len(self.config.outputs)}"
+            )
         return {t.name: v.detach().numpy() for t, v in zip(self.config.outputs, values)}

@@ -68,8 +68,20 @@ class AuditLog:
         self._thread.start()
 
     def record(self, record: AuditRecord) -> None:
-        self._buffer.append((record.time, record.key_id, record.method, record.route, record.model,
-                             record.version, record.status, record.latency_ms, record.client, record.note))
+        self._buffer.append(
+            (
+                record.time,
+                record.key_id,
+                record.method,
+                record.route,
+                record.model,
+                record.version,
+                record.status,
+                record.latency_ms,
+                record.client,
+                record.note,
+            )
+        )
 
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []

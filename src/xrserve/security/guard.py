@@ -42,8 +42,10 @@ class Guard:
         if not header:
             if self.anonymous_allowed:
                 return ANONYMOUS
-            raise Unauthorized("this route needs an API key: send 'Authorization: Bearer xrs_...' "
-                               "(create one with `xrserve keys create --scope <model>`)")
+            raise Unauthorized(
+                "this route needs an API key: send 'Authorization: Bearer xrs_...' "
+                "(create one with `xrserve keys create --scope <model>`)"
+            )
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer":

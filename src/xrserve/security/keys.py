@@ -131,8 +131,9 @@ class KeyStore:
         if record is None or not hmac.compare_digest(digest, _digest(secret)):
             raise PermissionError("the API key is not known to this server")
         if record.status != "active":
-            raise PermissionError(f"the API key {record.id} is {record.status}; "
-                                  "create a new one with `xrserve keys create`")
+            raise PermissionError(
+                f"the API key {record.id} is {record.status}; create a new one with `xrserve keys create`"
+            )
         return record
 
 

@@ -36,11 +36,14 @@ class Moderator:
         if action not in ("mask", "withhold"):
             raise ValueError(f"moderation action must be 'mask' or 'withhold', got '{action}'")
         self.action = action
-        self._rules = {name: regex.compile("|".join(f"(?:{p})" for p in patterns), regex.IGNORECASE)
-                       for name, patterns in categories.items() if patterns}
+        self._rules = {
+            name: regex.compile("|".join(f"(?:{p})" for p in patterns), regex.IGNORECASE)
+            for name, patterns in categories.items()
+            if patterns
+        }
 
     @classmethod
-    def from_file(cls, path: Path = DEFAULT_LISTS) -> "Moderator":
+    def from_file(cls, path: Path = DEFAULT_LISTS) -> Moderator:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -53,7 +56,9 @@ class Moderator:
                 try:
                     regex.compile(pattern)
                 except regex.error as exc:
-                    raise ValueError(f"moderation lists {path}: category '{name}': bad pattern {pattern!r}: {exc}") from None
+                    raise ValueError(
+                        f"moderation lists {path}: category '{name}': bad pattern {pattern!r}: {exc}"
+                    ) from None
             categories[name] = words + patterns
         return cls(categories, data.get("action", "mask"))
 

@@ -36,19 +36,23 @@ class FrameHeader:
 
 
 def pack(header: FrameHeader, payload: bytes | bytearray | memoryview = b"") -> bytes:
-    return HEADER.pack(PROTOCOL_VERSION, header.flags, header.channel, header.sequence & 0xFFFFFFFF,
-                       header.timestamp_ms) + bytes(payload)
+    return HEADER.pack(
+        PROTOCOL_VERSION, header.flags, header.channel, header.sequence & 0xFFFFFFFF, header.timestamp_ms
+    ) + bytes(payload)
 
 
 def unpack(message: bytes) -> tuple[FrameHeader, memoryview]:
     """Split a binary message into header and payload, or say what is wrong with it."""
     if len(message) < HEADER_SIZE:
-        raise BadRequest(f"binary message of {len(message)} bytes is shorter than the {HEADER_SIZE}-byte header "
-                         f"(version u8, flags u8, channel u16, sequence u32, timestamp_ms f64, little-endian)")
+        raise BadRequest(
+            f"binary message of {len(message)} bytes is shorter than the {HEADER_SIZE}-byte header "
+            f"(version u8, flags u8, channel u16, sequence u32, timestamp_ms f64, little-endian)"
+        )
     version, flags, channel, sequence, timestamp_ms = HEADER.unpack_from(message)
     if version != PROTOCOL_VERSION:
-        raise BadRequest(f"binary header version {version} is not supported; this server speaks version "
-                         f"{PROTOCOL_VERSION}")
+        raise BadRequest(
+            f"binary header version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"
+        )
     if timestamp_ms != timestamp_ms:  # NaN
         raise BadRequest("binary header timestamp_ms is NaN; send the capture time in milliseconds")
     return FrameHeader(channel, sequence, timestamp_ms, flags), memoryview(message)[HEADER_SIZE:]

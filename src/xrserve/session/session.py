@@ -12,7 +12,8 @@ import itertools
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -34,8 +35,15 @@ def server_time_ms() -> float:
 
 
 class Session:
-    def __init__(self, client: InferenceClient, key: ApiKey, send_text: Callable[[str], Awaitable[None]],
-                 send_bytes: Callable[[bytes], Awaitable[None]], *, app_state: Any = None) -> None:
+    def __init__(
+        self,
+        client: InferenceClient,
+        key: ApiKey,
+        send_text: Callable[[str], Awaitable[None]],
+        send_bytes: Callable[[bytes], Awaitable[None]],
+        *,
+        app_state: Any = None,
+    ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.client = client
         self.key = key
@@ -51,10 +59,16 @@ class Session:
     # -- what the client sees first --------------------------------------------------------
 
     def hello(self) -> dict[str, Any]:
-        return {"type": "hello", "session": self.id, "protocol": protocol.PROTOCOL_VERSION,
-                "kinds": sorted(STREAM_KINDS), "header": "<BBHId: version u8, flags u8, channel u16, "
-                "sequence u32, timestamp_ms f64 (little-endian, 16 bytes)", "server_time_ms": server_time_ms(),
-                "max_streams": MAX_STREAMS}
+        return {
+            "type": "hello",
+            "session": self.id,
+            "protocol": protocol.PROTOCOL_VERSION,
+            "kinds": sorted(STREAM_KINDS),
+            "header": "<BBHId: version u8, flags u8, channel u16, "
+            "sequence u32, timestamp_ms f64 (little-endian, 16 bytes)",
+            "server_time_ms": server_time_ms(),
+            "max_streams": MAX_STREAMS,
+        }
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -65,8 +79,9 @@ class Session:
         async with self._write:
             await self._send_text(text)
 
-    async def send_binary(self, channel: int, sequence: int, payload: bytes, *, flags: int = 0,
-                          timestamp_ms: float | None = None) -> None:
+    async def send_binary(
+        self, channel: int, sequence: int, payload: bytes, *, flags: int = 0, timestamp_ms: float | None = None
+    ) -> None:
         if self.closed:
             return
         stamp = server_time_ms() if timestamp_ms is None else timestamp_ms
@@ -74,8 +89,7 @@ class Session:
         async with self._write:
             await self._send_bytes(message)
 
-    async def send_error(self, error: BaseException, *, stream: str | None = None,
-                         request: str | None = None) -> None:
+    async def send_error(self, error: BaseException, *, stream: str | None = None, request: str | None = None) -> None:
         if isinstance(error, XRServeError):
             status, message = error.status_code, error.message
         else:
@@ -100,7 +114,7 @@ class Session:
             try:
                 message = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
-                raise BadRequest(f"text message is not JSON ({exc}); send {{\"type\": ..., ...}}") from None
+                raise BadRequest(f'text message is not JSON ({exc}); send {{"type": ..., ...}}') from None
             if not isinstance(message, dict) or not isinstance(message.get("type"), str):
                 raise BadRequest("a text message must be a JSON object with a string 'type'")
             await self._dispatch(message)
@@ -109,17 +123,22 @@ class Session:
                 log.exception("session %s: message failed", self.id)
             stream = message.get("stream") if isinstance(message, dict) else None
             request = message.get("id") if isinstance(message, dict) else None
-            await self.send_error(error, stream=stream if isinstance(stream, str) else None,
-                                  request=request if isinstance(request, str) else None)
+            await self.send_error(
+                error,
+                stream=stream if isinstance(stream, str) else None,
+                request=request if isinstance(request, str) else None,
+            )
 
     async def receive_bytes(self, data: bytes) -> None:
         try:
             header, payload = protocol.unpack(data)
             stream = self.by_channel.get(header.channel)
             if stream is None:
-                raise NotFound(f"no open stream has channel {header.channel}; open one with "
-                               f"{{\"type\": \"open\", \"stream\": ..., \"kind\": ...}} and use the channel "
-                               f"its 'opened' message gives")
+                raise NotFound(
+                    f"no open stream has channel {header.channel}; open one with "
+                    f'{{"type": "open", "stream": ..., "kind": ...}} and use the channel '
+                    f"its 'opened' message gives"
+                )
             try:
                 await stream.on_binary(header, payload)
             except Exception as error:  # noqa: BLE001
@@ -143,8 +162,10 @@ class Session:
     def _stream_of(self, message: dict[str, Any]) -> SessionStream:
         name = message.get("stream")
         if not isinstance(name, str):
-            raise BadRequest(f"message type '{message['type']}' needs a 'stream' naming an open stream "
-                             f"(or is not a session message: ping, open, close)")
+            raise BadRequest(
+                f"message type '{message['type']}' needs a 'stream' naming an open stream "
+                f"(or is not a session message: ping, open, close)"
+            )
         stream = self.streams.get(name)
         if stream is None:
             raise NotFound(f"no open stream named '{name}'; open streams: {sorted(self.streams) or 'none'}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, ClassVar
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xrserve.session")
 
-STREAM_KINDS: dict[str, type["SessionStream"]] = {}
+STREAM_KINDS: dict[str, type[SessionStream]] = {}
 
 
 class StreamOptions(BaseModel):
@@ -43,7 +44,9 @@ def parse_options(kind: str, options_class: type[BaseModel], raw: dict[str, Any]
             if error["type"] == "extra_forbidden":
                 problems.append(f"option '{name}' is not an option of a {kind} stream")
             else:
-                problems.append(f"option '{name}': {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})")
+                problems.append(
+                    f"option '{name}': {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})"
+                )
         known = ", ".join(sorted(options_class.model_fields))
         raise BadRequest(f"{'; '.join(problems)}. A {kind} stream's options are: {known}") from None
 
@@ -66,7 +69,7 @@ class SessionStream:
     #: The `open` options this kind reads (checked before `open` runs; `self.options` is an instance).
     Options: ClassVar[type[BaseModel]] = StreamOptions
 
-    def __init__(self, session: "Session", name: str, channel: int, options: dict[str, Any]) -> None:
+    def __init__(self, session: Session, name: str, channel: int, options: dict[str, Any]) -> None:
         self.session = session
         self.client = session.client
         self.name = name
@@ -102,8 +105,9 @@ class SessionStream:
         if not self.closed:
             await self.session.send_json({"type": type_, "stream": self.name, **fields})
 
-    async def send_binary(self, sequence: int, payload: bytes, *, flags: int = 0,
-                          timestamp_ms: float | None = None) -> None:
+    async def send_binary(
+        self, sequence: int, payload: bytes, *, flags: int = 0, timestamp_ms: float | None = None
+    ) -> None:
         if not self.closed:
             await self.session.send_binary(self.channel, sequence, payload, flags=flags, timestamp_ms=timestamp_ms)
 

@@ -34,8 +34,10 @@ def _where_data_comes_from(missing: Path) -> str:
     if not missing.is_relative_to(folder):
         return "check the --data PATH"
     if os.environ.get("XRSERVE_DATASETS"):
-        return (f"XRSERVE_DATASETS={os.environ['XRSERVE_DATASETS']} has no {missing.relative_to(folder)}: "
-                "unset it to use the data shipped with xrserve, or pass --data PATH")
+        return (
+            f"XRSERVE_DATASETS={os.environ['XRSERVE_DATASETS']} has no {missing.relative_to(folder)}: "
+            "unset it to use the data shipped with xrserve, or pass --data PATH"
+        )
     return f"the data shipped with xrserve is missing from {PACKAGED_DATASETS} (reinstall it), or pass --data PATH"
 
 
@@ -86,8 +88,10 @@ def read_labeled_csv(path: Path, features: int, labels_path: Path | None = None)
             continue
         cells = line.split(",")
         if len(cells) != features + 1:
-            raise DataError(f"{path}: line {number} has {len(cells)} columns, expected {features + 1} "
-                            f"(a label and {features} numbers)")
+            raise DataError(
+                f"{path}: line {number} has {len(cells)} columns, expected {features + 1} "
+                f"(a label and {features} numbers)"
+            )
         try:
             values = [float(c) for c in cells]
         except ValueError:
@@ -102,10 +106,13 @@ def read_labeled_csv(path: Path, features: int, labels_path: Path | None = None)
     labels = array[:, 0]
     if (labels != np.round(labels)).any() or labels.min() < 0 or labels.max() >= len(classes):
         bad_row = int(np.argmax((labels != np.round(labels)) | (labels < 0) | (labels >= len(classes)))) + 1
-        raise DataError(f"{path}: data row {bad_row}: label {labels[bad_row - 1]:g} is not one of 0..{len(classes) - 1} "
-                        f"(the lines of {labels_path.name})")
-    return LabeledRows(array[:, 1:].astype(np.float32), labels.astype(np.int64), classes, path,
-                       file_hash(path, labels_path))
+        raise DataError(
+            f"{path}: data row {bad_row}: label {labels[bad_row - 1]:g} is not one of 0..{len(classes) - 1} "
+            f"(the lines of {labels_path.name})"
+        )
+    return LabeledRows(
+        array[:, 1:].astype(np.float32), labels.astype(np.int64), classes, path, file_hash(path, labels_path)
+    )
 
 
 def _is_number(text: str) -> bool:
@@ -116,8 +123,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def stratified_split(labels: np.ndarray, seed: int, fractions: tuple[float, float] = (0.7, 0.15)
-                     ) -> dict[str, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, seed: int, fractions: tuple[float, float] = (0.7, 0.15)
+) -> dict[str, np.ndarray]:
     """Train/validation/test indices, the same class mix in each, fixed by the seed."""
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
@@ -126,8 +134,8 @@ def stratified_split(labels: np.ndarray, seed: int, fractions: tuple[float, floa
         n_train = int(round(len(idx) * fractions[0]))
         n_val = int(round(len(idx) * fractions[1]))
         parts["train"].append(idx[:n_train])
-        parts["val"].append(idx[n_train:n_train + n_val])
-        parts["test"].append(idx[n_train + n_val:])
+        parts["val"].append(idx[n_train : n_train + n_val])
+        parts["test"].append(idx[n_train + n_val :])
     return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
 
 
@@ -145,6 +153,7 @@ def subsample(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 
 
 # -- elevation data ----------------------------------------------------------------------
+
 
 @dataclass
 class Elevation:
@@ -181,7 +190,8 @@ def dem_files() -> list[Path]:
 
 
 def read_dems(path: Path | None) -> tuple[list[Elevation], str]:
-    """The DEMs to learn from: matplotlib's (path None) or every `.npz` (key `elevation` or `topo`) / `.npy` in a folder."""
+    """The DEMs to learn from: matplotlib's (path None), or every `.npz` (key `elevation` or `topo`) and
+    `.npy` in a folder."""
     if path is None:
         return matplotlib_dems(), file_hash(*dem_files())
     path = Path(path)
@@ -224,7 +234,7 @@ class TerrainSplit:
             block = blocks[b]
             y = rng.integers(0, block.shape[0] - self.crop + 1)
             x = rng.integers(0, block.shape[1] - self.crop + 1)
-            crop = block[y:y + self.crop, x:x + self.crop]
+            crop = block[y : y + self.crop, x : x + self.crop]
             crop = np.rot90(crop, k=int(rng.integers(4)))
             out[i] = crop[:, ::-1] if rng.integers(2) else crop
         return out
@@ -236,15 +246,16 @@ class TerrainSplit:
         for block in self.blocks[split]:
             h, w = block.shape
             for y, x in ((0, 0), (0, w - c), (h - c, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)):
-                crop = block[y:y + c, x:x + c]
+                crop = block[y : y + c, x : x + c]
                 for k in range(4):
                     rotated = np.rot90(crop, k)
                     crops += [rotated, rotated[:, ::-1]]
         return np.ascontiguousarray(np.stack(crops), dtype=np.float32)
 
 
-def split_terrain(dems: list[Elevation], crop: int, block: int, seed: int,
-                  fractions: tuple[float, float] = (0.7, 0.15)) -> TerrainSplit:
+def split_terrain(
+    dems: list[Elevation], crop: int, block: int, seed: int, fractions: tuple[float, float] = (0.7, 0.15)
+) -> TerrainSplit:
     """Cut each DEM into block x block tiles and deal them to train/val/test with a fixed seed."""
     if block < crop:
         raise ValueError("block must be at least the crop size")
@@ -253,13 +264,15 @@ def split_terrain(dems: list[Elevation], crop: int, block: int, seed: int,
         h, w = dem.heights.shape
         for y in range(0, h - block + 1, block):
             for x in range(0, w - block + 1, block):
-                tiles.append(dem.heights[y:y + block, x:x + block])
+                tiles.append(dem.heights[y : y + block, x : x + block])
     if len(tiles) < 3:
-        raise DataError(f"the elevation data gives only {len(tiles)} tiles of {block}x{block}; "
-                        "need at least 3 (train, validation, test): use larger heightmaps")
+        raise DataError(
+            f"the elevation data gives only {len(tiles)} tiles of {block}x{block}; "
+            "need at least 3 (train, validation, test): use larger heightmaps"
+        )
     order = np.random.default_rng(seed).permutation(len(tiles))
     n_train = max(1, int(round(len(tiles) * fractions[0])))
     n_val = max(1, int(round(len(tiles) * fractions[1])))
     n_train = min(n_train, len(tiles) - 2)
-    parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     return TerrainSplit({k: [tiles[i] for i in v] for k, v in parts.items()}, crop)

@@ -29,13 +29,16 @@ def classification_metrics(truth: np.ndarray, predicted: np.ndarray, classes: li
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
         "macro_f1": float(f1.mean()),
-        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for name, p, r, f, s in zip(classes, precision, recall, f1, confusion.sum(axis=1))},
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(classes, precision, recall, f1, confusion.sum(axis=1))
+        },
         "confusion": confusion.tolist(),
     }
 
 
 # -- terrain -------------------------------------------------------------------------------
+
 
 def slopes(heights: np.ndarray) -> np.ndarray:
     """Gradient magnitude in metres per pixel, every pixel of every map (a sample)."""
@@ -88,13 +91,13 @@ def _wasserstein(a: np.ndarray, b: np.ndarray, points: int = 512) -> float:
 def realism_score(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     """Per statistic and overall ('score'): normalised distance to real terrain; lower is more realistic."""
     ours, theirs = terrain_statistics(generated), terrain_statistics(real)
-    parts = {name: _wasserstein(ours[name], theirs[name]) / (float(np.std(theirs[name])) + 1e-9)
-             for name in ours}
+    parts = {name: _wasserstein(ours[name], theirs[name]) / (float(np.std(theirs[name])) + 1e-9) for name in ours}
     return {"score": float(np.mean(list(parts.values()))), **parts}
 
 
-def fractal_terrain(count: int, size: int, beta: float, roughness_m: float, mean_m: float,
-                    rng: np.random.Generator) -> np.ndarray:
+def fractal_terrain(
+    count: int, size: int, beta: float, roughness_m: float, mean_m: float, rng: np.random.Generator
+) -> np.ndarray:
     """Fractal (fBm) noise by spectral synthesis: power ~ f^-beta, scaled to a roughness and mean height.
 
     The usual procedural-terrain baseline; `beta`, roughness and mean are fitted to the
@@ -110,7 +113,7 @@ def fractal_terrain(count: int, size: int, beta: float, roughness_m: float, mean
     noise = rng.normal(size=(count, size, size))
     maps = np.real(np.fft.ifft2(amplitude * noise * np.exp(1j * phases)))
     current = roughness(maps)
-    maps *= (roughness_m / np.median(current))
+    maps *= roughness_m / np.median(current)
     return (maps + mean_m).astype(np.float32)
 
 

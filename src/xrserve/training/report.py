@@ -70,8 +70,9 @@ def heightmap_grid(path: Path, maps: np.ndarray, title: str, columns: int = 8, l
     for i, heights in enumerate(maps):
         ax = axes[i // columns][i % columns]
         span = float(heights.max() - heights.min()) or 1.0
-        shaded = light.shade(heights, cmap=plt.get_cmap("gist_earth"), blend_mode="overlay",
-                             vert_exag=30.0 / span * heights.shape[0] / 4)
+        shaded = light.shade(
+            heights, cmap=plt.get_cmap("gist_earth"), blend_mode="overlay", vert_exag=30.0 / span * heights.shape[0] / 4
+        )
         ax.imshow(shaded)
         if labels:
             ax.set_title(labels[i], fontsize=7)
@@ -109,17 +110,25 @@ def _plain(value: Any) -> Any:
 
 def markdown(report: dict[str, Any]) -> str:
     metrics = report["metrics"]
-    lines = [f"# {report['recipe']}: {report['headline']}", "",
-             f"- finished {report['finished']}, {report['epochs']} epochs, seed {report['seed']}, "
-             f"training time {report['train_seconds']:.1f} s",
-             f"- data: `{report['data']['source']}` ({report['data']['data_hash']})",
-             f"- split: {report['data']['split']} ({report['data']['split_rule']})", ""]
+    lines = [
+        f"# {report['recipe']}: {report['headline']}",
+        "",
+        f"- finished {report['finished']}, {report['epochs']} epochs, seed {report['seed']}, "
+        f"training time {report['train_seconds']:.1f} s",
+        f"- data: `{report['data']['source']}` ({report['data']['data_hash']})",
+        f"- split: {report['data']['split']} ({report['data']['split_rule']})",
+        "",
+    ]
     if "per_class" in metrics:
         lines += ["| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
         for name, row in metrics["per_class"].items():
-            lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |")
-        lines.append(f"| **macro** | {metrics['macro_precision']:.4f} | {metrics['macro_recall']:.4f} | "
-                     f"{metrics['macro_f1']:.4f} | |")
+            lines.append(
+                f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |"
+            )
+        lines.append(
+            f"| **macro** | {metrics['macro_precision']:.4f} | {metrics['macro_recall']:.4f} | "
+            f"{metrics['macro_f1']:.4f} | |"
+        )
         lines.append("")
     else:
         lines += ["| metric | value |", "| --- | --- |"]

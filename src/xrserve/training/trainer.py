@@ -38,9 +38,19 @@ def default_out(recipe: str) -> Path:
     return Path("runs") / recipe
 
 
-def train(recipe_name: str, *, data: Path | None = None, epochs: int | None = None, seed: int = 0,
-          out: Path | None = None, limit: int | None = None, steps: int | None = None, threads: int | None = None,
-          restart: bool = False, console: Console | None = None) -> RunResult:
+def train(
+    recipe_name: str,
+    *,
+    data: Path | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    out: Path | None = None,
+    limit: int | None = None,
+    steps: int | None = None,
+    threads: int | None = None,
+    restart: bool = False,
+    console: Console | None = None,
+) -> RunResult:
     """Train one recipe into `out` (resuming from its checkpoint), evaluate, report and export.
 
     `limit` keeps a slice of the data (rows, or terrain tiles) and `steps` caps the steps
@@ -68,19 +78,31 @@ def train(recipe_name: str, *, data: Path | None = None, epochs: int | None = No
     start, spent = 0, 0.0
     if checkpoint_path.exists() and not restart:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        mine = {"recipe": recipe_name, "seed": seed, "data_hash": data_info["data_hash"], "limit": limit,
-                "steps": steps}
+        mine = {
+            "recipe": recipe_name,
+            "seed": seed,
+            "data_hash": data_info["data_hash"],
+            "limit": limit,
+            "steps": steps,
+        }
         theirs = {k: state.get(k) for k in mine}
         if mine != theirs:
             changed = ", ".join(k for k in mine if mine[k] != theirs[k])
-            raise DataError(f"{checkpoint_path} was made with a different {changed}; "
-                            "pass --restart to start over, or another --out")
+            raise DataError(
+                f"{checkpoint_path} was made with a different {changed}; pass --restart to start over, or another --out"
+            )
         recipe.load_state_dict(state["recipe_state"])
         history, start, spent = state["history"], state["epoch"], state["train_seconds"]
         console.print(f"resuming {recipe_name} from {checkpoint_path} after epoch {start} of {epochs}")
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task(f"{recipe_name}", total=epochs * steps, completed=start * steps)
@@ -92,28 +114,52 @@ def train(recipe_name: str, *, data: Path | None = None, epochs: int | None = No
                 for step in range(steps):
                     for key, value in recipe.train_step(rng).items():
                         sums[key] = sums.get(key, 0.0) + value
-                    progress.update(task, advance=1, description=f"{recipe_name} epoch {epoch + 1}/{epochs} "
-                                    + " ".join(f"{k} {v / (step + 1):.4f}" for k, v in sums.items()))
+                    progress.update(
+                        task,
+                        advance=1,
+                        description=f"{recipe_name} epoch {epoch + 1}/{epochs} "
+                        + " ".join(f"{k} {v / (step + 1):.4f}" for k, v in sums.items()),
+                    )
                 row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}, **recipe.validate()}
                 history.append(row)
                 spent += time.monotonic() - began
-                _save_checkpoint(checkpoint_path, {
-                    "recipe": recipe_name, "seed": seed, "data_hash": data_info["data_hash"], "limit": limit,
-                    "steps": steps, "epoch": epoch + 1, "history": history, "train_seconds": spent,
-                    "recipe_state": recipe.state_dict()})
+                _save_checkpoint(
+                    checkpoint_path,
+                    {
+                        "recipe": recipe_name,
+                        "seed": seed,
+                        "data_hash": data_info["data_hash"],
+                        "limit": limit,
+                        "steps": steps,
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "train_seconds": spent,
+                        "recipe_state": recipe.state_dict(),
+                    },
+                )
     except KeyboardInterrupt:
-        console.print(f"interrupted; the last finished epoch is saved in {checkpoint_path}: "
-                      "run the same command again to resume")
+        console.print(
+            f"interrupted; the last finished epoch is saved in {checkpoint_path}: run the same command again to resume"
+        )
         raise
 
     console.print(f"evaluating {recipe_name} on the test split")
     metrics = recipe.evaluate(run_dir)
     report: dict[str, Any] = {
-        "recipe": recipe_name, "model": recipe.name, "seed": seed, "epochs": epochs, "limit": limit,
+        "recipe": recipe_name,
+        "model": recipe.name,
+        "seed": seed,
+        "epochs": epochs,
+        "limit": limit,
         "steps_per_epoch": steps,
         "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "train_seconds": round(spent, 2), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "data": data_info, "history": history, "metrics": metrics, "headline": recipe.headline(metrics),
+        "train_seconds": round(spent, 2),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "data": data_info,
+        "history": history,
+        "metrics": metrics,
+        "headline": recipe.headline(metrics),
         "plots": {"curves": curves_plot(run_dir / "curves.png", history, recipe_name)},
     }
     write_report(run_dir, report)

@@ -35,8 +35,10 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
 
 
 def _too_long(seconds: float) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the audio is {seconds:.0f} s long; the limit is {MAX_DURATION_S:.0f} s. "
-                           "Split it into shorter files and send them one by one")
+    return PayloadTooLarge(
+        f"the audio is {seconds:.0f} s long; the limit is {MAX_DURATION_S:.0f} s. "
+        "Split it into shorter files and send them one by one"
+    )
 
 
 def decode_upload(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> np.ndarray:
@@ -44,8 +46,9 @@ def decode_upload(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> np.
     if not data:
         raise BadRequest(f"the audio file is empty; {FORMATS_HINT}")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise PayloadTooLarge(f"the audio file is {len(data) / 2**20:.1f} MiB; the limit is "
-                              f"{MAX_UPLOAD_BYTES // 2**20} MiB")
+        raise PayloadTooLarge(
+            f"the audio file is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES // 2**20} MiB"
+        )
     try:
         samples, rate = _decode_soundfile(data, max_duration_s)
     except _NotSoundfile:
@@ -111,8 +114,9 @@ def pcm16(samples: np.ndarray) -> bytes:
 
 def pcm16_to_float(payload: bytes | memoryview) -> np.ndarray:
     if len(payload) % 2:
-        raise BadRequest(f"audio payload of {len(payload)} bytes is not whole 16-bit samples; "
-                         "send little-endian PCM16 mono")
+        raise BadRequest(
+            f"audio payload of {len(payload)} bytes is not whole 16-bit samples; send little-endian PCM16 mono"
+        )
     return np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
 
 
@@ -120,9 +124,14 @@ def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
     """A 44-byte PCM16 mono WAV header; with no length (streaming) the sizes are 0xFFFFFFFF, as OpenAI sends."""
     size = 0xFFFFFFFF if data_bytes is None else data_bytes
     riff = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
-    return (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt " +
-            struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) +
-            b"data" + struct.pack("<I", size))
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", size)
+    )
 
 
 def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:

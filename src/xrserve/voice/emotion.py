@@ -12,6 +12,7 @@ every other model call.
 from __future__ import annotations
 
 import asyncio
+
 import numpy as np
 
 from xrserve.core.client import InferenceClient
@@ -19,18 +20,48 @@ from xrserve.core.request import InferenceRequest, Priority
 
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "afraid")
 PROTOTYPES: dict[str, tuple[str, ...]] = {
-    "neutral": ("The market opens at dawn.", "The road goes north to the city.", "I sell bread and tools.",
-                "Yes, I can help you with that.", "It is about a day's walk from here."),
-    "happy": ("I am so happy to see you!", "Wonderful, that is great news!", "Ha, what a lovely day, my friend!",
-              "Thank you, I love it!", "That makes me so glad."),
-    "sad": ("I am so sad, I miss them terribly.", "Sadly, my brother died last winter.",
-            "I'm sorry, that is heartbreaking.", "I feel lonely and lost.", "We lost everything in the fire."),
-    "angry": ("How dare you! Get out of my shop!", "I am furious with you.", "That makes me so angry!",
-              "Stop that right now, you fool!", "I hate those thieving bandits."),
-    "surprised": ("Wow, I did not expect that!", "What? Really? That's amazing!", "Oh! You startled me!",
-                  "Unbelievable, I can't believe it!", "No way, is that true?"),
-    "afraid": ("I'm scared, please help me!", "Run, the dragon is coming!", "I am terrified of the dark forest.",
-               "Something is out there, I'm afraid.", "Please don't hurt me!"),
+    "neutral": (
+        "The market opens at dawn.",
+        "The road goes north to the city.",
+        "I sell bread and tools.",
+        "Yes, I can help you with that.",
+        "It is about a day's walk from here.",
+    ),
+    "happy": (
+        "I am so happy to see you!",
+        "Wonderful, that is great news!",
+        "Ha, what a lovely day, my friend!",
+        "Thank you, I love it!",
+        "That makes me so glad.",
+    ),
+    "sad": (
+        "I am so sad, I miss them terribly.",
+        "Sadly, my brother died last winter.",
+        "I'm sorry, that is heartbreaking.",
+        "I feel lonely and lost.",
+        "We lost everything in the fire.",
+    ),
+    "angry": (
+        "How dare you! Get out of my shop!",
+        "I am furious with you.",
+        "That makes me so angry!",
+        "Stop that right now, you fool!",
+        "I hate those thieving bandits.",
+    ),
+    "surprised": (
+        "Wow, I did not expect that!",
+        "What? Really? That's amazing!",
+        "Oh! You startled me!",
+        "Unbelievable, I can't believe it!",
+        "No way, is that true?",
+    ),
+    "afraid": (
+        "I'm scared, please help me!",
+        "Run, the dragon is coming!",
+        "I am terrified of the dark forest.",
+        "Something is out there, I'm afraid.",
+        "Please don't hurt me!",
+    ),
 }
 NEUTRAL_MARGIN = 0.05  # another label must beat neutral by this much cosine similarity
 
@@ -43,8 +74,12 @@ class EmotionClassifier:
         self._lock = asyncio.Lock()
 
     async def _embed(self, texts: list[str], session: str | None) -> np.ndarray:
-        request = InferenceRequest(self.model, {"text": np.array([t.encode("utf-8", "replace") for t in texts], dtype=object)},
-                                   session=session, priority=Priority.INTERACTIVE)
+        request = InferenceRequest(
+            self.model,
+            {"text": np.array([t.encode("utf-8", "replace") for t in texts], dtype=object)},
+            session=session,
+            priority=Priority.INTERACTIVE,
+        )
         response = await self.client.submit(request)
         return response.outputs["embedding"]
 
@@ -55,7 +90,7 @@ class EmotionClassifier:
                 vectors = await self._embed(texts, None)
                 found, start = {}, 0
                 for label in EMOTIONS:
-                    found[label] = vectors[start:start + len(PROTOTYPES[label])]
+                    found[label] = vectors[start : start + len(PROTOTYPES[label])]
                     start += len(PROTOTYPES[label])
                 self._prototypes = found
             return self._prototypes

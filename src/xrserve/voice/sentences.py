@@ -45,7 +45,7 @@ class SentenceSplitter:
             for clause in _CLAUSE_END.finditer(self._buffer):
                 if cut is not None and clause.end() >= cut:
                     break
-                if len(self._buffer[:clause.start()].split()) >= FIRST_CLAUSE_MIN_WORDS:
+                if len(self._buffer[: clause.start()].split()) >= FIRST_CLAUSE_MIN_WORDS:
                     cut = clause.end()
                     break
             word_ends = [m.end() for m in _WORD_END.finditer(self._buffer)]

@@ -40,8 +40,9 @@ def viseme_of(phoneme: str) -> str | None:
     return PHONEME_TO_VISEME.get(phoneme[0], "sil")
 
 
-def visemes_from_alignment(phonemes: list[str], samples: list[int], sample_rate: int,
-                           offset_ms: float = 0.0) -> list[dict[str, Any]]:
+def visemes_from_alignment(
+    phonemes: list[str], samples: list[int], sample_rate: int, offset_ms: float = 0.0
+) -> list[dict[str, Any]]:
     """`[{"viseme", "start_ms", "end_ms"}, ...]`, contiguous, times from `offset_ms` on."""
     spans: list[list[Any]] = []  # [viseme, start_sample, end_sample]
     position = 0
@@ -66,5 +67,7 @@ def visemes_from_alignment(phonemes: list[str], samples: list[int], sample_rate:
     if carried and spans:
         spans[-1][2] += carried
     scale = 1000.0 / sample_rate
-    return [{"viseme": v, "start_ms": round(offset_ms + s * scale, 1), "end_ms": round(offset_ms + e * scale, 1)}
-            for v, s, e in spans]
+    return [
+        {"viseme": v, "start_ms": round(offset_ms + s * scale, 1), "end_ms": round(offset_ms + e * scale, 1)}
+        for v, s, e in spans
+    ]

@@ -29,12 +29,12 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +206,7 @@ class _Sequence:
     completion_tokens: int = 0
     unsent_tokens: int = 0  # tokens whose text has not gone out in a delta yet
     pending_text: str = ""  # decoded, held back (could start a stop string)
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     @property
     def prefilling(self) -> bool:
@@ -261,8 +260,16 @@ class Engine:
     (hand the event to an asyncio loop or a queue), since every stream waits on them.
     """
 
-    def __init__(self, model_path: str, *, n_ctx_per_seq: int = 2048, n_seq_max: int = 8,
-                 n_threads: int | None = None, n_batch: int = 512, prefill_chunk: int = 64) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_ctx_per_seq: int = 2048,
+        n_seq_max: int = 8,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        prefill_chunk: int = 64,
+    ) -> None:
         self._ll = _llama()
         self._check_settings(n_ctx_per_seq, n_seq_max, n_batch, prefill_chunk, n_threads)
         self.n_seq_max = n_seq_max
@@ -302,8 +309,9 @@ class Engine:
 
     # ---- construction ---------------------------------------------------------------
 
-    def _check_settings(self, n_ctx_per_seq: int, n_seq_max: int, n_batch: int, prefill_chunk: int,
-                        n_threads: int | None) -> None:
+    def _check_settings(
+        self, n_ctx_per_seq: int, n_seq_max: int, n_batch: int, prefill_chunk: int, n_threads: int | None
+    ) -> None:
         """Reject settings llama.cpp would crash on or silently change."""
         most = int(self._ll.llama_max_parallel_sequences())
         if not 1 <= n_seq_max <= most:
@@ -311,8 +319,10 @@ class Engine:
         if n_ctx_per_seq < 16:
             raise EngineError(f"n_ctx_per_seq is {n_ctx_per_seq}; give each sequence at least 16 tokens")
         if n_batch < n_seq_max:
-            raise EngineError(f"n_batch ({n_batch}) must be at least n_seq_max ({n_seq_max}): "
-                              "every generating sequence needs a row in each step's batch")
+            raise EngineError(
+                f"n_batch ({n_batch}) must be at least n_seq_max ({n_seq_max}): "
+                "every generating sequence needs a row in each step's batch"
+            )
         if prefill_chunk < 1:
             raise EngineError(f"prefill_chunk is {prefill_chunk}; it must be at least 1")
         if n_threads is not None and n_threads < 1:
@@ -332,8 +342,12 @@ class Engine:
 
         trained = int(ll.llama_model_n_ctx_train(self._model))
         if self.n_ctx_per_seq > trained:
-            log.warning("n_ctx_per_seq=%d exceeds the %d tokens %s was trained on; quality will suffer "
-                        "past that point", self.n_ctx_per_seq, trained, path.name)
+            log.warning(
+                "n_ctx_per_seq=%d exceeds the %d tokens %s was trained on; quality will suffer past that point",
+                self.n_ctx_per_seq,
+                trained,
+                path.name,
+            )
 
         params = ll.llama_context_default_params()
         params.n_ctx = self.n_ctx_per_seq * self.n_seq_max
@@ -386,11 +400,15 @@ class Engine:
 
         template = self._metadata("tokenizer.chat_template")
         if not template:
-            raise EngineError("this GGUF has no tokenizer.chat_template; template the prompt yourself "
-                              "and submit it as text")
-        return Jinja2ChatFormatter(template=template, eos_token=self._token_text(self._ll.llama_vocab_eos(self._vocab)),
-                                   bos_token=self._token_text(self._ll.llama_vocab_bos(self._vocab)),
-                                   add_generation_prompt=add_generation_prompt)
+            raise EngineError(
+                "this GGUF has no tokenizer.chat_template; template the prompt yourself and submit it as text"
+            )
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(self._ll.llama_vocab_eos(self._vocab)),
+            bos_token=self._token_text(self._ll.llama_vocab_bos(self._vocab)),
+            add_generation_prompt=add_generation_prompt,
+        )
 
     def _metadata(self, key: str) -> str | None:
         """A GGUF metadata string; asks again with a big enough buffer (templates run to kilobytes)."""
@@ -431,15 +449,26 @@ class Engine:
         if len(prompt) + request.max_tokens > self.n_ctx_per_seq:
             raise EngineError(
                 f"prompt has {len(prompt)} tokens and max_tokens is {request.max_tokens}; this model's context "
-                f"holds {self.n_ctx_per_seq} per sequence: shorten the prompt or lower max_tokens")
+                f"holds {self.n_ctx_per_seq} per sequence: shorten the prompt or lower max_tokens"
+            )
         grammar_bytes = request.grammar.encode("utf-8") if request.grammar else None
         sampler = self._new_sampler(request, grammar_bytes)
         try:
             with self._wake:
                 self._check_open_slot_locked(request_id)  # a racing submit may have taken the last slot
                 slot, reused = self._take_slot(prompt)
-                sequence = _Sequence(request_id, request, emit, slot, prompt, sampler, grammar_bytes,
-                                     n_prefilled=reused, reused=reused, pos=reused)
+                sequence = _Sequence(
+                    request_id,
+                    request,
+                    emit,
+                    slot,
+                    prompt,
+                    sampler,
+                    grammar_bytes,
+                    n_prefilled=reused,
+                    reused=reused,
+                    pos=reused,
+                )
                 self._holding[request_id] = sequence
                 self._incoming.append(sequence)
                 self._wake.notify()
@@ -484,8 +513,11 @@ class Engine:
             raise EngineError("prompt is empty; send the templated prompt text")
         if not isinstance(request.max_tokens, int) or request.max_tokens < 1:
             raise EngineError(f"max_tokens is {request.max_tokens!r}; it must be an integer of at least 1")
-        if not (isinstance(request.temperature, (int, float)) and math.isfinite(request.temperature)
-                and request.temperature >= 0):
+        if not (
+            isinstance(request.temperature, (int, float))
+            and math.isfinite(request.temperature)
+            and request.temperature >= 0
+        ):
             raise EngineError(f"temperature is {request.temperature!r}; use 0 (greedy) or a positive number")
         if not (isinstance(request.top_p, (int, float)) and 0 < request.top_p <= 1):
             raise EngineError(f"top_p is {request.top_p!r}; it must be in (0, 1]")
@@ -512,7 +544,8 @@ class Engine:
         if not self._free_slots:
             raise EngineError(
                 f"all {self.n_seq_max} sequence slots are busy; the caller must limit concurrency to "
-                f"n_seq_max={self.n_seq_max} and submit the next request after a done or error event")
+                f"n_seq_max={self.n_seq_max} and submit the next request after a done or error event"
+            )
 
     def _take_slot(self, prompt: list[int]) -> tuple[int, int]:
         """The free slot whose cached tokens share the longest prefix with `prompt` (lock held).
@@ -550,8 +583,10 @@ class Engine:
             if not constraint:
                 ll.llama_sampler_free(chain)
                 reason = "; ".join(errors) or "it does not parse"
-                raise EngineError(f"the grammar is not valid GBNF ({reason}); it needs a 'root' rule and "
-                                  "every rule it names must be defined")
+                raise EngineError(
+                    f"the grammar is not valid GBNF ({reason}); it needs a 'root' rule and "
+                    "every rule it names must be defined"
+                )
             ll.llama_sampler_chain_add(chain, constraint)
         if request.temperature == 0:
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
@@ -604,8 +639,7 @@ class Engine:
             with self._wake:
                 self._slot_tokens.pop(sequence.slot, None)
             self._running.append(sequence)
-            self._emit(sequence, Event("started", prompt_tokens=len(sequence.prompt),
-                                       cached_tokens=sequence.reused))
+            self._emit(sequence, Event("started", prompt_tokens=len(sequence.prompt), cached_tokens=sequence.reused))
 
     def _step(self) -> None:
         """One llama_decode for every running sequence, then sample whoever has logits."""
@@ -663,7 +697,7 @@ class Engine:
             if room <= 0:
                 break
             take = min(self._prefill_chunk, len(sequence.prompt) - sequence.n_prefilled, room)
-            for token in sequence.prompt[sequence.n_prefilled:sequence.n_prefilled + take]:
+            for token in sequence.prompt[sequence.n_prefilled : sequence.n_prefilled + take]:
                 self._put(rows, token, sequence.pos, sequence.slot, False)
                 sequence.pos += 1
                 rows += 1
@@ -696,7 +730,7 @@ class Engine:
         if n < 0:
             self._piece_buffer = ctypes.create_string_buffer(-n)
             n = ll.llama_token_to_piece(self._vocab, token, self._piece_buffer, len(self._piece_buffer), 0, False)
-        return self._piece_buffer.raw[:max(n, 0)]
+        return self._piece_buffer.raw[: max(n, 0)]
 
     def _add_text(self, sequence: _Sequence, piece: bytes) -> bool:
         """Send what is safe to show; True when a stop string was reached (text before it is sent)."""
@@ -709,10 +743,10 @@ class Engine:
                 sequence.pending_text = ""
                 return True
         keep = _stop_prefix_length(sequence.pending_text, stops) if stops else 0
-        ready = sequence.pending_text[:len(sequence.pending_text) - keep]
+        ready = sequence.pending_text[: len(sequence.pending_text) - keep]
         if ready:
             self._send(sequence, ready)
-            sequence.pending_text = sequence.pending_text[len(ready):]
+            sequence.pending_text = sequence.pending_text[len(ready) :]
         return False
 
     def _send(self, sequence: _Sequence, text: str, force: bool = False) -> None:
@@ -727,21 +761,36 @@ class Engine:
             self._send(sequence, sequence.pending_text, force=True)
             sequence.pending_text = ""
         self._release(sequence)
-        self._emit(sequence, Event("done", prompt_tokens=len(sequence.prompt), cached_tokens=sequence.reused,
-                                   completion_tokens=sequence.completion_tokens, finish_reason=reason))
+        self._emit(
+            sequence,
+            Event(
+                "done",
+                prompt_tokens=len(sequence.prompt),
+                cached_tokens=sequence.reused,
+                completion_tokens=sequence.completion_tokens,
+                finish_reason=reason,
+            ),
+        )
 
     def _fail(self, sequence: _Sequence, message: str) -> None:
         """Free the slot and end the request with an error event."""
         self._release(sequence, keep_cache=False)  # its KV cells may be half written
-        self._emit(sequence, Event("error", prompt_tokens=len(sequence.prompt),
-                                   completion_tokens=sequence.completion_tokens, message=message))
+        self._emit(
+            sequence,
+            Event(
+                "error",
+                prompt_tokens=len(sequence.prompt),
+                completion_tokens=sequence.completion_tokens,
+                message=message,
+            ),
+        )
 
     def _release(self, sequence: _Sequence, keep_cache: bool = True) -> None:
         """Free the sampler and give the slot back; its KV cells stay as the slot's prefix cache."""
         was_running = sequence in self._running
         if was_running:
             self._running.remove(sequence)
-        cached = sequence.prompt[:sequence.n_prefilled] + sequence.fed if was_running and keep_cache else []
+        cached = sequence.prompt[: sequence.n_prefilled] + sequence.fed if was_running and keep_cache else []
         if self._ctx and not cached:
             self._ll.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
         if sequence.sampler:
@@ -816,6 +865,7 @@ def _throughput(engine: Engine, streams: int, max_tokens: int) -> float:
             if event.kind in ("done", "error"):
                 counts[i] = event.completion_tokens
                 finished.release()
+
         return emit
 
     start = time.perf_counter()
@@ -836,5 +886,7 @@ if __name__ == "__main__":
     with Engine(model, n_ctx_per_seq=1024, n_seq_max=8, n_threads=threads) as bench_engine:
         _throughput(bench_engine, 1, 8)  # warm-up
         for n in (1, 8):
-            print(f"{n} stream(s), {bench_engine._threads} thread(s): "
-                  f"{_throughput(bench_engine, n, 128):.0f} tok/s summed")
+            print(
+                f"{n} stream(s), {bench_engine._threads} thread(s): "
+                f"{_throughput(bench_engine, n, 128):.0f} tok/s summed"
+            )

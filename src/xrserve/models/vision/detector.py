@@ -53,8 +53,9 @@ class Detection:
     keypoints: np.ndarray  # (K, 2) in [0, 1] of the model input
 
 
-def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchor_centres: np.ndarray,
-           options: SsdOptions) -> list[Detection]:
+def decode(
+    raw_boxes: np.ndarray, raw_scores: np.ndarray, anchor_centres: np.ndarray, options: SsdOptions
+) -> list[Detection]:
     """One image's raw outputs (N, 4 + 2K), (N, 1) into detections after weighted NMS."""
     scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores[:, 0].astype(np.float64), -100, 100)))
     keep = np.nonzero(scores >= options.score_threshold)[0]
@@ -68,7 +69,7 @@ def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchor_centres: np.nda
     w = raw[:, 2] / size
     h = raw[:, 3] / size
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    points = raw[:, 4:4 + 2 * options.keypoints].reshape(-1, options.keypoints, 2) / size + centre[:, None, :]
+    points = raw[:, 4 : 4 + 2 * options.keypoints].reshape(-1, options.keypoints, 2) / size + centre[:, None, :]
     return _weighted_nms(scores[keep], boxes, points, options.nms_threshold)
 
 
@@ -115,7 +116,7 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float, f
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
     tensor = np.zeros((size, size, 3), np.float32)
-    tensor[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized.astype(np.float32) / 255.0
+    tensor[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized.astype(np.float32) / 255.0
     return tensor, scale, float(pad_x), float(pad_y)
 
 

@@ -36,14 +36,18 @@ class Face(Model):
             runtime="python",
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Face mesh: 468 landmarks of the most prominent face (MediaPipe face detection + mesh)",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"},
-                    {"name": "regions", "datatype": "FP32", "shape": [-1, 1, 4]},
-                    {"name": "detect", "datatype": "BOOL", "shape": [-1]}],
-            outputs=[{"name": "count", "datatype": "INT32", "shape": [-1]},
-                     {"name": "landmarks", "datatype": "FP32", "shape": [-1, MESH_POINTS, 3]},
-                     {"name": "scores", "datatype": "FP32", "shape": [-1]},
-                     {"name": "regions", "datatype": "FP32", "shape": [-1, 1, 4]},
-                     {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]}],
+            inputs=[
+                {"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"},
+                {"name": "regions", "datatype": "FP32", "shape": [-1, 1, 4]},
+                {"name": "detect", "datatype": "BOOL", "shape": [-1]},
+            ],
+            outputs=[
+                {"name": "count", "datatype": "INT32", "shape": [-1]},
+                {"name": "landmarks", "datatype": "FP32", "shape": [-1, MESH_POINTS, 3]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1]},
+                {"name": "regions", "datatype": "FP32", "shape": [-1, 1, 4]},
+                {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]},
+            ],
             max_batch_size=8,
             max_queue_delay_ms=1,
             isolation="process",
@@ -54,8 +58,7 @@ class Face(Model):
     present = staticmethod(results.face)
 
     def load(self) -> None:
-        self.detector = TFLiteModel(mediapipe_file("face_detection/face_detection_short_range.tflite"),
-                                    batchable=False)
+        self.detector = TFLiteModel(mediapipe_file("face_detection/face_detection_short_range.tflite"), batchable=False)
         self.mesh = TFLiteModel(mediapipe_file("face_landmark/face_landmark.tflite"))
         self.anchors = detector.anchors(detector.FACE)
         self.infer({"image": np.array([_blank_png()], dtype=object)}, {})  # warm up
@@ -70,19 +73,24 @@ class Face(Model):
             if detect[i] or regions[i] is None:
                 found = self._detect(images[i])
                 regions[i] = found if found is not None else regions[i]
-        out = {"count": np.zeros(rows, np.int32), "landmarks": np.zeros((rows, MESH_POINTS, 3), np.float32),
-               "scores": np.zeros(rows, np.float32), "regions": np.zeros((rows, 1, 4), np.float32),
-               "image_size": np.array([(im.shape[1], im.shape[0]) for im in images], np.int32).reshape(rows, 2)}
-        jobs = [i for i in range(rows) if regions[i] is not None]
+        out = {
+            "count": np.zeros(rows, np.int32),
+            "landmarks": np.zeros((rows, MESH_POINTS, 3), np.float32),
+            "scores": np.zeros(rows, np.float32),
+            "regions": np.zeros((rows, 1, 4), np.float32),
+            "image_size": np.array([(im.shape[1], im.shape[0]) for im in images], np.int32).reshape(rows, 2),
+        }
+        located = {i: region for i, region in enumerate(regions) if region is not None}
+        jobs = list(located)
         if not jobs:
             return out
-        crops = [roi.crop(images[i], regions[i], MESH_SIZE) for i in jobs]
+        crops = [roi.crop(images[i], located[i], MESH_SIZE) for i in jobs]
         raw_points, raw_flags = self.mesh(np.stack([c[0] for c in crops]))
         for j, i in enumerate(jobs):
             score = float(1 / (1 + np.exp(-raw_flags[j].ravel()[0])))
             if score < PRESENCE_THRESHOLD:
                 continue
-            points = roi.project(raw_points[j].reshape(MESH_POINTS, 3), crops[j][1], regions[i], MESH_SIZE)
+            points = roi.project(raw_points[j].reshape(MESH_POINTS, 3), crops[j][1], located[i], MESH_SIZE)
             out["count"][i], out["scores"][i], out["landmarks"][i] = 1, score, points
             angle = roi.rotation_towards(points[RIGHT_EYE], points[LEFT_EYE], 0.0)
             out["regions"][i, 0] = roi.region_around(points, angle, scale=1.5, shift_y=0.0)

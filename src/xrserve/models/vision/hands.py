@@ -39,10 +39,14 @@ TRACK_IOU = 0.5  # a detected palm overlapping a tracked hand this much is the s
 
 class HandsParameters(ModelParameters):
     max_hands: Literal[1, 2] = Field(2, description="the most hands to find in an image")
-    complexity: Literal[0, 1] = Field(1, description="landmark model: 1 full (MediaPipe's default), 0 lite "
-                                      "(about 2x faster, a little less precise)")
-    tiles: StrictBool = Field(True, description="when nothing is found in the whole image, look again in square "
-                              "tiles along the long side of a tall or wide image (camera streams turn it off)")
+    complexity: Literal[0, 1] = Field(
+        1, description="landmark model: 1 full (MediaPipe's default), 0 lite (about 2x faster, a little less precise)"
+    )
+    tiles: StrictBool = Field(
+        True,
+        description="when nothing is found in the whole image, look again in square "
+        "tiles along the long side of a tall or wide image (camera streams turn it off)",
+    )
 
 
 class Hands(Model):
@@ -56,16 +60,20 @@ class Hands(Model):
             runtime="python",
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Hand landmarks (MediaPipe palm detection + hand landmark, full), up to 2 hands",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"},
-                    {"name": "regions", "datatype": "FP32", "shape": [-1, MAX_HANDS, 4]},
-                    {"name": "detect", "datatype": "BOOL", "shape": [-1]}],
-            outputs=[{"name": "count", "datatype": "INT32", "shape": [-1]},
-                     {"name": "landmarks", "datatype": "FP32", "shape": [-1, MAX_HANDS, 21, 3]},
-                     {"name": "world_landmarks", "datatype": "FP32", "shape": [-1, MAX_HANDS, 21, 3]},
-                     {"name": "handedness", "datatype": "BYTES", "shape": [-1, MAX_HANDS]},
-                     {"name": "scores", "datatype": "FP32", "shape": [-1, MAX_HANDS]},
-                     {"name": "regions", "datatype": "FP32", "shape": [-1, MAX_HANDS, 4]},
-                     {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]}],
+            inputs=[
+                {"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"},
+                {"name": "regions", "datatype": "FP32", "shape": [-1, MAX_HANDS, 4]},
+                {"name": "detect", "datatype": "BOOL", "shape": [-1]},
+            ],
+            outputs=[
+                {"name": "count", "datatype": "INT32", "shape": [-1]},
+                {"name": "landmarks", "datatype": "FP32", "shape": [-1, MAX_HANDS, 21, 3]},
+                {"name": "world_landmarks", "datatype": "FP32", "shape": [-1, MAX_HANDS, 21, 3]},
+                {"name": "handedness", "datatype": "BYTES", "shape": [-1, MAX_HANDS]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1, MAX_HANDS]},
+                {"name": "regions", "datatype": "FP32", "shape": [-1, MAX_HANDS, 4]},
+                {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]},
+            ],
             max_batch_size=8,
             max_queue_delay_ms=1,
             isolation="process",  # TFLite is native code: a crash takes only a worker (costs ~1 ms a call)
@@ -81,14 +89,21 @@ class Hands(Model):
 
     def load(self) -> None:
         self.palm = TFLiteModel(mediapipe_file("palm_detection/palm_detection_full.tflite"), batchable=False)
-        self.landmarks = {1: TFLiteModel(mediapipe_file("hand_landmark/hand_landmark_full.tflite")),
-                          0: TFLiteModel(mediapipe_file("hand_landmark/hand_landmark_lite.tflite"))}
+        self.landmarks = {
+            1: TFLiteModel(mediapipe_file("hand_landmark/hand_landmark_full.tflite")),
+            0: TFLiteModel(mediapipe_file("hand_landmark/hand_landmark_lite.tflite")),
+        }
         self.landmark = self.landmarks[1]
         self.anchors = detector.anchors(detector.PALM)
         blank = np.zeros((1, 96, 128, 3), np.uint8)
         for complexity in self.landmarks:  # warm up both
-            self._run([blank[0]], [np.array([[48, 64, 90, 0], [0, 0, 0, 0]], np.float32)], [False], MAX_HANDS,
-                      complexity=complexity)
+            self._run(
+                [blank[0]],
+                [np.array([[48, 64, 90, 0], [0, 0, 0, 0]], np.float32)],
+                [False],
+                MAX_HANDS,
+                complexity=complexity,
+            )
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         images = [decode_image(data) for data in images_of(inputs)]
@@ -96,8 +111,14 @@ class Hands(Model):
         regions = inputs.get("regions", np.zeros((rows, MAX_HANDS, 4), np.float32)).astype(np.float32)
         detect = inputs.get("detect", np.ones(rows, bool)).astype(bool)
         # checked at admission against HandsParameters
-        return self._run(images, list(regions), list(detect), int(parameters.get("max_hands", MAX_HANDS)),
-                         bool(parameters.get("tiles", True)), int(parameters.get("complexity", 1)))
+        return self._run(
+            images,
+            list(regions),
+            list(detect),
+            int(parameters.get("max_hands", MAX_HANDS)),
+            bool(parameters.get("tiles", True)),
+            int(parameters.get("complexity", 1)),
+        )
 
     # -- the two stages --------------------------------------------------------------------
 
@@ -111,17 +132,21 @@ class Hands(Model):
         found = self._palms_in(images, [(0, 0)] * len(images), max_hands)
         if not tiles:
             return found
-        retry = [(i, x, y, side) for i, image in enumerate(images) if not found[i]
-                 for x, y, side in _square_tiles(image.shape[1], image.shape[0])]
+        retry = [
+            (i, x, y, side)
+            for i, image in enumerate(images)
+            if not found[i]
+            for x, y, side in _square_tiles(image.shape[1], image.shape[0])
+        ]
         if retry:
-            views = [images[i][y:y + side, x:x + side] for i, x, y, side in retry]
-            for (i, _, _, _), regions in zip(retry, self._palms_in(views, [(x, y) for _, x, y, _ in retry],
-                                                                   max_hands)):
+            views = [images[i][y : y + side, x : x + side] for i, x, y, side in retry]
+            for (i, _, _, _), regions in zip(retry, self._palms_in(views, [(x, y) for _, x, y, _ in retry], max_hands)):
                 found[i] = _merge(found[i], regions, max_hands)
         return found
 
-    def _palms_in(self, images: list[np.ndarray], offsets: list[tuple[int, int]],
-                  max_hands: int) -> list[list[np.ndarray]]:
+    def _palms_in(
+        self, images: list[np.ndarray], offsets: list[tuple[int, int]], max_hands: int
+    ) -> list[list[np.ndarray]]:
         size = detector.PALM.input_size
         boxes = [detector.letterbox(image, size) for image in images]
         raw_boxes, raw_scores = self.palm(np.stack([b[0] for b in boxes]))
@@ -134,13 +159,21 @@ class Hands(Model):
                 points = detector.to_pixels(detection.keypoints, size, scale, pad_x, pad_y) + shift
                 (x0, y0), (x1, y1) = corners
                 angle = roi.rotation_towards(points[0], points[2], 90.0)
-                regions.append(roi.region((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, angle,
-                                          scale=2.6, shift_y=-0.5))
+                regions.append(
+                    roi.region((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, angle, scale=2.6, shift_y=-0.5)
+                )
             found.append(regions)
         return found
 
-    def _run(self, images: list[np.ndarray], tracked: list[np.ndarray], detect: list[bool],
-             max_hands: int, tiles: bool = True, complexity: int = 1) -> dict[str, np.ndarray]:
+    def _run(
+        self,
+        images: list[np.ndarray],
+        tracked: list[np.ndarray],
+        detect: list[bool],
+        max_hands: int,
+        tiles: bool = True,
+        complexity: int = 1,
+    ) -> dict[str, np.ndarray]:
         rows = len(images)
         per_image = [[r for r in tracked[i] if r[2] > 0][:max_hands] for i in range(rows)]
         need = [i for i in range(rows) if detect[i] or not per_image[i]]

@@ -23,14 +23,20 @@ from xrserve.core.model import Model, ModelParameters
 from xrserve.models.vision import results
 from xrserve.models.vision.image import decode_image, images_of
 
-DICTIONARIES = {name.removeprefix("DICT_").lower(): getattr(cv2.aruco, name)
-                for name in dir(cv2.aruco) if name.startswith("DICT_")}
+DICTIONARIES = {
+    name.removeprefix("DICT_").lower(): getattr(cv2.aruco, name) for name in dir(cv2.aruco) if name.startswith("DICT_")
+}
 DEFAULT_DICTIONARY = "4x4_50"
 
 
 def _pixels(what: str) -> Any:
-    return Field(None, gt=0, lt=1e6, description=f"{what}, in pixels (give all of fx, fy, cx, cy, or none: "
-                 "then a focal length of the image width and the centre are assumed)")
+    return Field(
+        None,
+        gt=0,
+        lt=1e6,
+        description=f"{what}, in pixels (give all of fx, fy, cx, cy, or none: "
+        "then a focal length of the image width and the centre are assumed)",
+    )
 
 
 class MarkersParameters(ModelParameters):
@@ -38,11 +44,17 @@ class MarkersParameters(ModelParameters):
     fy: StrictFloat | None = _pixels("focal length along y")
     cx: StrictFloat | None = _pixels("principal point x")
     cy: StrictFloat | None = _pixels("principal point y")
-    marker_length_m: StrictFloat = Field(0.05, gt=0, lt=1e6, description="side of the printed marker's black "
-                                         "square, in metres: the scale of the translation")
-    dictionary: StrictStr = Field(DEFAULT_DICTIONARY, json_schema_extra={"enum": [*sorted(DICTIONARIES)]},
-                                  description="the marker family, e.g. 4x4_50 (ArUco) or apriltag_36h11; case and "
-                                  "a DICT_ prefix do not matter")
+    marker_length_m: StrictFloat = Field(
+        0.05,
+        gt=0,
+        lt=1e6,
+        description="side of the printed marker's black square, in metres: the scale of the translation",
+    )
+    dictionary: StrictStr = Field(
+        DEFAULT_DICTIONARY,
+        json_schema_extra={"enum": [*sorted(DICTIONARIES)]},
+        description="the marker family, e.g. 4x4_50 (ArUco) or apriltag_36h11; case and a DICT_ prefix do not matter",
+    )
 
     @field_validator("dictionary")
     @classmethod
@@ -71,13 +83,15 @@ class Markers(Model):
             runtime="python",
             entrypoint=f"{__name__}:{cls.__name__}",
             description="ArUco/AprilTag markers with 6-DoF pose (OpenCV); parameters fx, fy, cx, cy, "
-                        "marker_length_m, dictionary",
+            "marker_length_m, dictionary",
             inputs=[{"name": "image", "datatype": "BYTES", "shape": [1], "content_type": "image"}],
-            outputs=[{"name": "ids", "datatype": "INT32", "shape": [-1]},
-                     {"name": "corners", "datatype": "FP32", "shape": [-1, 4, 2]},
-                     {"name": "translation", "datatype": "FP32", "shape": [-1, 3]},
-                     {"name": "rotation", "datatype": "FP32", "shape": [-1, 4]},
-                     {"name": "intrinsics_assumed", "datatype": "BOOL", "shape": [1]}],
+            outputs=[
+                {"name": "ids", "datatype": "INT32", "shape": [-1]},
+                {"name": "corners", "datatype": "FP32", "shape": [-1, 4, 2]},
+                {"name": "translation", "datatype": "FP32", "shape": [-1, 3]},
+                {"name": "rotation", "datatype": "FP32", "shape": [-1, 4]},
+                {"name": "intrinsics_assumed", "datatype": "BOOL", "shape": [1]},
+            ],
             isolation="thread",  # OpenCV's detector is robust and fast; a process hop would dominate
             parameters={"dictionaries": sorted(DICTIONARIES)},
         )
@@ -96,9 +110,13 @@ class Markers(Model):
         corners, ids, _ = self._detector(str(parameters.get("dictionary", DEFAULT_DICTIONARY))).detectMarkers(gray)
         ids = np.zeros(0, np.int32) if ids is None else np.asarray(ids).ravel()
         count = len(ids)
-        out = {"ids": np.zeros(count, np.int32), "corners": np.zeros((count, 4, 2), np.float32),
-               "translation": np.zeros((count, 3), np.float32), "rotation": np.zeros((count, 4), np.float32),
-               "intrinsics_assumed": np.array([assumed])}
+        out = {
+            "ids": np.zeros(count, np.int32),
+            "corners": np.zeros((count, 4, 2), np.float32),
+            "translation": np.zeros((count, 3), np.float32),
+            "rotation": np.zeros((count, 4), np.float32),
+            "intrinsics_assumed": np.array([assumed]),
+        }
         half = length / 2
         square = np.array([[-half, half, 0], [half, half, 0], [half, -half, 0], [-half, -half, 0]], np.float32)
         for i in range(count):
@@ -148,6 +166,6 @@ def quaternion(matrix: np.ndarray) -> np.ndarray:
     else:
         s = 2 * math.sqrt(1 + m[2, 2] - m[0, 0] - m[1, 1])
         q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
-    q = np.array(q, np.float32)
-    q /= np.linalg.norm(q)
-    return q if q[3] >= 0 else -q
+    quaternion = np.array(q, np.float32)
+    quaternion /= np.linalg.norm(quaternion)
+    return quaternion if quaternion[3] >= 0 else -quaternion

@@ -31,9 +31,11 @@ class OCR(Model):
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Text lines with boxes (RapidOCR, ONNX Runtime)",
             inputs=[{"name": "image", "datatype": "BYTES", "shape": [1], "content_type": "image"}],
-            outputs=[{"name": "text", "datatype": "BYTES", "shape": [-1]},
-                     {"name": "boxes", "datatype": "FP32", "shape": [-1, 4, 2]},
-                     {"name": "scores", "datatype": "FP32", "shape": [-1]}],
+            outputs=[
+                {"name": "text", "datatype": "BYTES", "shape": [-1]},
+                {"name": "boxes", "datatype": "FP32", "shape": [-1, 4, 2]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1]},
+            ],
             isolation="process",
             priority="bulk",  # never delays a camera frame
             camera=False,  # ~300 ms an image: on demand (POST /v1/vision/ocr), never per frame
@@ -52,6 +54,8 @@ class OCR(Model):
         image = cv2.cvtColor(decode_image(images_of(inputs)[0]), cv2.COLOR_RGB2BGR)
         result, _ = self.engine(image)
         lines = result or []
-        return {"text": np.array([line[1].encode("utf-8") for line in lines], dtype=object),
-                "boxes": np.array([line[0] for line in lines], np.float32).reshape(-1, 4, 2),
-                "scores": np.array([float(line[2]) for line in lines], np.float32)}
+        return {
+            "text": np.array([line[1].encode("utf-8") for line in lines], dtype=object),
+            "boxes": np.array([line[0] for line in lines], np.float32).reshape(-1, 4, 2),
+            "scores": np.array([float(line[2]) for line in lines], np.float32),
+        }

@@ -34,10 +34,12 @@ class Pose(Model):
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Body pose: 33 landmarks of one person (MediaPipe Pose, full model)",
             inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"}],
-            outputs=[{"name": "count", "datatype": "INT32", "shape": [-1]},
-                     {"name": "landmarks", "datatype": "FP32", "shape": [-1, POINTS, 4]},
-                     {"name": "world_landmarks", "datatype": "FP32", "shape": [-1, POINTS, 3]},
-                     {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]}],
+            outputs=[
+                {"name": "count", "datatype": "INT32", "shape": [-1]},
+                {"name": "landmarks", "datatype": "FP32", "shape": [-1, POINTS, 4]},
+                {"name": "world_landmarks", "datatype": "FP32", "shape": [-1, POINTS, 3]},
+                {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]},
+            ],
             max_batch_size=4,
             max_queue_delay_ms=1,
             isolation="process",
@@ -48,23 +50,28 @@ class Pose(Model):
     def load(self) -> None:
         import mediapipe as mp
 
-        self.graph = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
-                                            enable_segmentation=False, min_detection_confidence=0.5)
+        self.graph = mp.solutions.pose.Pose(
+            static_image_mode=True, model_complexity=1, enable_segmentation=False, min_detection_confidence=0.5
+        )
         self.graph.process(np.zeros((64, 64, 3), np.uint8))
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         images = [decode_image(data) for data in images_of(inputs)]
         rows = len(images)
-        out = {"count": np.zeros(rows, np.int32), "landmarks": np.zeros((rows, POINTS, 4), np.float32),
-               "world_landmarks": np.zeros((rows, POINTS, 3), np.float32),
-               "image_size": np.array([(im.shape[1], im.shape[0]) for im in images], np.int32).reshape(rows, 2)}
+        out = {
+            "count": np.zeros(rows, np.int32),
+            "landmarks": np.zeros((rows, POINTS, 4), np.float32),
+            "world_landmarks": np.zeros((rows, POINTS, 3), np.float32),
+            "image_size": np.array([(im.shape[1], im.shape[0]) for im in images], np.int32).reshape(rows, 2),
+        }
         for i, image in enumerate(images):
             result = self.graph.process(image)
             if result.pose_landmarks is None:
                 continue
             height, width = image.shape[:2]
             out["count"][i] = 1
-            out["landmarks"][i] = [(p.x * width, p.y * height, p.z * width, p.visibility)
-                                   for p in result.pose_landmarks.landmark]
+            out["landmarks"][i] = [
+                (p.x * width, p.y * height, p.z * width, p.visibility) for p in result.pose_landmarks.landmark
+            ]
             out["world_landmarks"][i] = [(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark]
         return out

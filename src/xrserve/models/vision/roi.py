@@ -25,8 +25,7 @@ def rotation_towards(start: np.ndarray, end: np.ndarray, target_deg: float) -> f
     return normalize_angle(math.radians(target_deg) - math.atan2(-(end[1] - start[1]), end[0] - start[0]))
 
 
-def region(cx: float, cy: float, width: float, height: float, angle: float, *, scale: float,
-           shift_y: float) -> Region:
+def region(cx: float, cy: float, width: float, height: float, angle: float, *, scale: float, shift_y: float) -> Region:
     """A box grown to a square (long side), enlarged by `scale` and shifted along its own up axis."""
     cx += -height * shift_y * math.sin(angle)
     cy += height * shift_y * math.cos(angle)

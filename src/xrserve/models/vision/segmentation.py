@@ -33,9 +33,11 @@ class Segmentation(Model):
             entrypoint=f"{__name__}:{cls.__name__}",
             description="Person segmentation mask (MediaPipe selfie segmentation), PNG at the image's size",
             inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "content_type": "image"}],
-            outputs=[{"name": "mask_png", "datatype": "BYTES", "shape": [-1]},
-                     {"name": "coverage", "datatype": "FP32", "shape": [-1]},
-                     {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]}],
+            outputs=[
+                {"name": "mask_png", "datatype": "BYTES", "shape": [-1]},
+                {"name": "coverage", "datatype": "FP32", "shape": [-1]},
+                {"name": "image_size", "datatype": "INT32", "shape": [-1, 2]},
+            ],
             max_batch_size=8,
             max_queue_delay_ms=1,
             isolation="process",
@@ -56,5 +58,8 @@ class Segmentation(Model):
             full = cv2.resize(mask[..., 0], (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
             pngs.append(cv2.imencode(".png", (np.clip(full, 0, 1) * 255).astype(np.uint8))[1].tobytes())
             coverage.append(float((full > 0.5).mean()))
-        return {"mask_png": np.array(pngs, dtype=object), "coverage": np.array(coverage, np.float32),
-                "image_size": np.array([(im.shape[1], im.shape[0]) for im in images], np.int32)}
+        return {
+            "mask_png": np.array(pngs, dtype=object),
+            "coverage": np.array(coverage, np.float32),
+            "image_size": np.array([(im.shape[1], im.shape[0]) for im in images], np.int32),
+        }

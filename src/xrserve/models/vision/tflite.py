@@ -52,7 +52,7 @@ class TFLiteModel:
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         """Outputs in the file's order, each with the batch as first dimension."""
         if not self.batchable and len(batch) > 1:
-            rows = [self(batch[i:i + 1]) for i in range(len(batch))]
+            rows = [self(batch[i : i + 1]) for i in range(len(batch))]
             return [np.concatenate(parts) for parts in zip(*rows)]
         interpreter = self._interpreter(len(batch))
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], np.ascontiguousarray(batch, np.float32))

@@ -28,8 +28,12 @@ class GestureNet(nn.Module):
         super().__init__()
         self.scale = scale
         self.net = nn.Sequential(
-            nn.Linear(points * 2, hidden[0]), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden[0], hidden[1]), nn.ReLU(), nn.Dropout(dropout / 2),
+            nn.Linear(points * 2, hidden[0]),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden[0], hidden[1]),
+            nn.ReLU(),
+            nn.Dropout(dropout / 2),
             nn.Linear(hidden[1], classes),
         )
 
@@ -79,9 +83,14 @@ class GestureRecipe(Recipe):
         for part, idx in self.split.items():
             if len(idx) == 0:
                 raise ValueError(f"the {part} split is empty: use more data (or a larger --limit)")
-        return {"source": str(rows.source), "data_hash": rows.data_hash, "rows": int(len(self.y)),
-                "classes": self.classes, "split": {k: int(len(v)) for k, v in self.split.items()},
-                "split_rule": "stratified by class, 70/15/15, numpy default_rng(seed)"}
+        return {
+            "source": str(rows.source),
+            "data_hash": rows.data_hash,
+            "rows": int(len(self.y)),
+            "classes": self.classes,
+            "split": {k: int(len(v)) for k, v in self.split.items()},
+            "split_rule": "stratified by class, 70/15/15, numpy default_rng(seed)",
+        }
 
     def build(self, seed: int) -> None:
         torch.manual_seed(seed)
@@ -137,9 +146,14 @@ class GestureRecipe(Recipe):
 
         logits, truth = self.predict("test")
         metrics = classification_metrics(truth, logits.argmax(1), self.classes)
-        metrics["plots"] = {"confusion_matrix": confusion_plot(run_dir / "confusion_matrix.png",
-                                                               np.asarray(metrics["confusion"]), self.classes,
-                                                               f"{self.name}: test split")}
+        metrics["plots"] = {
+            "confusion_matrix": confusion_plot(
+                run_dir / "confusion_matrix.png",
+                np.asarray(metrics["confusion"]),
+                self.classes,
+                f"{self.name}: test split",
+            )
+        }
         return metrics
 
     def headline(self, metrics: dict[str, Any]) -> str:
@@ -149,16 +163,18 @@ class GestureRecipe(Recipe):
         self.net.eval()
         save_torchscript(Probabilities(self.net), directory / "model.pt")
         (directory / "model.toml").write_text(
-            model_toml(self.name, self.description, self.input_name, self.points, self.classes, report))
+            model_toml(self.name, self.description, self.input_name, self.points, self.classes, report)
+        )
 
 
-def model_toml(name: str, description: str, input_name: str, points: int, classes: list[str],
-               report: dict[str, Any]) -> str:
+def model_toml(
+    name: str, description: str, input_name: str, points: int, classes: list[str], report: dict[str, Any]
+) -> str:
     labels = ", ".join(f'"{c}"' for c in classes)
-    return f"""# {name}: trained by `xrserve train {name}` ({report['finished']})
+    return f"""# {name}: trained by `xrserve train {name}` ({report["finished"]})
 runtime = "python"
 entrypoint = "xrserve.models.trained:GestureClassifier"
-description = "{description}; {report['headline']}"
+description = "{description}; {report["headline"]}"
 max_batch_size = 64
 isolation = "inline"  # ~50 us a batch: any hop would cost more than the model
 inputs = [{{ name = "{input_name}", datatype = "FP32", shape = [-1, {points}, 2] }}]
@@ -171,7 +187,7 @@ outputs = [
 weights = "model.pt"
 labels = [{labels}]
 recipe = "{name}"
-data_hash = "{report['data']['data_hash']}"
+data_hash = "{report["data"]["data_hash"]}"
 """
 
 

@@ -29,9 +29,12 @@ class Encoder(nn.Module):
     def __init__(self, latent: int) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 16, 4, 2, 1), nn.LeakyReLU(0.2),  # 16
-            nn.Conv2d(16, 32, 4, 2, 1), nn.LeakyReLU(0.2),  # 8
-            nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2),  # 4
+            nn.Conv2d(1, 16, 4, 2, 1),
+            nn.LeakyReLU(0.2),  # 16
+            nn.Conv2d(16, 32, 4, 2, 1),
+            nn.LeakyReLU(0.2),  # 8
+            nn.Conv2d(32, 64, 4, 2, 1),
+            nn.LeakyReLU(0.2),  # 4
             nn.Flatten(),
         )
         self.mu = nn.Linear(64 * 16, latent)
@@ -51,12 +54,20 @@ class Decoder(nn.Module):
 
     def __init__(self, latent: int, norm: bool = False, upsample: str = "nearest") -> None:
         super().__init__()
+
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Upsample(scale_factor=2.0, mode=upsample), nn.Conv2d(cin, cout, 3, 1, 1),
-                    *([nn.BatchNorm2d(cout)] if norm else []), nn.ReLU()]
+            return [
+                nn.Upsample(scale_factor=2.0, mode=upsample),
+                nn.Conv2d(cin, cout, 3, 1, 1),
+                *([nn.BatchNorm2d(cout)] if norm else []),
+                nn.ReLU(),
+            ]
+
         self.fc = nn.Linear(latent, 64 * 16)
         self.conv = nn.Sequential(
-            *block(64, 48), *block(48, 24), *block(24, 12),  # 8, 16, 32
+            *block(64, 48),
+            *block(48, 24),
+            *block(24, 12),  # 8, 16, 32
             nn.Conv2d(12, 1, 3, 1, 1),
         )
 
@@ -69,10 +80,14 @@ class Discriminator(nn.Module):
         super().__init__()
         sn = nn.utils.spectral_norm
         self.net = nn.Sequential(
-            sn(nn.Conv2d(1, 32, 4, 2, 1)), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(32, 64, 4, 2, 1)), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(64, 128, 4, 2, 1)), nn.LeakyReLU(0.2),
-            nn.Flatten(), sn(nn.Linear(128 * 16, 1)),
+            sn(nn.Conv2d(1, 32, 4, 2, 1)),
+            nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(32, 64, 4, 2, 1)),
+            nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(64, 128, 4, 2, 1)),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            sn(nn.Linear(128 * 16, 1)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +120,7 @@ class Smoothing(nn.Module):
     def __init__(self, sigma: float) -> None:
         super().__init__()
         offsets = torch.arange(-2, 3, dtype=torch.float32)
-        bell = torch.exp(-offsets ** 2 / (2 * sigma ** 2)) if sigma > 0 else (offsets == 0).float()
+        bell = torch.exp(-(offsets**2) / (2 * sigma**2)) if sigma > 0 else (offsets == 0).float()
         bell = bell / bell.sum()
         self.register_buffer("kernel", torch.outer(bell, bell)[None, None])
 
@@ -132,7 +147,7 @@ def log_spectrum(maps: torch.Tensor, bins: int = 12) -> torch.Tensor:
     power = torch.fft.rfft2(maps - maps.mean(dim=(-2, -1), keepdim=True)).abs().pow(2).mean(0)
     fy = torch.fft.fftfreq(size).abs()[:, None]
     fx = torch.fft.rfftfreq(size)[None, :]
-    which = (torch.sqrt(fy ** 2 + fx ** 2) / 0.5 * (bins - 1)).round().long().clamp(max=bins - 1)
+    which = (torch.sqrt(fy**2 + fx**2) / 0.5 * (bins - 1)).round().long().clamp(max=bins - 1)
     sums = torch.zeros(bins).index_add(0, which.flatten(), power.flatten())
     counts = torch.zeros(bins).index_add(0, which.flatten(), torch.ones(which.numel()))
     return torch.log(sums[1:] / counts[1:].clamp_min(1) + 1e-8)
@@ -148,20 +163,25 @@ class TerrainRecipe(Recipe):
         dems, data_hash = read_dems(data)
         self.split = split_terrain(dems, SIZE, BLOCK, seed)
         if limit:  # a quick run on a slice: fewer training tiles
-            self.split.blocks["train"] = self.split.blocks["train"][:max(2, limit)]
+            self.split.blocks["train"] = self.split.blocks["train"][: max(2, limit)]
         train = np.concatenate([b.ravel() for b in self.split.blocks["train"]])
         self.mean, self.std = float(train.mean()), float(train.std())
         self.val = self.split.fixed_crops("val")
         self.test = self.split.fixed_crops("test")
         source = str(data) if data else "matplotlib sample data: " + ", ".join(str(p) for p in dem_files())
-        return {"source": source, "data_hash": data_hash, "units": "metres",
-                "dems": {d.name: list(d.heights.shape) for d in dems},
-                "split": {k: len(v) for k, v in self.split.blocks.items()},
-                "split_rule": f"{BLOCK}x{BLOCK} tiles dealt 70/15/15 by numpy default_rng(seed); "
-                              f"training: random {SIZE}x{SIZE} crops, flips, 90-degree rotations; "
-                              f"held out: corners and centre of each tile in 8 orientations "
-                              f"({len(self.val)} val, {len(self.test)} test crops)",
-                "height_mean_m": self.mean, "height_std_m": self.std}
+        return {
+            "source": source,
+            "data_hash": data_hash,
+            "units": "metres",
+            "dems": {d.name: list(d.heights.shape) for d in dems},
+            "split": {k: len(v) for k, v in self.split.blocks.items()},
+            "split_rule": f"{BLOCK}x{BLOCK} tiles dealt 70/15/15 by numpy default_rng(seed); "
+            f"training: random {SIZE}x{SIZE} crops, flips, 90-degree rotations; "
+            f"held out: corners and centre of each tile in 8 orientations "
+            f"({len(self.val)} val, {len(self.test)} test crops)",
+            "height_mean_m": self.mean,
+            "height_std_m": self.std,
+        }
 
     def steps_per_epoch(self) -> int:
         return self.steps
@@ -186,13 +206,21 @@ class TerrainRecipe(Recipe):
         result = {"realism": realism_score(generated, held_out), "fractal_baseline": realism_score(fractal, held_out)}
         plots = {
             "samples": heightmap_grid(run_dir / "samples.png", generated[:32], f"{self.name}: samples (32x32, metres)"),
-            "real": heightmap_grid(run_dir / "real_test_crops.png", held_out[::max(1, len(held_out) // 32)][:32],
-                                   "real held-out crops"),
-            "fractal_baseline": heightmap_grid(run_dir / "fractal_baseline.png", fractal[:32],
-                                               "fractal-noise baseline"),
-            "statistics": histogram_plot(run_dir / "terrain_statistics.png", {
-                "real (test)": terrain_statistics(held_out), self.name: terrain_statistics(generated),
-                "fractal": terrain_statistics(fractal)}, "terrain statistics"),
+            "real": heightmap_grid(
+                run_dir / "real_test_crops.png", held_out[:: max(1, len(held_out) // 32)][:32], "real held-out crops"
+            ),
+            "fractal_baseline": heightmap_grid(
+                run_dir / "fractal_baseline.png", fractal[:32], "fractal-noise baseline"
+            ),
+            "statistics": histogram_plot(
+                run_dir / "terrain_statistics.png",
+                {
+                    "real (test)": terrain_statistics(held_out),
+                    self.name: terrain_statistics(generated),
+                    "fractal": terrain_statistics(fractal),
+                },
+                "terrain statistics",
+            ),
         }
         return {**result, "plots": plots}
 
@@ -201,18 +229,22 @@ class TerrainRecipe(Recipe):
             f"# {self.name}: trained by `xrserve train {self.name}` ({report['finished']})\n"
             f'runtime = "python"\ndescription = "{self.description}; {report["headline"]}"\n'
             f'isolation = "thread"  # PyTorch releases the GIL\npriority = "bulk"  # worlds are built, frames are not\n'
-            f'optional_inputs = [{", ".join(repr(i) for i in self.optional_inputs)}]  # send one of them\n'
-            + body + f'\n[parameters]\nweights = "model.pt"\nlatent = {self.latent}\nsize = {SIZE}\n'
-            f'recipe = "{self.name}"\ndata_hash = "{report["data"]["data_hash"]}"\n')
+            f"optional_inputs = [{', '.join(repr(i) for i in self.optional_inputs)}]  # send one of them\n"
+            + body
+            + f'\n[parameters]\nweights = "model.pt"\nlatent = {self.latent}\nsize = {SIZE}\n'
+            f'recipe = "{self.name}"\ndata_hash = "{report["data"]["data_hash"]}"\n'
+        )
 
 
 def _io(latent: int, batched: bool) -> str:
     first = "-1"
-    return (f'inputs = [\n  {{ name = "heightmap", datatype = "FP32", shape = [{first}, {SIZE}, {SIZE}] }},\n'
-            f'  {{ name = "latent", datatype = "FP32", shape = [{first}, {latent}] }},\n'
-            f'  {{ name = "seed", datatype = "INT64", shape = [{first}] }},\n]\n'
-            f'outputs = [\n  {{ name = "heightmap", datatype = "FP32", shape = [{first}, {SIZE}, {SIZE}] }},\n'
-            f'  {{ name = "latent", datatype = "FP32", shape = [{first}, {latent}] }},\n]\n')
+    return (
+        f'inputs = [\n  {{ name = "heightmap", datatype = "FP32", shape = [{first}, {SIZE}, {SIZE}] }},\n'
+        f'  {{ name = "latent", datatype = "FP32", shape = [{first}, {latent}] }},\n'
+        f'  {{ name = "seed", datatype = "INT64", shape = [{first}] }},\n]\n'
+        f'outputs = [\n  {{ name = "heightmap", datatype = "FP32", shape = [{first}, {SIZE}, {SIZE}] }},\n'
+        f'  {{ name = "latent", datatype = "FP32", shape = [{first}, {latent}] }},\n]\n'
+    )
 
 
 def seeded_latents(seeds: np.ndarray, latent: int) -> np.ndarray:
@@ -234,8 +266,11 @@ class TerrainVaeRecipe(TerrainRecipe):
         self.optimizer = torch.optim.Adam(params, lr=1e-3)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder.state_dict(), "decoder": self.decoder.state_dict(),
-                "optimizer": self.optimizer.state_dict()}
+        return {
+            "encoder": self.encoder.state_dict(),
+            "decoder": self.decoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.encoder.load_state_dict(state["encoder"])
@@ -247,7 +282,7 @@ class TerrainVaeRecipe(TerrainRecipe):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.encoder.training else mu
         mse = F.mse_loss(self.decoder(z), x)
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
-        loss = mse * x[0].numel() / (2 * self.noise_m ** 2) + kl
+        loss = mse * x[0].numel() / (2 * self.noise_m**2) + kl
         return loss / x[0].numel(), mse, kl
 
     def train_step(self, rng: np.random.Generator) -> dict[str, float]:
@@ -289,26 +324,36 @@ class TerrainVaeRecipe(TerrainRecipe):
         a, b = mu[pick[0]], mu[pick[1]]
         strip = self.decode_m(np.stack([a + (b - a) * t for t in np.linspace(0, 1, 8)]).astype(np.float32))
         realism = self.realism(run_dir, self.test)
-        realism["plots"].update({
-            "reconstructions": heightmap_grid(run_dir / "reconstructions.png", np.concatenate([self.test[pick], recon]),
-                                              "held-out crops (top) and their reconstructions (bottom)"),
-            "interpolation": heightmap_grid(run_dir / "interpolation.png",
-                                            np.concatenate([self.test[pick[:1]], strip, self.test[pick[1:2]]]),
-                                            "interpolation between two held-out crops (ends: the originals)",
-                                            columns=10),
-        })
+        realism["plots"].update(
+            {
+                "reconstructions": heightmap_grid(
+                    run_dir / "reconstructions.png",
+                    np.concatenate([self.test[pick], recon]),
+                    "held-out crops (top) and their reconstructions (bottom)",
+                ),
+                "interpolation": heightmap_grid(
+                    run_dir / "interpolation.png",
+                    np.concatenate([self.test[pick[:1]], strip, self.test[pick[1:2]]]),
+                    "interpolation between two held-out crops (ends: the originals)",
+                    columns=10,
+                ),
+            }
+        )
         return {"rmse_m": measured["rmse_m"], "kl": measured["kl"], "test_crops": len(self.test), **realism}
 
     def headline(self, metrics: dict[str, Any]) -> str:
-        return (f"test reconstruction RMSE {metrics['rmse_m']:.1f} m, KL {metrics['kl']:.1f} nats, "
-                f"sample realism {metrics['realism']['score']:.3f} (fractal baseline "
-                f"{metrics['fractal_baseline']['score']:.3f})")
+        return (
+            f"test reconstruction RMSE {metrics['rmse_m']:.1f} m, KL {metrics['kl']:.1f} nats, "
+            f"sample realism {metrics['realism']['score']:.3f} (fractal baseline "
+            f"{metrics['fractal_baseline']['score']:.3f})"
+        )
 
     def export(self, directory: Path, report: dict[str, Any]) -> None:
         self.encoder.eval(), self.decoder.eval()
         save_torchscript(VaeExport(self.encoder, self.decoder, self.mean, self.std), directory / "model.pt")
-        self.export_toml(directory, report, 'entrypoint = "xrserve.models.trained:TerrainVAE"\n'
-                         + _io(self.latent, False))
+        self.export_toml(
+            directory, report, 'entrypoint = "xrserve.models.trained:TerrainVAE"\n' + _io(self.latent, False)
+        )
 
 
 class TerrainGanRecipe(TerrainRecipe):
@@ -342,15 +387,26 @@ class TerrainGanRecipe(TerrainRecipe):
         self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.ema = copy.deepcopy(self.generator).eval()
-        self.best: dict[str, Any] = {"score": float("inf"), "epoch": 0, "smoothing": 0.0,
-                                     "state": self.ema.state_dict()}
+        self.best: dict[str, Any] = {
+            "score": float("inf"),
+            "epoch": 0,
+            "smoothing": 0.0,
+            "state": self.ema.state_dict(),
+        }
         self.epoch = 0
         self.updates = 0  # generator steps folded into the EMA
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(), "ema": self.ema.state_dict(),
-                "best": self.best, "epoch": self.epoch, "updates": self.updates}
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "g_opt": self.g_opt.state_dict(),
+            "d_opt": self.d_opt.state_dict(),
+            "ema": self.ema.state_dict(),
+            "best": self.best,
+            "epoch": self.epoch,
+            "updates": self.updates,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -406,27 +462,39 @@ class TerrainGanRecipe(TerrainRecipe):
     def validate(self) -> dict[str, float]:
         """The validation realism of this epoch's EMA generator at its best smoothing width."""
         self.epoch += 1
-        scores = {sigma: realism_score(self.samples_m(len(self.val), seed=11, smoothing=sigma), self.val)["score"]
-                  for sigma in self.smoothing_grid}
+        scores = {
+            sigma: realism_score(self.samples_m(len(self.val), seed=11, smoothing=sigma), self.val)["score"]
+            for sigma in self.smoothing_grid
+        }
         sigma = min(scores, key=lambda width: scores[width])
         if scores[sigma] < self.best["score"]:
-            self.best = {"score": scores[sigma], "epoch": self.epoch, "smoothing": sigma,
-                         "state": {k: v.clone() for k, v in self.ema.state_dict().items()}}
+            self.best = {
+                "score": scores[sigma],
+                "epoch": self.epoch,
+                "smoothing": sigma,
+                "state": {k: v.clone() for k, v in self.ema.state_dict().items()},
+            }
         return {"val_realism": scores[sigma], "val_realism_unsmoothed": scores[0.0]}
 
     def evaluate(self, run_dir: Path) -> dict[str, Any]:
         self.ema.load_state_dict(self.best["state"])  # the generator chosen on the validation split
-        return {"test_crops": len(self.test), "chosen_epoch": self.best["epoch"],
-                "chosen_smoothing_px": self.best["smoothing"], "val_realism_chosen": self.best["score"],
-                **self.realism(run_dir, self.test)}
+        return {
+            "test_crops": len(self.test),
+            "chosen_epoch": self.best["epoch"],
+            "chosen_smoothing_px": self.best["smoothing"],
+            "val_realism_chosen": self.best["score"],
+            **self.realism(run_dir, self.test),
+        }
 
     def headline(self, metrics: dict[str, Any]) -> str:
-        return (f"realism {metrics['realism']['score']:.3f} vs fractal-noise baseline "
-                f"{metrics['fractal_baseline']['score']:.3f} (lower is closer to real terrain)")
+        return (
+            f"realism {metrics['realism']['score']:.3f} vs fractal-noise baseline "
+            f"{metrics['fractal_baseline']['score']:.3f} (lower is closer to real terrain)"
+        )
 
     def export(self, directory: Path, report: dict[str, Any]) -> None:
         save_torchscript(GanExport(self.ema, self.mean, self.std, self.best["smoothing"]), directory / "model.pt")
-        io = _io(self.latent, True).replace(
-            '  { name = "heightmap", datatype = "FP32", shape = [-1, 32, 32] },\n', "")
-        self.export_toml(directory, report, 'entrypoint = "xrserve.models.trained:TerrainGAN"\n'
-                         'max_batch_size = 16\n' + io)
+        io = _io(self.latent, True).replace('  { name = "heightmap", datatype = "FP32", shape = [-1, 32, 32] },\n', "")
+        self.export_toml(
+            directory, report, 'entrypoint = "xrserve.models.trained:TerrainGAN"\nmax_batch_size = 16\n' + io
+        )
