@@ -96,3 +96,13 @@ def test_markers_parameters_are_checked(server: Server) -> None:
         assert negative.status_code == 400 and "marker_length_m" in negative.json()["error"]["message"]
         aruco = client.post("/v1/vision/markers?dictionary=DICT_4X4_50", files={"image": ("m.png", image)})
         assert aruco.status_code == 200 and [m["id"] for m in aruco.json()["markers"]] == [3]
+
+
+def test_config_describes_the_request_parameters(server: Server) -> None:
+    with server.client() as client:
+        hands = client.get("/v2/models/hands/config").json()
+        ocr = client.get("/v2/models/ocr/config").json()
+        tiny = client.get("/v2/models/tiny/config").json()
+    assert hands["camera"] is True and set(hands["request_parameters"]["properties"]) >= {"max_hands", "complexity"}
+    assert ocr["camera"] is False and ocr["request_parameters"]["properties"] == {}  # takes none
+    assert tiny["request_parameters"] is None  # a user's ONNX model: its parameters are its own business

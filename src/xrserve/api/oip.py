@@ -129,7 +129,12 @@ async def model_version_ready(request: Request, model_name: ModelName, model_ver
 )
 async def model_config(request: Request, model_name: ModelName) -> dict[str, Any]:
     model = scheduler_of(request).resolve(model_name)
-    return model.config.model_dump(exclude={"directory"})
+    found = model.config.model_dump(exclude={"directory"})
+    declared = model.capabilities.parameters
+    # what a request may send in `parameters` (JSON Schema), when the model declares it; null: anything
+    found["request_parameters"] = declared.model_json_schema() if declared is not None else None
+    found["camera"] = model.capabilities.camera
+    return found
 
 
 async def _infer(request: Request, model_name: ModelName, model_version: str | None) -> Response:
