@@ -58,6 +58,7 @@ class ModelVersion:
         )
         self._builtin_class = scheduler.runtimes.builtin_class(config)
         self.capabilities = Capabilities.of(config, self._builtin_class)
+        self.default_priority = Priority[config.priority.upper()]
         self.runners = [
             make_runner(config, scheduler.runtimes, labels.restarts.labels(config.name, config.version).inc)
             for _ in range(config.instances)
@@ -87,6 +88,7 @@ class ModelVersion:
             raise
         self.config = configs[0]  # a runtime may fill in tensors the file left out (ONNX)
         self.capabilities = Capabilities.of(self.config, self._builtin_class)
+        self.default_priority = Priority[self.config.priority.upper()]
         dispatch = self._dispatch_streams if self.config.streaming else self._dispatch
         self._tasks = [asyncio.create_task(dispatch(runner)) for runner in self.runners]
         self.state = "READY"
@@ -159,9 +161,6 @@ class ModelVersion:
             pending.future.add_done_callback(self.scheduler.interactive_finished)
         return pending
 
-    @property
-    def default_priority(self) -> Priority:
-        return Priority[self.config.priority.upper()]
 
     def _superseded(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "superseded").inc()
