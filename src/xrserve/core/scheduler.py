@@ -161,7 +161,6 @@ class ModelVersion:
             pending.future.add_done_callback(self.scheduler.interactive_finished)
         return pending
 
-
     def _superseded(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "superseded").inc()
 
