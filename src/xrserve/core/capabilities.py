@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from xrserve.core.config import ModelConfig, TrackingDecl
-from xrserve.core.errors import BadRequest
+from xrserve.core.errors import BadRequest, validation_problems
 from xrserve.core.model import InputCheck, Model, ModelParameters, Presenter, tensors_as_json
 
 
@@ -54,16 +54,10 @@ class Capabilities:
         try:
             return self.parameters.model_validate(parameters).model_dump(exclude_unset=True)
         except ValidationError as exc:
-            problems = []
-            for error in exc.errors()[:5]:
-                name = ".".join(str(p) for p in error["loc"]) or "parameters"
-                if error["type"] == "extra_forbidden":
-                    problems.append(f"'{name}' is not a parameter of this model")
-                else:
-                    problems.append(f"'{name}': {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})")
+            problems = validation_problems(exc, "parameter", "is not a parameter of this model")
             known = ", ".join(sorted(self.parameters.model_fields)) or "none"
             raise BadRequest(
-                f"model '{model}' parameters: {'; '.join(problems)}. Its parameters are: {known} "
+                f"model '{model}': {problems}. Its parameters are: {known} "
                 f"(GET /v2/models/{model}/config describes them)"
             ) from None
 

@@ -7,6 +7,8 @@ that is wrong and, where there is one, the fix.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class XRServeError(Exception):
     """Base class: a message for a person and the HTTP status that goes with it."""
@@ -106,6 +108,21 @@ def error_for(status: int, message: str, headers: dict[str, str] | None = None) 
     if headers:
         error.headers = dict(headers)
     return error
+
+
+def validation_problems(exc: ValidationError, what: str, unknown: str) -> str:
+    """A pydantic error as one line a person can act on: each field, what is wrong, what was sent.
+
+    `what` names a field ("option", "parameter"); `unknown` ends the line for a name that is not one.
+    """
+    problems = []
+    for error in exc.errors()[:5]:
+        name = ".".join(str(p) for p in error["loc"]) or "(all)"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{what} '{name}' {unknown}")
+        else:
+            problems.append(f"{what} '{name}': {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})")
+    return "; ".join(problems)
 
 
 def model_error(model: str, exc: BaseException) -> XRServeError:

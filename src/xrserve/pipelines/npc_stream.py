@@ -23,9 +23,9 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from xrserve.core.errors import BadRequest
+from xrserve.core.errors import BadRequest, validation_problems
 from xrserve.core.request import InferenceRequest, Priority
 from xrserve.pipelines.npc import MAX_TEXT, Memory, Persona, PersonaOptions, Turn, TurnOptions, npc_models, pipeline_of
 from xrserve.session.protocol import FrameHeader
@@ -101,11 +101,9 @@ class NpcStream(SessionStream):
         self.vad = VoiceActivity(options.vad_threshold, options.min_speech_ms)
         try:
             self.models = npc_models(self.session.app_state, options.models)
-        except ValueError as exc:  # pydantic: an unknown role or an empty name
-            raise BadRequest(
-                f"option 'models': {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}; the "
-                f"roles are asr, vad, llm, tts, embeddings"
-            ) from None
+        except ValidationError as exc:  # an unknown role or an empty name
+            problems = validation_problems(exc, "option 'models': role", "is not a part of a character")
+            raise BadRequest(f"{problems}; the parts are asr, vad, llm, tts, embeddings") from None
         for model in self.models.names():
             self.session.authorize(model)
         self.models.check(self.client)  # 404 naming the models here if one is missing

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from xrserve.core.errors import BadRequest, XRServeError
+from xrserve.core.errors import BadRequest, XRServeError, validation_problems
 from xrserve.session.protocol import FrameHeader
 
 if TYPE_CHECKING:
@@ -38,17 +38,9 @@ def parse_options(kind: str, options_class: type[BaseModel], raw: dict[str, Any]
     try:
         return options_class.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors()[:5]:
-            name = ".".join(str(p) for p in error["loc"]) or "options"
-            if error["type"] == "extra_forbidden":
-                problems.append(f"option '{name}' is not an option of a {kind} stream")
-            else:
-                problems.append(
-                    f"option '{name}': {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})"
-                )
+        problems = validation_problems(exc, "option", f"is not an option of a {kind} stream")
         known = ", ".join(sorted(options_class.model_fields))
-        raise BadRequest(f"{'; '.join(problems)}. A {kind} stream's options are: {known}") from None
+        raise BadRequest(f"{problems}. A {kind} stream's options are: {known}") from None
 
 
 def stream_kind(name: str):  # noqa: ANN201 - a class decorator
