@@ -39,7 +39,7 @@ def frame(session: str, sequence: int, budget_s: float = 1.0) -> InferenceReques
         session=session,
         frame_key=f"{session}/cam/sleepy",
         deadline=time.monotonic() + budget_s,
-        priority=Priority.INTERACTIVE,
+        priority=Priority.FRAME,
         id=f"{session}:{sequence}",
     )
 
