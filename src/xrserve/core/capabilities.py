@@ -19,11 +19,13 @@ from pydantic import ValidationError
 from xrserve.core.config import ModelConfig, TrackingDecl
 from xrserve.core.errors import BadRequest, validation_problems
 from xrserve.core.model import InputCheck, Model, ModelParameters, Presenter, tensors_as_json
+from xrserve.core.request import Priority
 
 
 @dataclass(frozen=True)
 class Capabilities:
     streaming: bool
+    priority: Priority  # the class of its requests unless a request names its own
     image_inputs: tuple[str, ...]
     optional_inputs: frozenset[str]
     camera: bool  # camera streams may send it their frames
@@ -36,6 +38,7 @@ class Capabilities:
     def of(cls, config: ModelConfig, model_class: type[Model] | None = None) -> Capabilities:
         return cls(
             streaming=config.streaming,
+            priority=Priority[config.priority.upper()],
             image_inputs=tuple(config.image_inputs),
             optional_inputs=frozenset(config.optional_inputs),
             camera=config.runs_on_camera,

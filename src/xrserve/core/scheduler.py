@@ -24,7 +24,7 @@ from xrserve.core.errors import BadRequest, DeadlineExceeded, ModelFailed, NotFo
 from xrserve.core.images import check_images
 from xrserve.core.metrics import Metrics
 from xrserve.core.queue import Pending, RequestQueue
-from xrserve.core.request import InferenceRequest, InferenceResponse, Priority, Usage
+from xrserve.core.request import InferenceRequest, InferenceResponse, Usage
 from xrserve.core.runners import make_runner
 from xrserve.core.stream import Stream
 from xrserve.core.tensors import NUMPY_DTYPES, datatype_of
@@ -58,7 +58,6 @@ class ModelVersion:
         )
         self._builtin_class = scheduler.runtimes.builtin_class(config)
         self.capabilities = Capabilities.of(config, self._builtin_class)
-        self.default_priority = Priority[config.priority.upper()]
         self.runners = [
             make_runner(config, scheduler.runtimes, labels.restarts.labels(config.name, config.version).inc)
             for _ in range(config.instances)
@@ -88,7 +87,6 @@ class ModelVersion:
             raise
         self.config = configs[0]  # a runtime may fill in tensors the file left out (ONNX)
         self.capabilities = Capabilities.of(self.config, self._builtin_class)
-        self.default_priority = Priority[self.config.priority.upper()]
         dispatch = self._dispatch_streams if self.config.streaming else self._dispatch
         self._tasks = [asyncio.create_task(dispatch(runner)) for runner in self.runners]
         self.state = "READY"
@@ -149,7 +147,7 @@ class ModelVersion:
             tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(request.inputs.items())),
             repr(sorted(parameters.items())) if parameters else "",
         )
-        priority = request.priority or self.default_priority
+        priority = request.priority or capabilities.priority
         pending = Pending(
             request, asyncio.get_running_loop().create_future(), batch_size, signature, priority, parameters
         )
@@ -326,8 +324,8 @@ class ModelVersion:
         self._answer(live, outputs, now, compute_s)
 
     def _answer(self, live: list[Pending], outputs: dict[str, np.ndarray], started: float, compute_s: float) -> None:
-        offset_total = sum(p.batch_size for p in live)
-        outputs = self._checked_outputs(outputs, offset_total)
+        batch_rows = sum(p.batch_size for p in live)
+        outputs = self._checked_outputs(outputs, batch_rows)
         offset = 0
         for pending in live:
             request = pending.request
@@ -346,7 +344,7 @@ class ModelVersion:
                     request.id,
                     started - request.arrival,
                     compute_s,
-                    Usage(compute_s=compute_s * pending.batch_size / max(1, offset_total)),
+                    Usage(compute_s=compute_s * pending.batch_size / batch_rows),  # its share of the batch
                 )
             )
 
