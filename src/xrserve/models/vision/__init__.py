@@ -1,8 +1,9 @@
 """Perception models for AR: hands, face, pose, segmentation, markers, OCR (one module each).
 
-`image` decodes and size-checks uploads, `tflite` runs MediaPipe's TFLite files under
-ai-edge-litert, `detector` and `roi` are the detector and region maths shared by hands
-and face, `results` turns outputs into the JSON the REST and session APIs send.
+Images are checked and decoded by `xrserve.core.images` (their input declares
+`content_type = "image"`), `tflite` runs MediaPipe's TFLite files under ai-edge-litert,
+`detector` and `roi` are the detector and region maths shared by hands and face, `results`
+turns outputs into the JSON the REST and session APIs send.
 """
 
 from __future__ import annotations

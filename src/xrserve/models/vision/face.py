@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from xrserve.core.config import ModelConfig
+from xrserve.core.images import decode_image, images_of
 from xrserve.core.model import Model
 from xrserve.models.parameters import NoParameters
 from xrserve.models.vision import detector, results, roi
-from xrserve.models.vision.image import decode_image, images_of
 from xrserve.models.vision.tflite import TFLiteModel, mediapipe_file
 
 MESH_POINTS = 468
@@ -64,7 +64,7 @@ class Face(Model):
         self.infer({"image": np.array([_blank_png()], dtype=object)}, {})  # warm up
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        images = [decode_image(data) for data in images_of(inputs)]
+        images = [decode_image(data) for data in images_of(inputs["image"])]
         rows = len(images)
         tracked = inputs.get("regions", np.zeros((rows, 1, 4), np.float32))[:, 0].astype(np.float32)
         detect = inputs.get("detect", np.ones(rows, bool)).astype(bool)

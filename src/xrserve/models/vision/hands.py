@@ -24,9 +24,9 @@ import numpy as np
 from pydantic import Field, StrictBool
 
 from xrserve.core.config import ModelConfig
+from xrserve.core.images import decode_image, images_of
 from xrserve.core.model import Model, ModelParameters
 from xrserve.models.vision import detector, results, roi
-from xrserve.models.vision.image import decode_image, images_of
 from xrserve.models.vision.tflite import TFLiteModel, mediapipe_file
 
 MAX_HANDS = 2
@@ -106,7 +106,7 @@ class Hands(Model):
             )
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        images = [decode_image(data) for data in images_of(inputs)]
+        images = [decode_image(data) for data in images_of(inputs["image"])]
         rows = len(images)
         regions = inputs.get("regions", np.zeros((rows, MAX_HANDS, 4), np.float32)).astype(np.float32)
         detect = inputs.get("detect", np.ones(rows, bool)).astype(bool)

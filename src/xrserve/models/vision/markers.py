@@ -19,9 +19,9 @@ import numpy as np
 from pydantic import Field, StrictFloat, StrictStr, field_validator, model_validator
 
 from xrserve.core.config import ModelConfig
+from xrserve.core.images import decode_image, images_of
 from xrserve.core.model import Model, ModelParameters
 from xrserve.models.vision import results
-from xrserve.models.vision.image import decode_image, images_of
 
 DICTIONARIES = {
     name.removeprefix("DICT_").lower(): getattr(cv2.aruco, name) for name in dir(cv2.aruco) if name.startswith("DICT_")
@@ -102,7 +102,7 @@ class Markers(Model):
         self._detectors: dict[str, cv2.aruco.ArucoDetector] = {}
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        image = decode_image(images_of(inputs)[0])
+        image = decode_image(images_of(inputs["image"])[0])
         height, width = image.shape[:2]
         camera, assumed = camera_matrix(parameters, width, height)
         length = float(parameters.get("marker_length_m", 0.05))

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 
 from xrserve.core.config import ModelConfig
+from xrserve.core.images import decode_image, images_of
 from xrserve.core.model import Model
 from xrserve.models.parameters import NoParameters
 from xrserve.models.vision import results
-from xrserve.models.vision.image import decode_image, images_of
 
 
 class OCR(Model):
@@ -51,7 +51,7 @@ class OCR(Model):
         self.engine(np.full((64, 200, 3), 255, np.uint8))
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        image = cv2.cvtColor(decode_image(images_of(inputs)[0]), cv2.COLOR_RGB2BGR)
+        image = cv2.cvtColor(decode_image(images_of(inputs["image"])[0]), cv2.COLOR_RGB2BGR)
         result, _ = self.engine(image)
         lines = result or []
         return {

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from xrserve.core.config import ModelConfig
+from xrserve.core.images import decode_image, images_of
 from xrserve.core.model import Model
 from xrserve.models.parameters import NoParameters
 from xrserve.models.vision import results
-from xrserve.models.vision.image import decode_image, images_of
 
 POINTS = 33
 
@@ -56,7 +56,7 @@ class Pose(Model):
         self.graph.process(np.zeros((64, 64, 3), np.uint8))
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        images = [decode_image(data) for data in images_of(inputs)]
+        images = [decode_image(data) for data in images_of(inputs["image"])]
         rows = len(images)
         out = {
             "count": np.zeros(rows, np.int32),

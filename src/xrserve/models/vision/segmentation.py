@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 
 from xrserve.core.config import ModelConfig
+from xrserve.core.images import decode_image, images_of
 from xrserve.core.model import Model
 from xrserve.models.parameters import NoParameters
 from xrserve.models.vision import results
-from xrserve.models.vision.image import decode_image, images_of
 from xrserve.models.vision.tflite import TFLiteModel, mediapipe_file
 
 SIZE = 256
@@ -50,7 +50,7 @@ class Segmentation(Model):
         self.model(np.zeros((1, SIZE, SIZE, 3), np.float32))
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        images = [decode_image(data) for data in images_of(inputs)]
+        images = [decode_image(data) for data in images_of(inputs["image"])]
         batch = np.stack([cv2.resize(im, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for im in images])
         (masks,) = self.model(batch.astype(np.float32) / 255.0)
         pngs, coverage = [], []
