@@ -43,6 +43,7 @@ class Mesh:
         """A copy moved by a 4x4 matrix (normals by its inverse transpose)."""
         m = np.asarray(matrix, dtype=np.float64)
         positions = self.positions @ m[:3, :3].T + m[:3, 3]
+        assert self.normals is not None  # set in __post_init__
         normals = self.normals @ np.linalg.inv(m[:3, :3]).T
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         flip = np.linalg.det(m[:3, :3]) < 0
@@ -78,6 +79,6 @@ def merge(meshes: list[Mesh]) -> Mesh:
     return Mesh(
         np.concatenate([m.positions for m in meshes]),
         np.concatenate([m.indices + o for m, o in zip(meshes, offsets)]),
-        np.concatenate([m.normals for m in meshes]),  # type: ignore[misc]
+        np.concatenate([m.normals for m in meshes if m.normals is not None]),
         np.concatenate([m.colors if m.colors is not None else np.tile(white, (len(m.positions), 1)) for m in meshes]),
     )
