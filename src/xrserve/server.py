@@ -14,7 +14,7 @@ from rich.console import Console
 from starlette.types import ASGIApp
 
 from xrserve import __version__
-from xrserve.api import admin, npc, oip, openai, openai_audio, openai_chat, session, vision
+from xrserve.api import admin, npc, oip, openai, openai_audio, openai_chat, session, vision, worlds, worlds_terrain
 from xrserve.api.errors import install_error_handlers
 from xrserve.api.fast_path import InferFastPath
 from xrserve.api.limits import BodyLimitMiddleware
@@ -31,6 +31,8 @@ from xrserve.security.guard import Guard
 from xrserve.security.keys import KeyStore
 from xrserve.security.moderation import Moderator
 from xrserve.settings import Settings
+from xrserve.worlds.jobs import WorldStore
+from xrserve.worlds.scene import ScenePipeline
 
 log = logging.getLogger("xrserve")
 
@@ -46,11 +48,13 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
         app.state.scheduler = Scheduler(RUNTIMES, metrics, frame_policy=settings.frame_policy)
         app.state.scheduler.defaults = app.state.promoted.current  # promoted versions (same dict)
         await load_all(app.state.scheduler, app.state.repository_source, app.state.repository, console)
+        app.state.worlds = WorldStore(settings.worlds_dir, ScenePipeline(app.state.scheduler), settings.worlds_keep_s)
         app.state.started = True
         try:
             yield
         finally:
             app.state.started = False
+            await app.state.worlds.close()
             await app.state.scheduler.close()
             audit.close()
 
@@ -81,6 +85,8 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
         admin.router,
         session.router,
         vision.router,
+        worlds.router,
+        worlds_terrain.router,
     ):
         app.include_router(router)
     mount_web_client(app)

@@ -37,6 +37,7 @@ class Settings:
     frame_policy: str = "deadline"  # camera frames: "deadline" (latest-frame-wins, fair) or "fifo"
     #: which models play a talking character's parts (asr, vad, llm, tts, embeddings); unset: the built-ins
     npc_models: dict[str, str] = field(default_factory=dict)
+    worlds_keep_s: float = 24 * 3600.0  # generated scenes and their jobs are deleted after this long
 
     def __post_init__(self) -> None:
         roles = ("asr", "vad", "llm", "tts", "embeddings")
@@ -58,6 +59,10 @@ class Settings:
     @property
     def keys_path(self) -> Path:
         return self.data_dir / "keys.db"
+
+    @property
+    def worlds_dir(self) -> Path:
+        return self.data_dir / "worlds"
 
     @property
     def audit_path(self) -> Path:

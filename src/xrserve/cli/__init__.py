@@ -106,6 +106,10 @@ def serve(
             "embeddings), e.g. --npc-model llm=my-llm; repeatable. Default: the built-ins.",
         ),
     ] = None,
+    keep_worlds_h: Annotated[
+        float,
+        typer.Option("--keep-worlds-h", min=0.01, help="Hours generated scenes and their jobs are kept on disk."),
+    ] = 24.0,
 ) -> None:
     """Start the server with the built-in models and any model repositories."""
     from xrserve.server import serve as run_server
@@ -126,6 +130,7 @@ def serve(
             moderation=moderation,
             frame_policy=frame_policy,
             npc_models={role: name for role, _, name in roles},
+            worlds_keep_s=keep_worlds_h * 3600,
         )
         if moderation is not None:
             from xrserve.security.moderation import Moderator
