@@ -1,8 +1,8 @@
 """The Khronos glTF validator (npm `gltf-validator`, pinned in package.json) from the tests.
 
 Node runs `tests/tools/validate_gltf.mjs` on a temporary file; `make install` puts the
-package in `node_modules/` (`npm ci`). Without it the test is skipped with the fix, not
-failed: the validator is a tool of the test environment, not of xrserve.
+package in `node_modules/` (`npm ci`). Without it the test fails with the fix: `make test`
+installs it, and a GLB nobody validated must not pass as a valid one.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "tools" / "validate_gltf.mjs"
 PACKAGE = ROOT / "node_modules" / "gltf-validator"
@@ -24,7 +22,7 @@ def validate(glb: bytes) -> dict:
     """The validator's report on a GLB (`report["issues"]["numErrors"]`, `["messages"]`, `["info"]`)."""
     node = shutil.which("node")
     if node is None or not PACKAGE.is_dir():
-        pytest.skip("the glTF validator needs node and `npm ci` (run `make install`)")
+        raise AssertionError("the glTF validator needs node and `npm ci` (run `make install`)")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "scene.glb"
         path.write_bytes(glb)

@@ -293,3 +293,67 @@ def test_an_edit_that_names_nothing_or_something_absent_is_refused(client, camp)
     absent = client.post(f"/v1/scenes/{job['scene_id']}/edit", json={"prompt": "remove the windmill"})
     failed = wait_job(client, absent.json()["id"])
     assert failed["status"] == "failed" and "windmill" in failed["error"]
+
+
+# -- POST /v1/terrain over HTTP -----------------------------------------------------------------------
+
+
+def test_terrain_glb_heights_equal_the_heightmap_and_png16_agrees(client):
+    spec = {"seed": 5, "size": 65, "extent_m": 300.0, "height_scale": 2.0}
+    glb = client.post("/v1/terrain", json={**spec, "format": "glb"})
+    assert glb.status_code == 200 and glb.headers["content-type"] == "model/gltf-binary"
+    assert validate(glb.content)["issues"]["numErrors"] == 0
+    raw = client.post("/v1/terrain", json={**spec, "format": "f32"})
+    assert raw.headers["x-size"] == "65"
+    heights = np.frombuffer(raw.content, "<f4").reshape(65, 65)
+    scene = load(glb.content)
+    vertices = world_vertices(scene, "terrain")
+    step = 300.0 / 64
+    rows = np.rint((vertices[:, 2] + 150.0) / step).astype(int)
+    cols = np.rint((vertices[:, 0] + 150.0) / step).astype(int)
+    np.testing.assert_allclose(vertices[:, 1], heights[rows, cols], atol=1e-4)
+    png = client.post("/v1/terrain", json={**spec, "format": "png16"})
+    assert png.headers["content-type"] == "image/png"
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(png.content)), dtype=np.float64)
+    low, high = float(png.headers["x-height-min"]), float(png.headers["x-height-max"])
+    np.testing.assert_allclose(low + image / 65535 * (high - low), heights, atol=(high - low) / 65535 + 1e-4)
+
+
+def test_terrain_mix_of_two_seeds_ends_at_each_seed(client):
+    one = client.post("/v1/terrain", json={"seed": 1, "size": 33, "format": "f32"}).content
+    two = client.post("/v1/terrain", json={"seed": 2, "size": 33, "format": "f32"}).content
+    ends = [client.post("/v1/terrain", json={"seeds": [1, 2], "mix": m, "size": 33, "format": "f32"}) for m in (0, 1)]
+    assert [e.content for e in ends] == [one, two]
+    middle = client.post("/v1/terrain", json={"seeds": [1, 2], "mix": 0.5, "size": 33, "format": "f32"}).content
+    assert middle not in (one, two)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"seed": 1, "size": 0}, "size"),
+        ({"seed": 1, "size": 514}, "size"),
+        ({"latent": [0.1] * 63}, "latent"),
+        ({"latent": [0.1] * 63 + ["x"]}, "latent"),
+        ({"seed": 1, "latent": [0.0] * 64}, "seed"),
+        ({"seeds": [1], "mix": 0.5}, "seeds"),
+        ({"seed": 1, "model": "terrain-xl"}, "model"),
+        ({"seed": 1, "format": "obj"}, "format"),
+        ({"seed": 1, "extent_m": -5}, "extent_m"),
+    ],
+)
+def test_terrain_bad_input_gets_a_400_naming_the_field(client, body, words):
+    response = client.post("/v1/terrain", json=body)
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"]["message"]
+
+
+def test_terrain_needs_the_worlds_scope(worlds):
+    outsider = cli("keys", "create", "--scope", "minilm", "--quiet", data_dir=worlds.data_dir).stdout.strip()
+    with worlds.client(outsider) as c:
+        response = c.post("/v1/terrain", json={"seed": 1})
+        assert response.status_code == 403 and "worlds" in response.json()["error"]["message"]
+    with httpx.Client(base_url=worlds.url) as anonymous:
+        assert anonymous.post("/v1/terrain", json={"seed": 1}).status_code == 401

@@ -8,22 +8,23 @@ once; scenes are jobs).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from xrserve.api.openai_protocol import OPENAI_ERRORS
-from xrserve.security.guard import guard_of, require_key
+from xrserve.api.worlds_terrain import require_worlds
+from xrserve.security.keys import ApiKey
 from xrserve.worlds.extraction import parse_prompt
 from xrserve.worlds.jobs import WorldStore
 from xrserve.worlds.scene import MAX_PROMPT_CHARS, check_counts, check_edit, check_prompt
 
-WORLDS_SCOPE = "worlds"
 GLB = "model/gltf-binary"
 
-router = APIRouter(tags=["Worlds"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])
+router = APIRouter(tags=["Worlds"], responses=OPENAI_ERRORS)
+Owner = Annotated[ApiKey, Depends(require_worlds)]  # checked before the body: a stranger gets 401, not 400
 
 
 class SceneBody(BaseModel):
@@ -42,56 +43,50 @@ class EditBody(BaseModel):
     prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="e.g. 'add two lamps next to the tent'")
 
 
-def _owner(request: Request) -> str:
-    return guard_of(request).authorize(request, WORLDS_SCOPE).id
-
-
 def _store(request: Request) -> WorldStore:
     return request.app.state.worlds
 
 
 @router.post("/v1/scenes", status_code=202, summary="Start generating a scene from a prompt (a job)")
-async def create_scene(request: Request, body: SceneBody) -> JSONResponse:
-    owner = _owner(request)
+async def create_scene(request: Request, body: SceneBody, key: Owner) -> JSONResponse:
     prompt = check_prompt(body.prompt)
     if body.extractor == "parser":
         check_counts(parse_prompt(prompt).objects)  # too many objects is a 400 now, not a failed job later
-    job = _store(request).create(owner, prompt, body.seed, body.extractor)
+    job = _store(request).create(key.id, prompt, body.seed, body.extractor)
     return JSONResponse(_accepted(job.as_json()), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 @router.post("/v1/scenes/{scene_id}/edit", status_code=202, summary="Change a scene by prompt (a job)")
-async def edit_scene(request: Request, scene_id: str, body: EditBody) -> JSONResponse:
-    owner = _owner(request)
+async def edit_scene(request: Request, scene_id: str, body: EditBody, key: Owner) -> JSONResponse:
     prompt = check_prompt(body.prompt)
     check_edit(prompt)
-    job = _store(request).edit(owner, scene_id, prompt)
+    job = _store(request).edit(key.id, scene_id, prompt)
     return JSONResponse(_accepted(job.as_json()), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 @router.get("/v1/jobs/{job_id}", summary="A job's status, stage and progress")
-async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return _store(request).job(_owner(request), job_id).as_json()
+async def get_job(request: Request, job_id: str, key: Owner) -> dict[str, Any]:
+    return _store(request).job(key.id, job_id).as_json()
 
 
 @router.get("/v1/jobs/{job_id}/result", summary="The GLB a job made (409 while it is not finished)")
-async def job_result(request: Request, job_id: str) -> FileResponse:
-    return FileResponse(_store(request).result(_owner(request), job_id), media_type=GLB)
+async def job_result(request: Request, job_id: str, key: Owner) -> FileResponse:
+    return FileResponse(_store(request).result(key.id, job_id), media_type=GLB)
 
 
 @router.delete("/v1/jobs/{job_id}", summary="Cancel a job")
-async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
-    return _store(request).cancel(_owner(request), job_id).as_json()
+async def cancel_job(request: Request, job_id: str, key: Owner) -> dict[str, Any]:
+    return _store(request).cancel(key.id, job_id).as_json()
 
 
 @router.get("/v1/scenes/{scene_id}", summary="The scene graph: objects, transforms, labels, unmatched words, spawn")
-async def get_scene(request: Request, scene_id: str) -> dict[str, Any]:
-    return _store(request).scene_graph(_owner(request), scene_id)
+async def get_scene(request: Request, scene_id: str, key: Owner) -> dict[str, Any]:
+    return _store(request).scene_graph(key.id, scene_id)
 
 
 @router.get("/v1/scenes/{scene_id}/glb", summary="The scene's latest GLB")
-async def get_scene_glb(request: Request, scene_id: str) -> FileResponse:
-    return FileResponse(_store(request).scene_glb(_owner(request), scene_id), media_type=GLB)
+async def get_scene_glb(request: Request, scene_id: str, key: Owner) -> FileResponse:
+    return FileResponse(_store(request).scene_glb(key.id, scene_id), media_type=GLB)
 
 
 def _accepted(job: dict[str, Any]) -> dict[str, Any]:
