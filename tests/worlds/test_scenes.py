@@ -357,3 +357,18 @@ def test_terrain_needs_the_worlds_scope(worlds):
         assert response.status_code == 403 and "worlds" in response.json()["error"]["message"]
     with httpx.Client(base_url=worlds.url) as anonymous:
         assert anonymous.post("/v1/terrain", json={"seed": 1}).status_code == 401
+
+
+def test_one_key_cannot_fill_the_job_queue(client):
+    accepted, refused = [], None
+    for seed in range(20):
+        response = client.post("/v1/scenes", json={"prompt": "a forest of forty pines", "seed": 100 + seed})
+        if response.status_code == 429:
+            refused = response
+            break
+        accepted.append(response.json()["id"])
+    for job_id in accepted:
+        client.delete(f"/v1/jobs/{job_id}")
+    assert refused is not None, "twenty jobs queued for one key"
+    assert "at most 8" in refused.json()["error"]["message"] and refused.headers["retry-after"]
+    assert len(accepted) >= 8

@@ -29,7 +29,7 @@ Owner = Annotated[ApiKey, Depends(require_worlds)]  # checked before the body: a
 
 class SceneBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="the scene in words")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="the scene in words")
     seed: int = Field(0, ge=0, lt=2**32, description="terrain and layout; the same prompt and seed give the same GLB")
     extractor: str = Field(
         "parser",
@@ -40,7 +40,7 @@ class SceneBody(BaseModel):
 
 class EditBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="e.g. 'add two lamps next to the tent'")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="e.g. 'add two lamps next to the tent'")
 
 
 def _store(request: Request) -> WorldStore:

@@ -63,6 +63,15 @@ class PayloadTooLarge(XRServeError):
     status_code = 413
 
 
+class TooManyRequests(XRServeError):
+    """This client has asked for more than it may have in flight; it may ask again once some is done."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_s)))})
+
+
 class Unavailable(XRServeError):
     """Temporarily cannot serve: queue full, model restarting. Retry later."""
 

@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from xrserve.core.errors import NotFound, XRServeError
+from xrserve.core.errors import NotFound, TooManyRequests, XRServeError
 from xrserve.worlds.scene import ScenePipeline, SceneResult
 
 log = logging.getLogger("xrserve.worlds")
 
 DEFAULT_KEEP_S = 24 * 3600.0
+MAX_WAITING = 8  # unfinished jobs per key
 FINISHED = ("succeeded", "failed", "cancelled")
 SCENE_ID = re.compile(r"scn_[0-9a-f]{16}")  # what `create` makes; anything else never touches the disk
 
@@ -102,6 +103,7 @@ class WorldStore:
     # -- submitting ------------------------------------------------------------------------
 
     def create(self, owner: str, prompt: str, seed: int, extractor: str) -> Job:
+        self._admit(owner)
         self.purge()
         scene_id = "scn_" + secrets.token_hex(8)
         folder = self.root / "scenes" / scene_id
@@ -114,9 +116,20 @@ class WorldStore:
 
     def edit(self, owner: str, scene_id: str, prompt: str) -> Job:
         self._scene_meta(owner, scene_id)  # 404 before a job exists
+        self._admit(owner)
         job = self._new_job(owner, scene_id, "edit", prompt)
         job._task = asyncio.ensure_future(self._run(job))
         return job
+
+    def _admit(self, owner: str) -> None:
+        """At most MAX_WAITING unfinished jobs per key: one client cannot fill the queue for everyone."""
+        waiting = sum(1 for j in self.jobs.values() if j.owner == owner and j.status not in FINISHED)
+        if waiting >= MAX_WAITING:
+            raise TooManyRequests(
+                f"this key has {waiting} scene jobs queued or running; at most {MAX_WAITING}: "
+                "wait for one to finish (or cancel one) and ask again",
+                retry_after_s=2.0,
+            )
 
     def _new_job(self, owner: str, scene_id: str, kind: str, prompt: str) -> Job:
         job = Job("job_" + secrets.token_hex(8), owner, scene_id, kind, prompt)
