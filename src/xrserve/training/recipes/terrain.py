@@ -495,7 +495,9 @@ class TerrainGanRecipe(TerrainRecipe):
     def export(self, directory: Path, report: dict[str, Any]) -> None:
         save_torchscript(GanExport(self.ema, self.mean, self.std, self.best["smoothing"]), directory / "model.pt")
         # the GAN takes no heightmap: drop it from the inputs (the first mention), keep it among the outputs
-        io = _io(self.latent, True).replace('  { name = "heightmap", datatype = "FP32", shape = [-1, 32, 32] },\n', "", 1)
+        io = _io(self.latent, True).replace(
+            '  { name = "heightmap", datatype = "FP32", shape = [-1, 32, 32] },\n', "", 1
+        )
         self.export_toml(
             directory, report, 'entrypoint = "xrserve.models.trained:TerrainGAN"\nmax_batch_size = 16\n' + io
         )
