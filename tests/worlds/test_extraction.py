@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from xrserve.core.errors import BadRequest
 from xrserve.worlds.extraction import (
     MAX_COUNT,
     EditSpec,
@@ -42,7 +43,9 @@ def test_counts_in_words_and_digits() -> None:
     assert objects("two dozen trees")["tree"].count == 24
     assert objects("a pile of rocks")["rock"].count == 3  # vague: a small group
     assert objects("a row of 6 barrels")["barrel"].count == 6
-    assert objects("a thousand trees and a hundred rocks")["rock"].count == MAX_COUNT
+    assert objects(f"{MAX_COUNT} rocks")["rock"].count == MAX_COUNT
+    with pytest.raises(BadRequest, match=f"1000 of 'tree'; at most {MAX_COUNT}"):
+        parse_prompt("a thousand trees and a hundred rocks")
 
 
 def test_the_spec_example() -> None:

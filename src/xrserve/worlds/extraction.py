@@ -30,12 +30,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xrserve.core.client import InferenceClient
-from xrserve.core.errors import XRServeError
+from xrserve.core.errors import BadRequest, XRServeError
 from xrserve.core.request import InferenceRequest, Priority
 
 RELATIONS = ("near", "around", "in_a_row", "on", "at_centre")  # what the layout understands
 RelationKind = Literal["near", "around", "in_a_row", "on", "at_centre"]
-MAX_COUNT = 50  # of one object: a prompt asking for a thousand trees gets fifty (the layout's budget)
+MAX_COUNT = 50  # of one object: a prompt asking for more is a 400 (the layout's and the GLB's budget)
 MAX_OBJECTS = 10  # distinct objects the LLM may list (the tight schema's maxItems)
 MAX_TEXT = 40  # characters of a sign's text: what fits legibly on a board
 VAGUE_COUNT = 3  # "some", "a few", "several", a bare plural: a small group
@@ -716,6 +716,8 @@ class _Parser:
         word = f"{modifier} {singular(head)}" if modifier else singular(head)
         if count is None:
             count = VAGUE_COUNT if is_plural(head) else 1
+        if count > MAX_COUNT:  # the user asked for it: say so, rather than quietly making fewer
+            raise BadRequest(f"the prompt asks for {count} of '{singular(head)}'; at most {MAX_COUNT} of one kind")
         obj = ObjectSpec(
             word=word[:60],
             count=max(1, min(MAX_COUNT, count)),
