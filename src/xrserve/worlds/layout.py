@@ -239,13 +239,18 @@ class Layout:
         candidate.color, candidate.stretch = w.color, w.stretch
         if target is not None:
             candidate.target = target.id
+        water = target if target is not None and target.category == "water" else None
+        if water is None and w.category == "boat" and w.relation is None:
+            water = next((p for p in self.placed if p.category == "water"), None)
+        if water is not None and (w.category == "boat" or w.relation == "on"):
+            return self._float(candidate, water, w, rng)
         if w.relation == "on" and target is not None and target.asset and ASSETS[target.asset].surface_height:
             return self._stack(candidate, target, w)
         siblings = [
             p for p in self.placed if p.word == w.word and p.relation == w.relation and p.target == candidate.target
         ]
-        water = w.category == "water" and target is None
-        low = self.lowest_flat_spot(max(half) + GAP_M) if water else None
+        is_lake = w.category == "water" and target is None
+        low = self.lowest_flat_spot(max(half) + GAP_M) if is_lake else None
         for attempt in range(TRIES):
             x, z, yaw = self._propose(w, k, target, siblings, rng, attempt, candidate)
             if low is not None and attempt < TRIES // 4:  # water seeks the lowest flat ground
@@ -269,6 +274,28 @@ class Layout:
         candidate.on = target.id
         candidate.id = self._new_id(w)
         return candidate
+
+    def _float(self, candidate: Placement, water: Placement, w: Wanted, rng: np.random.Generator) -> Placement | None:
+        """A boat (or anything asked to be on the water) on the lake's surface, inside its shore."""
+        c, s = math.cos(water.yaw), math.sin(water.yaw)
+        for _ in range(TRIES // 4):
+            u, v = rng.uniform(-0.6, 0.6, size=2)
+            lx, lz = u * water.half[0] + water.centre[0], v * water.half[1] + water.centre[1]
+            candidate.x, candidate.z = float(water.x + lx * c + lz * s), float(water.z - lx * s + lz * c)
+            candidate.yaw = float(rng.uniform(0, 2 * math.pi))
+            # inside the ellipse the water fills, and clear of every other thing on or by it
+            corners = candidate.corners()
+            dx, dz = corners[:, 0] - water.x, corners[:, 1] - water.z
+            ex, ez = dx * c - dz * s - water.centre[0], dx * s + dz * c - water.centre[1]
+            if (((ex / water.half[0]) ** 2 + (ez / water.half[1]) ** 2) > 0.9).any():
+                continue
+            grown = candidate.corners(GAP_M / 2)
+            if any(_overlap(grown, p.corners(GAP_M / 2)) for p in self.placed if p.id != water.id):
+                continue
+            candidate.y, candidate.on, candidate.target = water.y, water.id, water.id
+            candidate.id = self._new_id(w)
+            return candidate
+        return None
 
     def _target(self, w: Wanted) -> Placement | None:
         if not w.target:

@@ -291,7 +291,7 @@ class ScenePipeline:
     def export(self, graph: dict[str, Any], layout: Layout) -> tuple[bytes, dict[str, Any]]:
         """The GLB and the scene graph JSON, both from the same placements."""
         heights, extent = layout.heights, layout.extent_m
-        ground = terrain_mesh(heights, extent)
+        ground = terrain_mesh(heights, extent, alpine=False)
         walkable = walkable_mesh(ground, layout.placed)
         spawn = spawn_point(ground, walkable, layout)
         nodes = [

@@ -333,12 +333,14 @@ def _check(heights: np.ndarray, extent_m: float) -> np.ndarray:
     return _square(heights)
 
 
-def terrain_mesh(heights: np.ndarray, extent_m: float) -> Mesh:
+def terrain_mesh(heights: np.ndarray, extent_m: float, *, alpine: bool = True) -> Mesh:
     """The heightmap as a grid mesh centred at the origin (x right, z toward the viewer, y up).
 
     Normals are the surface's (central differences), UVs run 0..1 over the square (u with
     x, v with z, so the heightmap as an image lies on it unflipped), colours follow height
     and slope: sand low, grass, forest, rock high or steep, snow on high gentle ground.
+    With `alpine` off (a scene's few metres of relief, where snow on a hillock would be
+    absurd) the high ground stays green.
     """
     h = _check(heights, extent_m)
     n = h.shape[0]
@@ -357,14 +359,17 @@ def terrain_mesh(heights: np.ndarray, extent_m: float) -> Mesh:
     uv = np.arange(n, dtype=np.float64) / (n - 1)
     vv, uu = np.meshgrid(uv, uv, indexing="ij")
     uvs = np.stack([uu, vv], axis=-1).reshape(-1, 2)
-    return Mesh(positions, indices, normals, _colours(h, normals), uvs)
+    return Mesh(positions, indices, normals, _colours(h, normals, alpine), uvs)
 
 
-def _colours(h: np.ndarray, normals: np.ndarray) -> np.ndarray:
+def _colours(h: np.ndarray, normals: np.ndarray, alpine: bool = True) -> np.ndarray:
     low, high = float(h.min()), float(h.max())
     t = ((h - low) / (high - low)).ravel() if high > low else np.zeros(h.size)
     stops = [0.0, 0.06, 0.12, 0.45, 0.7, 0.8, 0.88, 1.0]
-    ramp = [_SAND, _SAND, _GRASS, _GRASS, _FOREST, _ROCK, _SNOW, _SNOW]
+    if alpine:
+        ramp = [_SAND, _SAND, _GRASS, _GRASS, _FOREST, _ROCK, _SNOW, _SNOW]
+    else:
+        ramp = [_SAND, _SAND, _GRASS, _GRASS, _FOREST, _FOREST, _FOREST, _FOREST]
     linear = np.stack([_linear(c) for c in ramp])
     rgb = np.stack([np.interp(t, stops, linear[:, k]) for k in range(3)], axis=1)
     steepness = np.degrees(np.arccos(np.clip(normals[:, 1], -1.0, 1.0)))
