@@ -106,7 +106,7 @@ DESIGN = Design()
 class TerrainSpec(BaseModel):
     """A terrain to generate: what it looks like (seed, latent or two seeds mixed), its size and its format."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as written: no false for 0
 
     seed: Seed | None = Field(
         None, description="the same seed always gives the same terrain (seed 0 when no seed, latent or seeds is sent)"
