@@ -493,10 +493,11 @@ to another object or to the scene, and a text; then each word becomes an asset
   "there are") and setting words ("camp", "village", "harbour") left out of the objects;
 - **an LLM** (`extract_with_llm`) at temperature 0, with two worked examples, its answer
   constrained by a JSON schema (`response_format`, a GBNF grammar): **tight** (the asset
-  library's names and categories as an enum for `word`, counts 1..50, at most 12 objects,
+  library's names and categories as an enum for `word`, counts 1..50, at most 10 objects,
   texts of at most 40 characters, colours from the library) or **loose** (free strings
   and integers). A model without a chat template (Gemma 3 270M is the pretrained model)
-  gets the same examples as plain few-shot text.
+  gets the same examples as plain few-shot text. A word the answer repeats is kept once
+  (small models loop until `maxItems`).
 
 ## The labelled prompts
 `tests/data/scene_prompts.jsonl`: 76 prompts, 38 `dev` and 38 `test`, written with their
@@ -511,9 +512,10 @@ roses", "a pile of rocks", a bare plural) count 3; water of any kind (lake, pond
 creek) is `water`, roads and trails are `path`.
 
 ## Method
-One xrserve server (`--only minilm smollm2 gemma3-270m`) serves the LLMs and `minilm`;
-each prompt is extracted once, one at a time, and every extractor's words go through the
-same `AssetMatcher`. Per prompt, the categories predicted are compared with those
+One xrserve server (`--only minilm smollm2 gemma3-270m`) serves the LLMs and `minilm`,
+both LLMs from a temporary model repository with `threads = 1` (SmolLM2's GGUF is the
+built-in's file); each prompt is extracted once, one at a time, and every extractor's
+words go through the same `AssetMatcher`. Per prompt, the categories predicted are compared with those
 labelled (counts summed per category; placeholders and labelled unknown objects scored
 apart):
 
