@@ -477,8 +477,8 @@ def calibration_table(calibration: dict[str, Any]) -> str:
 
 DOC_HEAD = """# Generated worlds: reading the prompt
 
-Written by `bench/worlds_extraction.py` (rerun it to refresh the numbers); to be merged
-into docs/worlds.md.
+Written by `bench/worlds_extraction.py` (rerun it to refresh the numbers); the summary
+is in [worlds.md](worlds.md#extraction-compared).
 
 A scene prompt ("a lakeside camp with three tents, a campfire and a signpost saying
 Welcome") becomes a `SceneSpec`: objects with a word, a count, a colour, a size, a relation

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class ScenePipeline:
         *,
         embeddings: str = "minilm",
         llm: str = "smollm2",
-        terrain_model: str = "terrain-gan",
+        terrain_model: Literal["terrain-gan", "terrain-vae"] = "terrain-gan",
     ) -> None:
         self.client = client
         self.llm = llm
@@ -281,7 +281,7 @@ class ScenePipeline:
     async def terrain(self, seed: int, session: str | None) -> np.ndarray:
         """The generated shape at scene scale: centred on 0 and rescaled to a walkable relief."""
         spec = TerrainSpec(seed=seed, size=SCENE_SIZE, extent_m=SCENE_EXTENT_M, model=self.terrain_model)
-        heights = await generate_heightmap(self.client, spec)
+        heights = await generate_heightmap(self.client, spec, session=session)
         low, high = np.percentile(heights, [2, 98])
         scaled = (heights - np.median(heights)) * (RELIEF_M / max(float(high - low), 1e-3))
         return scaled.astype(np.float32)
