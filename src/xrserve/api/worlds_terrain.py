@@ -17,9 +17,9 @@ from fastapi.responses import Response
 from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.security.guard import Credentials, bearer, guard_of
 from xrserve.security.keys import ApiKey
+from xrserve.worlds import SCOPE
 from xrserve.worlds.terrain import TerrainSpec, f32, generate_heightmap, png16, terrain_glb
 
-SCOPE = "worlds"
 MEDIA = {"glb": "model/gltf-binary", "png16": "image/png", "f32": "application/octet-stream"}
 _HEADERS = {
     "X-Size": {"description": "vertices a side", "schema": {"type": "integer"}},

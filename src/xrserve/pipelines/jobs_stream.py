@@ -13,9 +13,8 @@ from typing import Any
 from pydantic import Field
 
 from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
+from xrserve.worlds import SCOPE
 from xrserve.worlds.jobs import Job, WorldStore
-
-WORLDS_SCOPE = "worlds"
 
 
 class JobsOptions(StreamOptions):
@@ -30,7 +29,7 @@ class JobStream(SessionStream):
     options: JobsOptions
 
     async def open(self) -> dict[str, Any]:
-        self.session.authorize(WORLDS_SCOPE)
+        self.session.authorize(SCOPE)
         store: WorldStore = self.session.app_state.worlds
         job = store.job(self.session.key.id, self.options.job)  # 404 for an unknown job or another key's
         self.spawn(self._follow(store, job))

@@ -15,3 +15,6 @@ transports (`api.worlds`, the session's `jobs` stream) sit above it.
 - `scene`: the pipeline from prompt to scene (and edits), with stage timings;
 - `jobs`: queued generation jobs owned by a key, kept on disk for a while.
 """
+
+SCOPE = "worlds"
+"""The key scope for terrain, scenes and their jobs (REST and the session's `jobs` stream); `*` covers it too."""
