@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -128,23 +129,17 @@ class ScenePipeline:
         progress: Progress | None = None,
         session: str | None = None,
     ) -> SceneResult:
-        timings: dict[str, float] = {}
-        report = _reporter(progress)
-        await report("extraction", 0.05)
-        with _timed(timings, "extraction"):
+        stage = _Stages(progress)
+        async with stage("extraction"):
             spec = await self.extract(prompt, extractor, session)
         check_counts(spec.objects)
-        await report("embeddings", 0.2)
-        with _timed(timings, "embeddings"):
+        async with stage("embeddings"):
             wanted, unmatched = await self.wanted(spec.objects, session, spec.setting)
-        await report("terrain", 0.35)
-        with _timed(timings, "terrain"):
+        async with stage("terrain"):
             heights = await self.terrain(seed, session)
-        await report("layout", 0.55)
-        with _timed(timings, "layout"):
+        async with stage("layout"):
             layout = Layout(heights, SCENE_EXTENT_M, seed)
             await asyncio.to_thread(layout.place, wanted)
-        await report("export", 0.75)
         graph = {
             "id": scene_id,
             "revision": 1,
@@ -153,10 +148,7 @@ class ScenePipeline:
             "extractor": extractor,
             "unmatched": unmatched,
         }
-        with _timed(timings, "export"):
-            glb, graph = await asyncio.to_thread(self.export, graph, layout)
-        graph["timings_ms"] = timings
-        return SceneResult(graph, layout.heights, glb, timings)
+        return await self._finish(graph, layout, stage)
 
     async def edit(
         self,
@@ -166,23 +158,18 @@ class ScenePipeline:
         progress: Progress | None = None,
         session: str | None = None,
     ) -> SceneResult:
-        timings: dict[str, float] = {}
-        report = _reporter(progress)
-        await report("extraction", 0.05)
-        with _timed(timings, "extraction"):
+        stage = _Stages(progress)
+        async with stage("extraction"):
             change = check_edit(prompt)
         placed = [Placement.from_json(o) for o in previous["objects"]]
         check_counts(change.add, len(placed))
-        await report("embeddings", 0.2)
-        with _timed(timings, "embeddings"):
+        async with stage("embeddings"):
             wanted, unmatched = await self.wanted(change.add, session, present=placed)
             removed = await self._removals(change, placed, session)
-        await report("layout", 0.55)
-        with _timed(timings, "layout"):
+        async with stage("layout"):
             layout = Layout(heights, SCENE_EXTENT_M, int(previous["seed"]) + int(previous["revision"]), placed)
             layout.remove(removed)
             await asyncio.to_thread(layout.place, wanted)
-        await report("export", 0.75)
         graph = {
             "id": previous["id"],
             "revision": int(previous["revision"]) + 1,
@@ -192,10 +179,13 @@ class ScenePipeline:
             "unmatched": sorted(set(previous.get("unmatched", [])) | set(unmatched)),
             "removed": sorted(removed),
         }
-        with _timed(timings, "export"):
+        return await self._finish(graph, layout, stage)
+
+    async def _finish(self, graph: dict[str, Any], layout: Layout, stage: _Stages) -> SceneResult:
+        async with stage("export"):
             glb, graph = await asyncio.to_thread(self.export, graph, layout)
-        graph["timings_ms"] = timings
-        return SceneResult(graph, layout.heights, glb, timings)
+        graph["timings_ms"] = stage.timings
+        return SceneResult(graph, layout.heights, glb, stage.timings)
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -431,22 +421,21 @@ def spawn_point(ground: Mesh, walkable: Mesh, layout: Layout) -> dict[str, Any]:
 # -- small helpers ---------------------------------------------------------------------------
 
 
-class _timed:
-    def __init__(self, timings: dict[str, float], stage: str) -> None:
-        self.timings, self.stage = timings, stage
+class _Stages:
+    """Each stage reported to the job with its share of the progress, then timed: one step, not two."""
 
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
+    SHARE = {"extraction": 0.05, "embeddings": 0.2, "terrain": 0.35, "layout": 0.55, "export": 0.75}
 
-    def __exit__(self, *exc: object) -> None:
-        self.timings[self.stage] = round((time.perf_counter() - self.started) * 1000, 2)
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.timings: dict[str, float] = {}
 
-
-def _reporter(progress: Progress | None) -> Callable[[str, float], Awaitable[None]]:
-    async def report(stage: str, fraction: float) -> None:
-        if progress is not None:
-            result = progress(stage, fraction)
+    @asynccontextmanager
+    async def __call__(self, stage: str) -> AsyncIterator[None]:
+        if self.progress is not None:
+            result = self.progress(stage, self.SHARE[stage])
             if result is not None:
                 await result
-
-    return report
+        started = time.perf_counter()
+        yield
+        self.timings[stage] = round((time.perf_counter() - started) * 1000, 2)
