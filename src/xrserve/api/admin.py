@@ -1,14 +1,19 @@
-"""Operator routes: the repository (Triton's model-repository extension) and metrics."""
+"""Operator routes: the repository (Triton's model-repository extension), the audit trail and metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+import asyncio
+from dataclasses import asdict
+
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from xrserve.api.oip_schema import ERRORS, ErrorBody, ModelName, RepositoryEntry
+from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.core.errors import NotFound, Unavailable, XRServeError
 from xrserve.core.loader import reload_model
+from xrserve.security.audit import tail
 from xrserve.security.guard import require_admin
 
 router = APIRouter(tags=["Administration"], responses=ERRORS)
@@ -132,6 +137,38 @@ async def rollback_model(request: Request, model_name: ModelName) -> DefaultVers
             )
         state.promoted.promote(model_name, max(older, key=int))
     return _default_of(request, model_name)
+
+
+class AuditEntry(BaseModel):
+    time: float = Field(description="when the request ended, Unix seconds")
+    key_id: str | None = Field(description="the API key's id (`anonymous` in --dev); none: no valid key")
+    method: str
+    route: str = Field(description="the route template, e.g. /v2/models/{model_name}/infer")
+    model: str | None
+    version: str | None
+    status: int
+    latency_ms: float
+    client: str | None = Field(description="the client's address")
+    note: str | None = Field(description="what else the route recorded (never a payload)")
+
+
+class AuditPage(BaseModel):
+    data: list[AuditEntry] = Field(description="newest first")
+
+
+@router.get(
+    "/v1/audit",
+    response_model=AuditPage,
+    dependencies=[Depends(require_admin)],
+    responses=OPENAI_ERRORS,  # a /v1 route: errors in OpenAI's shape, like the others under /v1
+    summary="The newest audit records, newest first (written every 0.2 s, so the last moment may be missing)",
+)
+async def audit_records(
+    request: Request, limit: int = Query(100, ge=1, le=1000, description="how many records")
+) -> AuditPage:
+    # SQLite reads block: off the event loop, so inference requests are not held up meanwhile
+    records = await asyncio.to_thread(tail, request.app.state.settings.audit_path, limit)
+    return AuditPage(data=[AuditEntry(**asdict(r)) for r in reversed(records)])
 
 
 @router.get(
