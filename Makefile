@@ -9,10 +9,14 @@ PORT   ?= 8000
 
 # system tools: espeak-ng and ffmpeg make test speech and video, chromium runs the browser tests
 APT_TOOLS := espeak-ng ffmpeg chromium
-# node and npm run the Khronos glTF validator (package.json) that the worlds tests check every GLB with
+# node and npm build the web client (three.js, bundled by esbuild) and run the test tools
+# (the Khronos glTF validator, the IWER headset emulator): all pinned in package-lock.json
 NODE_TOOLS := node npm
+# the web client: sources in web/src, bundled into web/dist (not committed; wheels built after `make web` carry it)
+WEB := src/xrserve/web
+WEB_SOURCES := $(wildcard $(WEB)/src/*.js) $(WEB)/xrsession.js
 
-.PHONY: install system run test lint bench clean
+.PHONY: install system web run test lint bench clean
 
 system:
 	@missing=""; for tool in $(APT_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
@@ -41,7 +45,14 @@ $(STAMP): pyproject.toml Makefile
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-install: system $(STAMP) node_modules/.package-lock.json
+# one ES module with three.js inside: no CDN, no import map, works offline
+$(WEB)/dist/app.js: $(WEB_SOURCES) node_modules/.package-lock.json
+	npx --no-install esbuild $(WEB)/src/app.js --bundle --format=esm --target=es2022 --minify --sourcemap \
+		--outdir=$(WEB)/dist --log-level=warning
+
+web: $(WEB)/dist/app.js
+
+install: system $(STAMP) node_modules/.package-lock.json web
 
 run: install
 	$(VENV)/bin/xrserve serve --dev --host $(HOST) --port $(PORT)
@@ -61,4 +72,4 @@ bench: install
 	$(PY) bench/serving_overhead.py
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache node_modules
+	rm -rf $(VENV) artifacts .pytest_cache node_modules $(WEB)/dist

@@ -1,6 +1,6 @@
 // chat.js: the LLM through the OpenAI-compatible /v1/chat/completions, streamed (SSE over fetch).
 
-export function setUpChat({ form, input, log, headers }) {
+export function setUpChat({ form, input, log, app }) {
   const history = [];
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -13,7 +13,7 @@ export function setUpChat({ form, input, log, headers }) {
     try {
       const response = await fetch("/v1/chat/completions", {
         method: "POST",
-        headers: { "Content-Type": "application/json", ...headers() },
+        headers: { "Content-Type": "application/json", ...app.headers() },
         body: JSON.stringify({ model: "smollm2", messages: history, stream: true, max_tokens: 200 }),
       });
       if (!response.ok) throw new Error((await response.json()).error?.message || response.statusText);
