@@ -30,7 +30,7 @@ from xrserve.security.audit import AuditLog
 from xrserve.security.guard import Guard
 from xrserve.security.keys import KeyStore
 from xrserve.security.moderation import Moderator
-from xrserve.settings import Settings
+from xrserve.settings import Settings, is_loopback
 from xrserve.worlds.jobs import WorldStore
 from xrserve.worlds.scene import ScenePipeline
 
@@ -114,15 +114,22 @@ def serve(settings: Settings) -> None:
     console = Console(stderr=True)
     app = create_app(settings, console)
     mode = "dev mode: requests without a key are allowed" if settings.anonymous_allowed else "API keys required"
-    console.print(
-        f"[bold]xrserve {__version__}[/] on http://{settings.host}:{settings.port} ({mode}); "
-        f"data in {settings.data_dir}"
-    )
-    console.print(f"web client: http://{settings.host}:{settings.port}/web/")
+    url = f"{settings.scheme}://{settings.host}:{settings.port}"
+    console.print(f"[bold]xrserve {__version__}[/] on {url} ({mode}); data in {settings.data_dir}")
+    console.print(f"web client: {url}/web/")
+    if not (WEB_DIR / "dist" / "app.js").exists():
+        console.print("[yellow]the web client is not built: run `make web` (npm ci + esbuild) in the repository[/]")
+    if not settings.tls_cert and not is_loopback(settings.host):
+        console.print(
+            f"[yellow]--host {settings.host} without TLS: keys travel in clear text, and a headset's browser "
+            "offers WebXR only on a secure origin. Add --tls-cert and --tls-key (see docs/web-client.md).[/]"
+        )
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
         log_level="warning",
         access_log=False,
         loop="uvloop",

@@ -38,6 +38,9 @@ class Settings:
     #: which models play a talking character's parts (asr, vad, llm, tts, embeddings); unset: the built-ins
     npc_models: dict[str, str] = field(default_factory=dict)
     worlds_keep_s: float = 24 * 3600.0  # generated scenes and their jobs are deleted after this long
+    #: HTTPS and WSS: a PEM certificate (chain) and its key; WebXR on a headset needs a secure origin
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         roles = ("asr", "vad", "llm", "tts", "embeddings")
@@ -46,11 +49,17 @@ class Settings:
             raise ValueError(f"--npc-model: {unknown} is not a part of a character; the parts are {', '.join(roles)}")
         if self.frame_policy not in ("deadline", "fifo"):
             raise ValueError(f"--frame-policy must be 'deadline' or 'fifo', not '{self.frame_policy}'")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: the certificate and its private key (PEM files)")
         if self.dev and not is_loopback(self.host):
             raise ValueError(
                 f"--dev allows requests without an API key, so it only works on a loopback address; "
                 f"--host {self.host} is not one. Create a key with `xrserve keys create` instead."
             )
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @property
     def anonymous_allowed(self) -> bool:

@@ -110,6 +110,18 @@ def serve(
         float,
         typer.Option("--keep-worlds-h", min=0.01, help="Hours generated scenes and their jobs are kept on disk."),
     ] = 24.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="PEM certificate: serve HTTPS and WSS (a headset's browser needs them for WebXR).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.", exists=True, dir_okay=False)
+    ] = None,
 ) -> None:
     """Start the server with the built-in models and any model repositories."""
     from xrserve.server import serve as run_server
@@ -131,6 +143,8 @@ def serve(
             frame_policy=frame_policy,
             npc_models={role: name for role, _, name in roles},
             worlds_keep_s=keep_worlds_h * 3600,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         if moderation is not None:
             from xrserve.security.moderation import Moderator
