@@ -73,7 +73,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
         settings.model_repositories, builtin_configs if settings.builtins else list, settings.only_models
     )
     app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json")
-    app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed)
+    app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed, settings.lockout)
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
     for router in (

@@ -6,12 +6,22 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xrserve.security.lockout import LockoutPolicy
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("XRSERVE_DATA_DIR", Path.home() / ".local" / "share" / "xrserve"))
+
+
+def lockout_from_env() -> LockoutPolicy:
+    from xrserve.security.lockout import LockoutPolicy  # not at import: `xrserve --help` stays fast
+
+    return LockoutPolicy.from_env()
 
 
 def is_loopback(host: str) -> bool:
@@ -41,6 +51,8 @@ class Settings:
     #: HTTPS and WSS: a PEM certificate (chain) and its key; WebXR on a headset needs a secure origin
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: failed key attempts that lock a key id or an address, and for how long (env XRSERVE_LOCKOUT)
+    lockout: LockoutPolicy = field(default_factory=lockout_from_env)
 
     def __post_init__(self) -> None:
         roles = ("asr", "vad", "llm", "tts", "embeddings")

@@ -14,9 +14,9 @@ from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.core.errors import NotFound, Unavailable, XRServeError
 from xrserve.core.loader import reload_model
 from xrserve.security.audit import tail
-from xrserve.security.guard import require_admin
+from xrserve.security.guard import KeyFirstRoute, require_admin
 
-router = APIRouter(tags=["Administration"], responses=ERRORS)
+router = APIRouter(tags=["Administration"], responses=ERRORS, route_class=KeyFirstRoute)
 
 
 class Conflict(XRServeError):

@@ -18,10 +18,12 @@ from fastapi.responses import Response
 from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.core.errors import BadRequest
 from xrserve.pipelines.npc import ConversationStore, Persona, PersonaOptions, Turn, TurnOptions, npc_models, pipeline_of
-from xrserve.security.guard import guard_of, require_key
+from xrserve.security.guard import KeyFirstRoute, guard_of, require_key
 from xrserve.voice.audio import decode_upload, wav_bytes
 
-router = APIRouter(tags=["NPC"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])  # 401 before the form
+router = APIRouter(  # 401 before the form is read
+    tags=["NPC"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)], route_class=KeyFirstRoute
+)
 
 _conversations = ConversationStore()
 

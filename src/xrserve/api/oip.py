@@ -26,9 +26,9 @@ from xrserve.core.controls import deadline_from, priority_from
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import ModelVersion, Scheduler
-from xrserve.security.guard import require_model_scope
+from xrserve.security.guard import KeyFirstRoute, require_model_scope
 
-router = APIRouter(tags=["Open Inference Protocol v2"], responses=ERRORS)
+router = APIRouter(tags=["Open Inference Protocol v2"], responses=ERRORS, route_class=KeyFirstRoute)
 
 PLATFORMS = {
     "onnx": "onnxruntime_onnx",

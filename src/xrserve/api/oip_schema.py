@@ -190,6 +190,7 @@ ERROR_STATUSES: dict[int | str, str] = {
     404: "unknown model or version",
     408: "the request's deadline passed before it could run",
     413: "the body is larger than the server's limit",
+    429: "too many failed key attempts for this key id or address, or too much work in flight; see Retry-After",
     500: "the model failed",
     503: "queue full or model restarting; see Retry-After",
     "4XX": "another client error: 405 method not allowed, 409 a camera frame superseded by a newer one",

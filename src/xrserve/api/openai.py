@@ -26,10 +26,15 @@ from xrserve.core.controls import deadline_from
 from xrserve.core.errors import BadRequest
 from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import ModelVersion, Scheduler
-from xrserve.security.guard import guard_of, require_key
+from xrserve.security.guard import KeyFirstRoute, guard_of, require_key
 
 # a key is checked before the body is (401 before 400); the model's scope once the body names the model
-router = APIRouter(tags=["OpenAI-compatible"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])
+router = APIRouter(
+    tags=["OpenAI-compatible"],
+    responses=OPENAI_ERRORS,
+    dependencies=[Depends(require_key)],
+    route_class=KeyFirstRoute,
+)
 
 _STARTED = int(time.time())
 

@@ -30,13 +30,15 @@ from xrserve.api.openai_protocol import (
 from xrserve.core.errors import BadRequest, XRServeError
 from xrserve.core.request import InferenceRequest, Priority
 from xrserve.pipelines.npc import npc_models
-from xrserve.security.guard import guard_of, require_key
+from xrserve.security.guard import KeyFirstRoute, guard_of, require_key
 from xrserve.voice.audio import decode_upload, resample, wav_header
 from xrserve.voice.sentences import speakable, split_sentences
 
 log = logging.getLogger("xrserve.audio")
 # a key is checked before the body is (401 before 400); the model's scope once the body names the model
-router = APIRouter(tags=["Audio"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])
+router = APIRouter(
+    tags=["Audio"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)], route_class=KeyFirstRoute
+)
 
 #: OpenAI's model names, served by the server's speech models (`--npc-model asr=... / tts=...`)
 ASR_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")

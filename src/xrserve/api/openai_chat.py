@@ -42,11 +42,16 @@ from xrserve.core.controls import deadline_from
 from xrserve.core.errors import BadRequest, XRServeError
 from xrserve.core.request import InferenceRequest, Priority
 from xrserve.core.stream import Stream
-from xrserve.security.guard import guard_of, require_key
+from xrserve.security.guard import KeyFirstRoute, guard_of, require_key
 from xrserve.security.moderation import Moderator, StreamMasker
 
 # a key is checked before the body is (401 before 400); the model's scope once the body names the model
-router = APIRouter(tags=["OpenAI-compatible"], responses=OPENAI_ERRORS, dependencies=[Depends(require_key)])
+router = APIRouter(
+    tags=["OpenAI-compatible"],
+    responses=OPENAI_ERRORS,
+    dependencies=[Depends(require_key)],
+    route_class=KeyFirstRoute,
+)
 NOTE_SCOPE = "xrserve.note"
 
 

@@ -34,7 +34,7 @@ async def session_socket(websocket: WebSocket) -> None:
     if header is None and websocket.query_params.get("key"):
         header = f"Bearer {websocket.query_params['key']}"
     try:
-        key = guard.identify_header(header)
+        key = guard.identify_header(header, websocket.scope)  # the client's address counts toward lockouts
     except XRServeError as error:
         await websocket.send_json({"type": "error", "status": error.status_code, "message": error.message})
         await websocket.close(code=4000 + error.status_code, reason=error.message[:120])

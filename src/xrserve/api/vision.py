@@ -25,9 +25,9 @@ from xrserve.core.controls import deadline_from
 from xrserve.core.errors import BadRequest, PayloadTooLarge
 from xrserve.core.images import image_size
 from xrserve.core.request import InferenceRequest
-from xrserve.security.guard import require_model_scope
+from xrserve.security.guard import KeyFirstRoute, require_model_scope
 
-router = APIRouter(tags=["Vision"], responses=OPENAI_ERRORS)  # a /v1 route: OpenAI-shaped errors
+router = APIRouter(tags=["Vision"], responses=OPENAI_ERRORS, route_class=KeyFirstRoute)  # /v1: OpenAI errors
 
 MAX_IMAGE_BYTES = 16 * 2**20
 EXAMPLE = "curl -H 'Authorization: Bearer xrs_...' -F image=@photo.jpg http://HOST/v1/vision/hands"

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.api.worlds_terrain import require_worlds
+from xrserve.security.guard import KeyFirstRoute
 from xrserve.security.keys import ApiKey
 from xrserve.worlds.extraction import parse_prompt
 from xrserve.worlds.jobs import WorldStore
@@ -29,7 +30,7 @@ GLB_RESPONSE: dict[int | str, dict[str, Any]] = {
     }
 }
 
-router = APIRouter(tags=["Worlds"], responses=OPENAI_ERRORS)
+router = APIRouter(tags=["Worlds"], responses=OPENAI_ERRORS, route_class=KeyFirstRoute)
 Owner = Annotated[ApiKey, Depends(require_worlds)]  # checked before the body: a stranger gets 401, not 400
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
 
 from xrserve.api.openai_protocol import OPENAI_ERRORS
-from xrserve.security.guard import Credentials, bearer, guard_of
+from xrserve.security.guard import Credentials, KeyFirstRoute, bearer, guard_of
 from xrserve.security.keys import ApiKey
 from xrserve.worlds import SCOPE
 from xrserve.worlds.terrain import TerrainSpec, f32, generate_heightmap, png16, terrain_glb
@@ -34,7 +34,7 @@ async def require_worlds(request: Request, _: Credentials = Security(bearer)) ->
     return guard_of(request).authorize(request, SCOPE)
 
 
-router = APIRouter(tags=["Worlds"], responses=OPENAI_ERRORS)
+router = APIRouter(tags=["Worlds"], responses=OPENAI_ERRORS, route_class=KeyFirstRoute)
 
 
 @router.post(

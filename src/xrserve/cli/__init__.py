@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list, rotate and revoke API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read the audit trail.", no_args_is_help=True)
 models_app = typer.Typer(help="List the models of a running server.")
 app.add_typer(keys_app, name="keys")
@@ -251,13 +251,17 @@ def infer(
         out.print(f"[bold]{output['name']}[/] {output['datatype']} {output['shape']}: {shown}")
 
 
-def _duration(text: str | None) -> float | None:
+def _duration(text: str | None, option: str = "--expires-in", *, zero: bool = False) -> float | None:
+    """Seconds from "30m", "12h", "90d"; a lifetime must be positive, a grace (`zero`) may be 0."""
     if text is None:
         return None
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if match is None:
-        fail(f"--expires-in '{text}': use a number and a unit, e.g. 30m, 12h, 90d")
-    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    match = re.fullmatch(r"(-?\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if match is None or (not match[2] and float(match[1]) != 0):
+        fail(f"{option} '{text}': use a number and a unit, e.g. 30m, 12h, 90d")
+    seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 0}[match[2]]
+    if seconds < 0 or (seconds == 0 and not zero):
+        fail(f"{option} '{text}' must be {'zero or more' if zero else 'more than zero'}, e.g. 30m, 12h, 90d")
+    return seconds
 
 
 def _when(timestamp: float | None) -> str:
@@ -277,7 +281,10 @@ def keys_create(
     """Create an API key. The key is printed once; only its hash is stored."""
     from xrserve.security.keys import KeyStore
 
-    token, record = KeyStore(data_dir / "keys.db").create(name or "", scope, _duration(expires_in))
+    try:
+        token, record = KeyStore(data_dir / "keys.db").create(name or "", scope, _duration(expires_in))
+    except ValueError as exc:
+        fail(str(exc))
     if quiet:
         print(token)
         return
@@ -291,10 +298,38 @@ def keys_list(data_dir: DataDir = default_data_dir()) -> None:
     """List API keys (never the secrets)."""
     from xrserve.security.keys import KeyStore
 
-    table = Table("id", "name", "scopes", "created", "expires", "status")
+    table = Table("id", "name", "scopes", "created", "expires", "status", "rotated")
     for key in KeyStore(data_dir / "keys.db").list():
-        table.add_row(key.id, key.name, ", ".join(key.scopes), _when(key.created), _when(key.expires), key.status)
+        table.add_row(
+            key.id, key.name, ", ".join(key.scopes), _when(key.created), _when(key.expires), key.status, key.rotation
+        )
     out.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`.")],
+    grace: Annotated[
+        str, typer.Option(help="How long the old secret keeps working, e.g. 0 (it leaked), 10m, 1h, 7d.")
+    ] = "1h",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the new key.")] = False,
+    data_dir: DataDir = default_data_dir(),
+) -> None:
+    """A new secret for a key: same id, name, scopes and expiry; the old secret works until the grace ends."""
+    from xrserve.security.keys import KeyStore
+
+    try:
+        token, record = KeyStore(data_dir / "keys.db").rotate(key_id, _duration(grace, "--grace", zero=True) or 0.0)
+    except (LookupError, ValueError) as exc:
+        fail(str(exc))
+    if quiet:
+        print(token)
+        return
+    until = record.previous_until or 0.0
+    old = f"works until {_when(until)}" if until > time.time() else "stops now (within a second on a running server)"
+    out.print(f"key id {record.id} has a new secret; the old one {old}")
+    out.print("store it now, it is not shown again:")
+    print(token)
 
 
 @keys_app.command("revoke")

@@ -1,9 +1,12 @@
-"""API keys: created and revoked by the CLI, checked by the server, stored hashed in SQLite.
+"""API keys: created, rotated and revoked by the CLI, checked by the server, stored hashed in SQLite.
 
 A key reads `xrs_<id>_<secret>`. Only the SHA-256 of the secret is stored: the
 secret is 192 random bits, so a fast hash is enough (a password hash would cost
 milliseconds on every request for no gain). Scopes are model names, `*` for every
 model, and `admin` for everything including key-free admin routes.
+
+Rotation gives a key id a new secret and keeps the digest of the old one, which works
+until the grace period ends and is then refused with a message that says it was rotated.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 ADMIN = "admin"
@@ -28,9 +32,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
     scopes TEXT NOT NULL,
     created REAL NOT NULL,
     expires REAL,
-    revoked REAL
+    revoked REAL,
+    rotated REAL,
+    previous_sha256 TEXT,
+    previous_until REAL
 )
 """
+#: columns added after the first release, added to an older keys.db when it is opened
+_ADDED_COLUMNS = {"rotated": "REAL", "previous_sha256": "TEXT", "previous_until": "REAL"}
+_COLUMNS = "id, name, scopes, created, expires, revoked, rotated, previous_until"
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class ApiKey:
     created: float
     expires: float | None
     revoked: float | None
+    rotated: float | None = None  # when the secret was last replaced by `xrserve keys rotate`
+    previous_until: float | None = None  # the old secret works until then
 
     def allows(self, model: str | None = None, *, admin: bool = False) -> bool:
         if ADMIN in self.scopes:
@@ -57,6 +69,15 @@ class ApiKey:
             return "expired"
         return "active"
 
+    @property
+    def rotation(self) -> str:
+        """How the key's rotation stands, for `keys list`: "-" if it never was rotated."""
+        if self.rotated is None:
+            return "-"
+        grace = self.previous_until or self.rotated
+        state = "works until" if grace > time.time() else "ended"
+        return f"{_when(self.rotated, zone=False)} (old secret {state} {_when(grace, zone=False)})"
+
 
 KEY_PREFIX = "xrs_"
 
@@ -64,6 +85,32 @@ KEY_PREFIX = "xrs_"
 def looks_like_key(token: str) -> bool:
     """Whether a bearer token is meant as an xrserve key (and must be checked), not a placeholder."""
     return token.startswith(KEY_PREFIX)
+
+
+def claimed_key_id(token: str) -> str | None:
+    """The key id a token names (`xrs_<id>_<secret>`), whether or not the key exists; None if malformed."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "xrs" or not parts[1] or not parts[2] or len(parts[1]) > 64:
+        return None
+    return parts[1]
+
+
+class KeyRejected(PermissionError):
+    """A token that is not a valid key: `message` for the client, `reason` for the audit trail.
+
+    The client is never told whether a key id exists: an unknown id and a wrong secret read
+    the same to it; the audit note tells them apart.
+    """
+
+    def __init__(self, message: str, reason: str, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.key_id = key_id
+
+
+def _when(timestamp: float, *, zone: bool = True) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S" + (" %Z" if zone else ""))
 
 
 ANONYMOUS = ApiKey("anonymous", "anonymous (--dev)", (ADMIN,), 0.0, None, None)
@@ -80,23 +127,59 @@ class KeyStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                try:
+                    self._db.execute(f"ALTER TABLE api_keys ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it a moment ago
+                    if "duplicate column" not in str(exc):
+                        raise
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, ApiKey | None, str]] = {}
+        self._cache: dict[str, _Cached] = {}
 
     def create(self, name: str, scopes: list[str], expires_in_s: float | None = None) -> tuple[str, ApiKey]:
         """Make a key; returns the secret token (shown once) and its record."""
         if not scopes:
             raise ValueError("a key needs at least one scope: a model name, '*' for all models, or 'admin'")
+        if expires_in_s is not None and not expires_in_s > 0:
+            raise ValueError(
+                f"a key's lifetime must be positive, not {expires_in_s:g} s; leave --expires-in out for a key "
+                "that never expires"
+            )
         key_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(24)
         now = time.time()
         record = ApiKey(key_id, name, tuple(scopes), now, now + expires_in_s if expires_in_s else None, None)
         with self._lock:
             self._db.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO api_keys (id, secret_sha256, name, scopes, created, expires) VALUES (?, ?, ?, ?, ?, ?)",
                 (key_id, _digest(secret), name, json.dumps(scopes), now, record.expires),
             )
         return f"{KEY_PREFIX}{key_id}_{secret}", record
+
+    def rotate(self, key_id: str, grace_s: float) -> tuple[str, ApiKey]:
+        """A new secret for the key id, same name, scopes and expiry; the old secret works `grace_s` more.
+
+        Only the newest old secret is kept: rotating again within the grace ends the one before at once.
+        `LookupError` if there is no active key with that id.
+        """
+        if not grace_s >= 0:
+            raise ValueError(f"the grace period cannot be negative ({grace_s:g} s); 0 ends the old secret at once")
+        secret = secrets.token_urlsafe(24)
+        now = time.time()
+        with self._lock:
+            changed = self._db.execute(
+                "UPDATE api_keys SET previous_sha256 = secret_sha256, secret_sha256 = ?, rotated = ?, "
+                "previous_until = ? WHERE id = ? AND revoked IS NULL AND (expires IS NULL OR expires > ?)",
+                (_digest(secret), now, now + grace_s, key_id, now),
+            ).rowcount
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        self._cache.pop(key_id, None)
+        if not changed:
+            why = "there is no key" if row is None else f"the key is {_record(row).status}: there is no active key"
+            raise LookupError(f"{why} with id '{key_id}' (see `xrserve keys list`)")
+        return f"{KEY_PREFIX}{key_id}_{secret}", _record(row)
 
     def revoke(self, key_id: str) -> bool:
         with self._lock:
@@ -108,33 +191,77 @@ class KeyStore:
 
     def list(self) -> list[ApiKey]:
         with self._lock:
-            rows = self._db.execute("SELECT id, name, scopes, created, expires, revoked FROM api_keys ORDER BY created")
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created")
             return [_record(row) for row in rows.fetchall()]
 
     def verify(self, token: str) -> ApiKey:
-        """The key a token belongs to; `PermissionError` with the reason if it is not valid."""
-        parts = token.split("_", 2)
-        if len(parts) != 3 or parts[0] != "xrs":
-            raise PermissionError("the API key is malformed; keys look like xrs_<id>_<secret>")
-        key_id, secret = parts[1], parts[2]
+        """The key a token belongs to; `KeyRejected` (a `PermissionError`) with the reason if it is not valid."""
+        return self.authenticate(token)[0]
+
+    def authenticate(self, token: str) -> tuple[ApiKey, str | None]:
+        """The key a token belongs to and a note for the audit trail (the old secret of a rotated key).
+
+        Lookups are cached for `CACHE_S`; a secret that matches neither cached digest is looked up
+        again at once, so a key rotated a moment ago works with its new secret straight away.
+        """
+        key_id = claimed_key_id(token)
+        if key_id is None:
+            raise KeyRejected("the API key is malformed; keys look like xrs_<id>_<secret>", "malformed key")
+        digest = _digest(token.split("_", 2)[2])
+        cached, fresh = self._lookup(key_id)
+        if not cached.matches(digest) and not fresh:
+            cached, _ = self._lookup(key_id, refresh=True)
+        record = cached.record
+        if record is None:
+            raise KeyRejected("the API key is not known to this server", "unknown key id", key_id)
+        old = not hmac.compare_digest(cached.digest, digest)
+        if old and not (cached.previous and hmac.compare_digest(cached.previous, digest)):
+            raise KeyRejected("the API key is not known to this server", "wrong secret", key_id)
+        if record.status != "active":
+            raise KeyRejected(
+                f"the API key {record.id} is {record.status}; create a new one with `xrserve keys create`",
+                record.status,
+                key_id,
+            )
+        if not old:
+            return record, None
+        until = record.previous_until or 0.0
+        if until <= time.time():
+            raise KeyRejected(
+                f"the API key {record.id} was rotated at {_when(record.rotated or until)} and this, its old "
+                f"secret, stopped working at {_when(until)}; use the new key that `xrserve keys rotate` printed",
+                "old secret of a rotated key, after its grace period",
+                key_id,
+            )
+        return record, f"old secret of a rotated key (works until {_when(until)})"
+
+    def _lookup(self, key_id: str, *, refresh: bool = False) -> tuple[_Cached, bool]:
+        """The cached row of a key id (record None: no such key), and whether it was read just now."""
         now = time.monotonic()
         cached = self._cache.get(key_id)
-        if cached is None or now - cached[0] > self.CACHE_S:
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT id, name, scopes, created, expires, revoked, secret_sha256 FROM api_keys WHERE id = ?",
-                    (key_id,),
-                ).fetchone()
-            cached = (now, _record(row[:6]) if row else None, row[6] if row else "")
+        if not refresh and cached is not None and now - cached.loaded <= self.CACHE_S:
+            return cached, False
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS}, secret_sha256, previous_sha256 FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
+        cached = _Cached(now, None, "", None) if row is None else _Cached(now, _record(row[:8]), row[8], row[9])
+        if row is not None or len(self._cache) < 10_000:  # ids that do not exist: cached only while few
             self._cache[key_id] = cached
-        _, record, digest = cached
-        if record is None or not hmac.compare_digest(digest, _digest(secret)):
-            raise PermissionError("the API key is not known to this server")
-        if record.status != "active":
-            raise PermissionError(
-                f"the API key {record.id} is {record.status}; create a new one with `xrserve keys create`"
-            )
-        return record
+        return cached, True
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    loaded: float  # time.monotonic()
+    record: ApiKey | None
+    digest: str
+    previous: str | None  # the digest of the secret before the last rotation
+
+    def matches(self, digest: str) -> bool:
+        return hmac.compare_digest(self.digest, digest) or bool(
+            self.previous and hmac.compare_digest(self.previous, digest)
+        )
 
 
 def _digest(secret: str) -> str:
@@ -142,4 +269,4 @@ def _digest(secret: str) -> str:
 
 
 def _record(row: tuple) -> ApiKey:
-    return ApiKey(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5])
+    return ApiKey(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5], row[6], row[7])
