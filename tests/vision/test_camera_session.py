@@ -117,6 +117,64 @@ def test_bad_frames_get_an_error_and_the_session_stays_usable(server: Server, pa
         assert len(result["result"]["hands"]) == 1
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["before-any-frame", "after-a-frame"])
+def test_capture_times_far_from_the_servers_clock_are_refused_and_the_stream_goes_on(
+    server: Server, first: bool
+) -> None:
+    """inf once became the stream's clock offset (a 500, then every later frame skipped as `deadline`)."""
+    photo = media.hand_photos()[0].read_bytes()
+    hour_ms = 3_600_000.0
+    with SessionClient(server.url, server.admin_key) as session:
+        channel = session.open("cam", "camera", models=["hands"], budget_ms=5000)["channel"]
+        sequence = 0
+        if not first:  # the stream has an offset already: the bad times must not move it
+            session.send_binary(channel, sequence, photo)
+            session.wait_type("result", sequence=sequence)
+            session.send({"type": "stats", "stream": "cam"})
+            offset = session.wait_type("stats")["offset_ms"]
+        bad = [float("inf"), float("nan"), float("-inf"), 1e300, -5.0, "hour ahead", "hour behind"]
+        for stamp in bad:
+            sequence += 1
+            if stamp == "hour ahead":
+                stamp = time.time() * 1000 + hour_ms
+            elif stamp == "hour behind":
+                stamp = time.time() * 1000 - hour_ms
+            session.send_binary(channel, sequence, photo, timestamp_ms=stamp)
+            error = session.wait_type("error")
+            assert error["status"] == 400 and error["stream"] == "cam", (stamp, error)
+            assert error["message"].startswith(f"frame {sequence}: timestamp_ms "), error
+            assert "milliseconds since the Unix epoch" in error["message"], error
+            if isinstance(stamp, float) and abs(stamp) < 1e20 and stamp > 0:
+                assert "within ±10 minutes" in error["message"], error
+        session.send({"type": "stats", "stream": "cam"})
+        stats = session.wait_type("stats")
+        assert stats["received"] == (0 if first else 1)  # refused frames are not counted...
+        if not first:
+            assert stats["offset_ms"] == offset  # ...and do not move the clock estimate
+        sequence += 1
+        session.send_binary(channel, sequence, photo)  # a good frame: answered, not skipped as "deadline"
+        answer = session.wait(
+            lambda m: isinstance(m, dict) and m.get("sequence") == sequence and m["type"] in ("result", "skipped")
+        )
+        assert answer["type"] == "result", answer
+        assert len(answer["result"]["hands"]) == 1
+        assert 0 <= answer["latency_ms"] < 5000
+        assert not [m for m in session.backlog if isinstance(m, dict) and m.get("type") == "error"], session.backlog
+
+
+def test_a_client_clock_a_few_minutes_off_is_tolerated(server: Server) -> None:
+    """Devices' clocks differ: minutes of skew are the stream's offset, not an error."""
+    photo = media.hand_photos()[0].read_bytes()
+    with SessionClient(server.url, server.admin_key) as session:
+        channel = session.open("cam", "camera", models=["hands"], budget_ms=5000)["channel"]
+        for sequence in range(2):
+            session.send_binary(channel, sequence, photo, timestamp_ms=time.time() * 1000 - 7 * 60_000)
+            result = session.wait_type("result", sequence=sequence)
+            assert 0 <= result["latency_ms"] < 5000
+        session.send({"type": "stats", "stream": "cam"})
+        assert 7 * 60_000 <= session.wait_type("stats")["offset_ms"] < 7 * 60_000 + 5000
+
+
 def test_open_options_are_checked(server: Server) -> None:
     with SessionClient(server.url, server.admin_key) as session:
         for options, words in [

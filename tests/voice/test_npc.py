@@ -154,6 +154,8 @@ def test_bad_options_and_bad_audio_get_errors_and_the_session_lives(voice_server
         async with ws:
             await ws.send(HEADER.pack(1, 0, opened["channel"], 1, 0.0) + b"\x01\x02\x03")  # half a sample
             results["odd"] = await client.until(lambda e: isinstance(e, dict) and e.get("type") == "error", 30)
+            await ws.send(HEADER.pack(1, 0, opened["channel"], 2, float("inf")) + bytes(1024))  # not a time
+            results["inf"] = await client.until(lambda e: isinstance(e, dict) and e.get("type") == "error", 30)
             await client.send_audio(bytes(2 * 16000 * 2))  # two seconds of silence: no turn
             await ws.send(json.dumps({"type": "ping", "t": 1}))
             await client.until(is_type("pong"))
@@ -167,6 +169,8 @@ def test_bad_options_and_bad_audio_get_errors_and_the_session_lives(voice_server
         assert results[option]["type"] == "error" and results[option]["status"] == 400
         assert option in results[option]["message"], results[option]
     assert results["odd"]["status"] == 400 and "16-bit" in results["odd"]["message"]
+    assert results["inf"]["status"] == 400 and results["inf"]["stream"] == "npc"
+    assert results["inf"]["message"].startswith("frame 2: timestamp_ms is inf"), results["inf"]
     assert results["turns"] == []
     assert results["say"]["status"] == 400
 

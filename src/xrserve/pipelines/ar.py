@@ -19,6 +19,7 @@ frame's age on arrival is how much later than that it came. On loopback it is ex
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +36,10 @@ from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
 
 DEFAULT_BUDGET_MS = 33.0
 DEFAULT_REDETECT_EVERY = 10
+# How far a capture time may be from the server's clock (after the stream's offset, once it has one):
+# room for clocks of devices that are set by hand or seldom synchronised, far short of a timestamp
+# that is simply wrong (1e300, now + 1 hour), which would otherwise become the stream's clock offset
+MAX_CLOCK_SKEW_MS = 10 * 60 * 1000.0
 SKIPPED = {Superseded: "superseded", DeadlineExceeded: "deadline", Unavailable: "overloaded"}
 
 
@@ -209,6 +214,7 @@ class CameraStream(SessionStream):
         received = time.monotonic()
         wall_ms = time.time() * 1000
         sequence = header.sequence
+        self._check_clock(header, wall_ms)  # before the offset: a wrong time must not become the stream's clock
         try:
             image_size(payload)  # a bad frame is refused here, before any model sees it
         except XRServeError as error:
@@ -231,6 +237,25 @@ class CameraStream(SessionStream):
         if frame.deadline <= received:
             return await self._skip(frame, "deadline")
         self.spawn(self._process(frame), name=f"frame-{sequence}")
+
+    def _check_clock(self, header: FrameHeader, wall_ms: float) -> None:
+        """Refuse a capture time more than MAX_CLOCK_SKEW_MS from the server's clock (mapped by the offset).
+
+        The session already refused NaN, ±inf and negative times. Before the stream's first
+        frame there is no offset: the time is compared with the server's own clock.
+        """
+        known = math.isfinite(self.offset_ms)
+        ahead_ms = header.timestamp_ms - (wall_ms - (self.offset_ms if known else 0.0))  # > 0: from the future
+        if abs(ahead_ms) <= MAX_CLOCK_SKEW_MS:
+            return
+        where = "ahead of" if ahead_ms > 0 else "behind"
+        after = f" after this stream's clock offset of {self.offset_ms:.1f} ms" if known else ""
+        raise BadRequest(
+            f"frame {header.sequence}: timestamp_ms {header.timestamp_ms!r} is {abs(ahead_ms) / 60_000:.4g} minutes "
+            f"{where} the server's clock{after}; capture times must be within ±{MAX_CLOCK_SKEW_MS / 60_000:g} "
+            "minutes of it. Send milliseconds since the Unix epoch from a clock that is set (the hello message "
+            "carries server_time_ms); if your clock jumped, open a new stream"
+        )
 
     async def _process(self, frame: Frame) -> None:
         """One task per model: each model answers at its own pace (face ~10 ms, pose ~100 ms)."""

@@ -16,6 +16,7 @@ work and is one `DataView` in the browser.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -53,6 +54,18 @@ def unpack(message: bytes) -> tuple[FrameHeader, memoryview]:
         raise BadRequest(
             f"binary header version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"
         )
-    if timestamp_ms != timestamp_ms:  # NaN
-        raise BadRequest("binary header timestamp_ms is NaN; send the capture time in milliseconds")
     return FrameHeader(channel, sequence, timestamp_ms, flags), memoryview(message)[HEADER_SIZE:]
+
+
+def check_timestamp(header: FrameHeader) -> None:
+    """A client's timestamp_ms must be a time: finite and not negative (NaN, ±inf, -5 are refused).
+
+    Checked once the message's stream is known, so the error names the stream; stream kinds
+    that read the time check more (the camera stream: how far it is from the server's clock).
+    """
+    stamp = header.timestamp_ms
+    if not math.isfinite(stamp) or stamp < 0:
+        raise BadRequest(
+            f"frame {header.sequence}: timestamp_ms is {stamp!r}, which is not a time; send the capture time "
+            "in milliseconds since the Unix epoch (a finite number, not negative)"
+        )

@@ -140,6 +140,7 @@ class Session:
                     f"its 'opened' message gives"
                 )
             try:
+                protocol.check_timestamp(header)
                 await stream.on_binary(header, payload)
             except Exception as error:  # noqa: BLE001
                 if not isinstance(error, XRServeError):
