@@ -132,6 +132,46 @@ def test_json_schema_output_always_validates(server: Server) -> None:
     assert isinstance(json.loads(obj.choices[0].message.content), dict)
 
 
+@pytest.mark.parametrize(
+    "prop, words",
+    [
+        ({"type": "integer", "minimum": 10, "maximum": 5}, "property 'age': minimum 10 is above maximum 5"),
+        ({"type": "integer", "minimum": 1.2, "maximum": 1.8}, "property 'age': minimum 1.2 and maximum 1.8 leave no"),
+        ({"type": "number", "exclusiveMinimum": 3, "maximum": 3}, "property 'age': exclusiveMinimum 3 and maximum 3"),
+        ({"type": "string", "minLength": 9, "maxLength": 2}, "property 'age': minLength 9 is above maxLength 2"),
+        ({"type": "array", "minItems": 4, "maxItems": 1}, "property 'age': minItems 4 is above maxItems 1"),
+        ({"type": "object", "minProperties": 2, "maxProperties": 1}, "property 'age': minProperties 2 is above"),
+        ({"enum": []}, "property 'age': enum is [], and no value can match"),
+        ({"type": "integer", "minimum": "zero"}, "property 'age': minimum is 'zero'; it must be a finite number"),
+        (
+            {"type": "object", "properties": {"years": {"type": "integer", "minimum": 3, "maximum": 1}}},
+            "property 'age.years': minimum 3 is above maximum 1",
+        ),
+    ],
+)
+def test_a_json_schema_no_answer_can_match_is_a_400_naming_the_property(server: Server, admin, prop, words) -> None:
+    """A minimum above its maximum was accepted, and the grammar (which drops integer bounds) ignored it."""
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": prop}, "required": ["name", "age"]}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).chat.completions.create(
+            model=MODEL,
+            messages=ask("Describe a person as JSON."),
+            max_tokens=40,
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+        )
+    assert refused.value.status_code == 400
+    message = refused.value.body["message"]
+    assert "response_format" in message and words in message, message
+    oip = admin.post(  # the same parameters over OIP: refused the same way
+        f"/v2/models/{MODEL}/infer",
+        json={
+            **infer_body("text_input", np.array(["Describe a person as JSON."]), "BYTES"),
+            "parameters": {"max_tokens": 8, "response_format": {"type": "json_schema", "schema": schema}},
+        },
+    )
+    assert oip.status_code == 400 and words in oip.json()["error"], oip.text
+
+
 def test_eight_concurrent_streams_complete_with_usage(server: Server) -> None:
     c = client(server)
 

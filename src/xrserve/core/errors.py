@@ -119,6 +119,9 @@ def error_for(status: int, message: str, headers: dict[str, str] | None = None) 
     return error
 
 
+MAX_ECHOED = 200  # characters of a refused value quoted in a 400
+
+
 def validation_problems(exc: ValidationError, what: str, unknown: str) -> str:
     """A pydantic error as one line a person can act on: each field, what is wrong, what was sent.
 
@@ -130,7 +133,10 @@ def validation_problems(exc: ValidationError, what: str, unknown: str) -> str:
         if error["type"] == "extra_forbidden":
             problems.append(f"{what} '{name}' {unknown}")
         else:
-            problems.append(f"{what} '{name}': {error['msg'].removeprefix('Value error, ')} (got {error['input']!r})")
+            sent = repr(error["input"])
+            if len(sent) > MAX_ECHOED:  # a whole JSON schema echoed back hides the message
+                sent = sent[:MAX_ECHOED] + "..."
+            problems.append(f"{what} '{name}': {error['msg'].removeprefix('Value error, ')} (got {sent})")
     return "; ".join(problems)
 
 

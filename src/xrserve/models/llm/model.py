@@ -14,15 +14,17 @@ Parameters: `max_tokens`, `temperature`, `top_p`, `top_k`, `seed`, `stop`, `resp
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 import numpy as np
 from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator
 
 from xrserve.core.config import ModelConfig
 from xrserve.core.model import Emit, ModelParameters, StreamingModel
+from xrserve.models.llm.schema_check import impossible_constraint
 
 IO = {
     "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1]}],
@@ -59,11 +61,12 @@ class LlmParameters(ModelParameters):
     @classmethod
     def _known_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         kind = None if value is None else value.get("type")
-        if (
-            value is None
-            or kind in ("text", "json_object")
-            or (kind == "json_schema" and isinstance(value.get("schema"), dict))
-        ):
+        if value is None or kind in ("text", "json_object"):
+            return value
+        if kind == "json_schema" and isinstance(value.get("schema"), dict):
+            problem = impossible_constraint(value["schema"])  # no answer could match it: say so now
+            if problem is not None:
+                raise ValueError(f"json_schema {problem}")
             return value
         raise ValueError(f"must be {RESPONSE_FORMATS}")
 
@@ -165,17 +168,37 @@ def enforceable(schema: Any) -> Any:
         return schema
     result = {key: enforceable(value) for key, value in schema.items()}
     if result.get("type") == "integer" and "enum" not in result:
-        low = result.get("minimum", None)
-        high = result.get("maximum", None)
-        if isinstance(result.get("exclusiveMinimum"), (int, float)):
-            low = int(result["exclusiveMinimum"]) + 1
-        if isinstance(result.get("exclusiveMaximum"), (int, float)):
-            high = -(-int(result["exclusiveMaximum"]) // 1) - 1
-        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-            low, high = int(-(-low // 1)), int(high // 1)
-            if 0 <= high - low < MAX_ENUMERATED_RANGE:
-                return {"enum": list(range(low, high + 1))}
+        low = _whole_bound(result, "minimum", "exclusiveMinimum", 1)
+        high = _whole_bound(result, "maximum", "exclusiveMaximum", -1)
+        if low is not None and high is not None and 0 <= high - low < MAX_ENUMERATED_RANGE:
+            return {"enum": list(range(low, high + 1))}
     return result
+
+
+def _whole_bound(schema: dict[str, Any], closed_key: str, open_key: str, direction: int) -> int | None:
+    """The lowest (direction 1) or highest (-1) whole number the bounds allow: the tighter of closed and open."""
+
+    def beyond(value: float) -> int:  # the first whole number strictly past an open bound
+        return math.floor(value) + 1 if direction > 0 else math.ceil(value) - 1
+
+    found = []
+    closed, exclusive = schema.get(closed_key), schema.get(open_key)
+    if _number(closed):  # draft 4 writes exclusiveMinimum: true beside minimum
+        found.append(
+            beyond(closed) if exclusive is True else math.ceil(closed) if direction > 0 else math.floor(closed)
+        )
+    if _number(exclusive):
+        found.append(beyond(exclusive))
+    if not found:
+        return None
+    return max(found) if direction > 0 else min(found)
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    """A finite JSON number (True is not one: draft 4's exclusiveMinimum is a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _grammar(response_format: dict[str, Any] | None, json_object: str, from_schema: Any) -> str | None:
