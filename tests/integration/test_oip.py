@@ -9,6 +9,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import Server, infer_body
+from tests.session_client import SessionClient
 
 
 def triton_client(server: Server) -> triton.InferenceServerClient:
@@ -103,3 +104,63 @@ def test_gguf_model_metadata(admin) -> None:
         assert meta["name"] == "my-llm" and meta["versions"] == ["1"] and meta["platform"] == "llamacpp_gguf"
         assert [t["name"] for t in meta["inputs"]] == ["text_input"] and meta["inputs"][0]["datatype"] == "BYTES"
         assert [t["name"] for t in meta["outputs"]] == ["text_output"]
+
+
+def scripted_body(a: list, b: list) -> dict:
+    """A JSON request to `scripted` (TorchScript: sum and product of two FP32 [-1, 3] tensors)."""
+    return {
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [len(a) // 3, 3], "data": a},
+            {"name": "b", "datatype": "FP32", "shape": [len(b) // 3, 3], "data": b},
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "a, words",
+    [
+        ([1e39, 0.0, 1.0], "input 'a': 1e+39 is out of the range of FP32 (magnitudes up to 3.402823e+38)"),
+        ([-1e39, 0.0, 1.0], "input 'a': -1e+39 is out of the range of FP32"),
+        (["inf", 0.0, 1.0], 'input \'a\': FP32 data must be numbers, or "NaN", "Infinity", "-Infinity"'),
+    ],
+)
+def test_a_json_value_out_of_the_datatypes_range_is_a_400_naming_the_tensor(admin, a, words) -> None:
+    """1e39 for FP32 became infinity (then null in the answer) without a word."""
+    answer = admin.post("/v2/models/scripted/infer", json=scripted_body(a, [1.0, 1.0, 1.0]))
+    assert answer.status_code == 400 and words in answer.json()["error"], answer.text
+
+
+def test_non_finite_outputs_are_strings_in_json_never_null(server: Server, admin) -> None:
+    """3e38 * 3e38 overflows FP32: the answer says Infinity (and NaN for inf * 0), as strings, not null."""
+    answer = admin.post(
+        "/v2/models/scripted/infer", json=scripted_body([3e38, "Infinity", 1.5], [3e38, 0.0, "-Infinity"])
+    )
+    assert answer.status_code == 200, answer.text
+    assert b"null" not in answer.content
+    outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+    assert outputs["sum"] == ["Infinity", "Infinity", "-Infinity"]
+    assert outputs["product"] == ["Infinity", "NaN", "-Infinity"]
+    # tritonclient reads them back as floats (numpy parses the strings); binary inputs carry inf as bits
+    a = triton.InferInput("a", [1, 3], "FP32")
+    a.set_data_from_numpy(np.array([[3e38, np.inf, 1.5]], np.float32), binary_data=True)
+    b = triton.InferInput("b", [1, 3], "FP32")
+    b.set_data_from_numpy(np.array([[3e38, 0.0, 2.0]], np.float32), binary_data=True)
+    result = triton_client(server).infer(
+        "scripted",
+        [a, b],
+        headers=headers(server),
+        outputs=[triton.InferRequestedOutput(name, binary_data=False) for name in ("sum", "product")],
+    )
+    np.testing.assert_array_equal(result.as_numpy("sum"), np.array([[np.inf, np.inf, 3.5]], np.float32))
+    np.testing.assert_array_equal(result.as_numpy("product"), np.array([[np.inf, np.nan, 3.0]], np.float32))
+
+
+def test_the_session_infer_stream_reads_and_writes_tensors_the_same_way(server: Server) -> None:
+    with SessionClient(server.url, server.admin_key) as session:
+        session.open("s", "infer", model="scripted")
+        session.send({"type": "infer", "stream": "s", "id": "big", **scripted_body([1e39, 0.0, 1.0], [1.0] * 3)})
+        error = session.wait_type("error", request="big")
+        assert error["status"] == 400 and "input 'a': 1e+39 is out of the range of FP32" in error["message"]
+        session.send({"type": "infer", "stream": "s", "id": "inf", **scripted_body([3e38, 1.0, 1.0], [3e38, 1, 1])})
+        outputs = {o["name"]: o["data"] for o in session.wait_type("result", id="inf")["outputs"]}
+        assert outputs == {"sum": ["Infinity", 2.0, 2.0], "product": ["Infinity", 1.0, 1.0]}

@@ -41,6 +41,27 @@ def test_every_datatype_round_trips(binary: bool) -> None:
             np.testing.assert_array_equal(back[name], array)
 
 
+def test_non_finite_floats_are_strings_in_json_and_read_back() -> None:
+    """JSON has no NaN or infinity: orjson wrote null, a value the model never produced."""
+    arrays = {
+        "f32": np.array([[1.5, np.inf], [-np.inf, np.nan]], dtype=np.float32),
+        "f16": np.array([np.inf], dtype=np.float16),
+        "f64": np.array([np.nan, 2.0]),
+    }
+    body, header = oip_codec.encode_response("m", "1", "", arrays, set(), False)
+    assert header is None and b"null" not in body
+    data = {t["name"]: t["data"] for t in orjson.loads(body)["outputs"]}
+    assert data == {"f32": [1.5, "Infinity", "-Infinity", "NaN"], "f16": ["Infinity"], "f64": ["NaN", 2.0]}
+    assert oip_codec.outputs_as_json(arrays)[0]["data"] == [1.5, "Infinity", "-Infinity", "NaN"]
+    back = roundtrip(arrays, binary=False)
+    for name, array in arrays.items():
+        assert back[name].dtype == array.dtype
+        np.testing.assert_array_equal(back[name], array)  # NaN where NaN was
+    large = {"x": np.array([2.0**70, 3.4e38])}  # within FP32's range: taken as FP32
+    document = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [2**70, 3.4e38]}]}
+    assert oip_codec.decode_inputs(document, memoryview(b""))["x"].tolist() == large["x"].astype(np.float32).tolist()
+
+
 def test_nested_json_data_is_flattened() -> None:
     document = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}]}
     assert oip_codec.decode_inputs(document, memoryview(b""))["x"].tolist() == [[1, 2], [3, 4]]
@@ -51,6 +72,13 @@ def test_nested_json_data_is_flattened() -> None:
     [
         ({"name": "x", "shape": [2], "datatype": "INT32", "data": [1, 2.5]}, "whole numbers"),
         ({"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}, "do not fit INT8"),
+        ({"name": "x", "shape": [1], "datatype": "UINT64", "data": [2**64]}, "do not fit UINT64"),
+        ({"name": "x", "shape": [2], "datatype": "INT64", "data": [-1, 2**63]}, "do not fit INT64"),
+        ({"name": "x", "shape": [1], "datatype": "FP32", "data": [1e39]}, "1e[+]39 is out of the range of FP32"),
+        ({"name": "x", "shape": [2], "datatype": "FP16", "data": [1, 70000]}, "70000 is out of the range of FP16"),
+        ({"name": "x", "shape": [1], "datatype": "FP64", "data": [2**1100]}, "too large for FP64"),
+        ({"name": "x", "shape": [1], "datatype": "FP32", "data": ["nan"]}, '"NaN", "Infinity", "-Infinity"'),
+        ({"name": "x", "shape": [2], "datatype": "FP32", "data": ["NaN", None]}, "must be numbers, got None"),
         ({"name": "x", "shape": [1], "datatype": "BOOL", "data": [1]}, "true or false"),
         ({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1.0]}, "non-negative integers"),
         ({"name": "x", "shape": [10**12], "datatype": "FP32", "data": [[1.0], [2.0]]}, "needs 1000000000000 elements"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from xrserve.core.controls import MAX_DEADLINE_MS
 from xrserve.core.request import Priority
@@ -62,7 +62,11 @@ class OutputTensor(BaseModel):
     name: str
     datatype: str
     shape: list[int]
-    data: list[Any] | None = None
+    data: list[Any] | None = Field(
+        None,
+        description='row-major values; NaN and infinities of FP16/FP32/FP64 as the strings "NaN", "Infinity", '
+        '"-Infinity" (JSON has no literal for them)',
+    )
     parameters: dict[str, Any] | None = None
 
 
@@ -88,7 +92,11 @@ _TENSOR = {
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 32},
         "datatype": {"type": "string", "enum": list(DATATYPES)},
         "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
-        "data": {"type": "array", "description": "row-major values; nested lists are flattened"},
+        "data": {
+            "type": "array",
+            "description": "row-major values; nested lists are flattened. Floating-point tensors may carry "
+            '"NaN", "Infinity" and "-Infinity" as strings; a number out of the datatype\'s range is a 400',
+        },
     },
 }
 INFER_REQUEST_BODY: dict[str, Any] = {

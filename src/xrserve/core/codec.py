@@ -145,15 +145,69 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
     if datatype == "BOOL":
         if kind != "b":
             raise BadRequest(f"input '{name}': BOOL data must be true or false")
-    elif kind not in "iuf":
-        raise BadRequest(f"input '{name}': {datatype} data must be numbers")
     elif dtype.kind in "iu":
-        if kind == "f":
+        if kind not in "iu":
+            # ints past int64/uint64 make numpy fall back to float or object: say that, not "whole numbers"
+            if kind in "fO" and all(isinstance(item, int) and not isinstance(item, bool) for item in data):
+                raise _out_of_range(name, datatype, dtype)
             raise BadRequest(f"input '{name}': {datatype} data must be whole numbers")
         limits = np.iinfo(dtype)
         if array.min() < limits.min or array.max() > limits.max:
-            raise BadRequest(f"input '{name}': values do not fit {datatype} ({limits.min} to {limits.max})")
+            raise _out_of_range(name, datatype, dtype)
+    elif kind in "iuf":
+        return _to_float(array, datatype, dtype, name).reshape(shape)
+    elif kind in "UO":  # strings ("NaN", "Infinity"), or ints past uint64 beside them
+        return _to_float(_floats_of(data, datatype, name), datatype, dtype, name).reshape(shape)
+    else:
+        raise BadRequest(f"input '{name}': {datatype} data must be numbers")
     return array.astype(dtype, copy=False).reshape(shape)
+
+
+# JSON has no NaN or infinity: in `data` of a floating-point tensor they are these strings, as in
+# protobuf's JSON mapping (and numpy, so tritonclient's as_numpy reads them back as floats)
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _out_of_range(name: str, datatype: str, dtype: np.dtype) -> BadRequest:
+    limits = np.iinfo(dtype)
+    return BadRequest(f"input '{name}': values do not fit {datatype} ({limits.min} to {limits.max})")
+
+
+def _to_float(array: np.ndarray, datatype: str, dtype: np.dtype, name: str) -> np.ndarray:
+    """Numbers as FP16/32/64; a finite number too large for the datatype is refused, not made infinite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = array.astype(dtype, copy=False)
+    if not np.isfinite(converted).all():
+        overflowed = np.isfinite(array) & ~np.isfinite(converted)  # NaN and infinity sent as strings stay
+        if overflowed.any():
+            largest = float(np.finfo(dtype).max)
+            value = array.ravel()[int(np.flatnonzero(overflowed.ravel())[0])].item()
+            raise BadRequest(
+                f"input '{name}': {value:g} is out of the range of {datatype} (magnitudes up to {largest:.7g}) "
+                'and would become infinity; scale the values into range, or send "Infinity" if that is meant'
+            )
+    return converted
+
+
+def _floats_of(data: list[Any], datatype: str, name: str) -> np.ndarray:
+    """`data` as float64, with "NaN", "Infinity" and "-Infinity" read as those floats; other strings are refused."""
+    values: list[float] = []
+    for item in data:
+        if isinstance(item, str):
+            if item not in NON_FINITE:
+                raise BadRequest(
+                    f'input \'{name}\': {datatype} data must be numbers, or "NaN", "Infinity", "-Infinity"; '
+                    f"got {item[:40]!r}"
+                )
+            values.append(NON_FINITE[item])
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            try:
+                values.append(float(item))
+            except OverflowError:  # an int past 1.8e308
+                raise BadRequest(f"input '{name}': a whole number in 'data' is too large for {datatype}") from None
+        else:
+            raise BadRequest(f"input '{name}': {datatype} data must be numbers, got {repr(item)[:40]}")
+    return np.array(values, dtype=np.float64)
 
 
 def _flatten(data: list[Any], out: list[Any], limit: int, name: str) -> None:
@@ -241,5 +295,20 @@ def _to_json(array: np.ndarray, datatype: str) -> Any:
     if datatype == "BYTES":
         return [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item) for item in flat]
     if datatype == "FP16":
-        return flat.astype(np.float32)
+        flat = flat.astype(np.float32)
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return _with_non_finite(flat)
     return np.ascontiguousarray(flat)
+
+
+def _with_non_finite(flat: np.ndarray) -> list[Any]:
+    """Floats for JSON with NaN and ±infinity as the strings of NON_FINITE (JSON has no literal for them).
+
+    orjson would write them as null, a value the model never produced; this is the only
+    path that leaves the vectorised encoder, and only for a tensor that holds such a value.
+    """
+    values: list[Any] = flat.tolist()
+    for index in np.flatnonzero(~np.isfinite(flat)).tolist():
+        value = values[index]
+        values[index] = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return values
