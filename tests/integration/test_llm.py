@@ -222,6 +222,39 @@ def test_disconnect_frees_the_sequence(server: Server) -> None:
     assert active() == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"model": MODEL, "prompt": "Once upon a time, in a land far away,", "max_tokens": 600}),
+        ("/v2/models/smollm2/infer", {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1],
+                                                  "data": [json.dumps(ask("Write a very long story."))]}],
+                                      "parameters": {"input_format": "chat"}}),  # no max_tokens: up to the context
+    ],
+)  # fmt: skip
+def test_a_non_streaming_answer_is_cancelled_when_its_client_leaves(server: Server, path: str, body: dict) -> None:
+    """Found when tried as a new user would: a client that timed out left the model generating."""
+    import httpx
+
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + path, json=body, timeout=2, headers={"Authorization": f"Bearer {server.admin_key}"})
+    route = path.replace("smollm2", "{model_name}")
+    records = audit_records(server.data_dir, lambda rs: any(r["route"] == route and r["status"] == 499 for r in rs))
+    assert any(r["route"] == route and r["status"] == 499 and r["latency_ms"] < 4000 for r in records)
+    deadline = time.monotonic() + 10  # the sequence is freed: the model stopped generating
+    while server.metric("xrserve_active_streams", model=MODEL) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.metric("xrserve_active_streams", model=MODEL) == 0
+
+
+def test_the_cli_says_when_an_answer_took_too_long(server: Server) -> None:
+    result = cli(
+        "infer", MODEL, "-i", 'text_input=["Once upon a time, in a land far away,"]', "--timeout", "1",
+        "--url", server.url, "--key", server.admin_key, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "did not answer within 1 s" in result.stderr and "cannot reach" not in result.stderr
+
+
 def test_any_gguf_file_from_a_repository(server: Server) -> None:
     answer = client(server).chat.completions.create(
         model="my-llm", messages=ask("Say hello."), max_tokens=8, temperature=0

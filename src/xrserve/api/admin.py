@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -64,13 +65,27 @@ async def load_model(request: Request, model_name: ModelName) -> list[Repository
 @router.post(
     "/v2/repository/models/{model_name}/unload",
     dependencies=[Depends(require_admin)],
-    summary="Stop serving every version of a model",
+    summary="Stop serving every version of a model, once its queued and running requests are answered",
 )
 async def unload_model(request: Request, model_name: ModelName) -> dict[str, str]:
     scheduler = request.app.state.scheduler
     scheduler.resolve(model_name)
     await scheduler.unload(model_name)
     return {"name": model_name, "state": "UNLOADED"}
+
+
+@router.post(
+    "/v2/repository/models/{model_name}/versions/{model_version}/unload",
+    dependencies=[Depends(require_admin)],
+    summary="Stop serving one version, once its queued and running requests are answered",
+)
+async def unload_version(
+    request: Request, model_name: ModelName, model_version: Annotated[str, Path(pattern=r"^[0-9]+$")]
+) -> dict[str, str]:
+    scheduler = request.app.state.scheduler
+    scheduler.resolve(model_name, model_version)  # 404 naming the versions there are
+    await scheduler.unload(model_name, model_version)
+    return {"name": model_name, "version": model_version, "state": "UNLOADED"}
 
 
 class DefaultVersion(BaseModel):

@@ -155,19 +155,22 @@ def serve(
     run_server(settings)
 
 
-def _client(url: str, key: str | None):  # noqa: ANN202 - httpx is imported lazily to keep --help fast
+def _client(url: str, key: str | None, timeout: float = 60):  # noqa: ANN202 - httpx is imported lazily (fast --help)
     import httpx
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=60)
+    return httpx.Client(base_url=url, headers=headers, timeout=timeout)
 
 
-def _call(url: str, key: str | None, method: str, path: str, **kwargs):  # noqa: ANN202
+def _call(url: str, key: str | None, method: str, path: str, timeout: float = 60, **kwargs):  # noqa: ANN202
     import httpx
 
     try:
-        with _client(url, key) as client:
+        with _client(url, key, timeout) as client:
             response = client.request(method, path, **kwargs)
+    except httpx.TimeoutException:
+        # the connection is closed on the way out, which cancels the request on the server
+        fail(f"the server at {url} did not answer within {timeout:g} s (--timeout); the request was cancelled")
     except httpx.HTTPError as exc:
         fail(f"cannot reach the server at {url}: {exc}")
     if response.status_code >= 400:
@@ -205,6 +208,7 @@ def infer(
         ),
     ] = None,
     version: Annotated[str | None, typer.Option(help="Model version (default: the newest).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer; then it is cancelled.", min=0.1)] = 60,
     url: Url = "http://127.0.0.1:8000",
     key: Key = None,
 ) -> None:
@@ -244,7 +248,7 @@ def infer(
             )
         document = {"inputs": tensors}
     path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
-    result = _call(url, key, "POST", path, json=document).json()
+    result = _call(url, key, "POST", path, timeout=timeout, json=document).json()
     for output in result["outputs"]:
         data = output.get("data", [])
         shown = data if len(data) <= 16 else [*data[:16], f"... {len(data) - 16} more"]
@@ -397,6 +401,21 @@ def models_rollback(
     """Go back to NAME's previous default version (with none promoted: the next older one)."""
     result = _call(url, key, "POST", f"/v2/repository/models/{name}/rollback").json()
     out.print(f"{name}: default version {result['default_version']}")
+
+
+@models_app.command("unload")
+def models_unload(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version_: Annotated[
+        str | None, typer.Argument(metavar="[VERSION]", help="The version to unload; without it, every version.")
+    ] = None,
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = None,
+) -> None:
+    """Stop serving NAME (or one VERSION of it) once its queued and running requests are answered."""
+    path = f"/v2/repository/models/{name}" + (f"/versions/{version_}" if version_ else "") + "/unload"
+    result = _call(url, key, "POST", path).json()
+    out.print(f"{name}{' version ' + version_ if version_ else ''}: {result['state']}")
 
 
 from xrserve.cli.train import train_command  # noqa: E402 - `xrserve train` (training runs in-process)

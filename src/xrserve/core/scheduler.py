@@ -32,6 +32,7 @@ from xrserve.core.tensors import NUMPY_DTYPES, datatype_of
 log = logging.getLogger("xrserve.scheduler")
 
 BULK_YIELD_MAX_S = 0.05  # longest a bulk batch waits for interactive work to drain
+UNLOAD_DRAIN_S = 30.0  # longest an unloading version waits for its queued and running requests
 DEADLINE_MARGIN_S = 0.002  # a forming batch closes this long before the usual compute would miss a deadline
 
 
@@ -63,6 +64,8 @@ class ModelVersion:
             for _ in range(config.instances)
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight = 0  # batches taken from the queue and not yet answered
+        self._open_streams = 0
         self.compute_ema_s = 0.0
         self.row_ema_s = 0.0  # compute per batch row: how many rows still fit before a deadline
 
@@ -91,10 +94,26 @@ class ModelVersion:
         self._tasks = [asyncio.create_task(dispatch(runner)) for runner in self.runners]
         self.state = "READY"
 
-    async def unload(self) -> None:
-        self.state = "UNAVAILABLE"
+    @property
+    def busy(self) -> bool:
+        """Requests queued, in a batch being computed, or streams open."""
+        return bool(len(self.queue) or self._in_flight or self._open_streams)
+
+    async def unload(self, drain_s: float = UNLOAD_DRAIN_S) -> None:
+        """Stop taking requests, let the queued and running ones finish (up to `drain_s`), then stop.
+
+        While it drains, the version is not ready: requests without a version go to another
+        ready version, requests naming it get a 503 that says why. Only what is still running
+        after `drain_s` (a long LLM stream) fails, with a 503 that says the version was unloaded.
+        """
+        self.state, self.reason = "UNLOADING", "draining before it is unloaded"
+        deadline = time.monotonic() + drain_s
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self.state, self.reason = "UNAVAILABLE", "unloaded"
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # every taken batch is answered first
         self.queue.fail_all(Unavailable(f"model '{self.name}' version {self.version} was unloaded"))
         await asyncio.gather(*(runner.stop() for runner in self.runners), return_exceptions=True)
 
@@ -181,21 +200,24 @@ class ModelVersion:
                 return
             first = await self.queue.take_first()
             batch = [first]
-            if self.config.max_batch_size > 1:
-                await self._gather(batch)
-            self._m_depth.set(len(self.queue))
-            if not first.interactive:
-                await self.scheduler.yield_to_interactive()
-            try:
+            self._in_flight += 1
+            try:  # from here on the batch is this loop's: every way out answers all of it
+                if self.config.max_batch_size > 1:
+                    await self._gather(batch)
+                self._m_depth.set(len(self.queue))
+                if not first.interactive:
+                    await self.scheduler.yield_to_interactive()
                 await self._run(runner, batch)
             except asyncio.CancelledError:
                 for pending in batch:
-                    pending.finish(error=Unavailable(f"model '{self.name}' was unloaded"))
+                    pending.finish(error=Unavailable(f"model '{self.name}' version {self.version} was unloaded"))
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything
                 log.exception("dispatch loop of %s failed", self.name)
                 for pending in batch:
                     pending.finish(error=exc if isinstance(exc, XRServeError) else Unavailable(str(exc)))
+            finally:
+                self._in_flight -= 1
 
     async def _dispatch_streams(self, runner: Any) -> None:
         """Streaming models: admit queued streams into the instance's free slots, most urgent first."""
@@ -226,6 +248,7 @@ class ModelVersion:
 
             def closed(release: Callable[[], None] = slots.release) -> None:
                 active.dec()
+                self._open_streams -= 1
                 release()
 
             try:
@@ -235,6 +258,7 @@ class ModelVersion:
                 pending.finish(error=exc)
                 continue
             active.inc()
+            self._open_streams += 1
             stream.version = self.version
             metrics = self.scheduler.metrics
             first_chunk = metrics.first_chunk_time.labels(self.name, self.version)
@@ -391,18 +415,24 @@ class Scheduler:
         self.failed.pop(f"{config.name}/{config.version}", None)
         return version
 
-    async def unload(self, name: str, version: str | None = None) -> None:
+    async def unload(self, name: str, version: str | None = None, drain_s: float = UNLOAD_DRAIN_S) -> None:
+        """Unload one version, or every version, each once it has drained (ModelVersion.unload).
+
+        The versions stay listed (state UNLOADING) while they drain, so a request naming one
+        gets a 503 saying so rather than a 404; they are forgotten once stopped.
+        """
         versions = self.models.get(name, {})
-        for key in [version] if version else list(versions):
-            model = versions.pop(key, None)
-            if model is not None:
-                await model.unload()
+        chosen = [versions[key] for key in ([version] if version else list(versions)) if key in versions]
+        await asyncio.gather(*(model.unload(drain_s) for model in chosen))
+        for model in chosen:
+            if versions.get(model.version) is model:
+                del versions[model.version]
         if not versions:
             self.models.pop(name, None)
 
     async def close(self) -> None:
         for name in list(self.models):
-            await self.unload(name)
+            await self.unload(name, drain_s=2.0)  # shutting down: a short grace for what is running
 
     def resolve(self, name: str, version: str | None = None) -> ModelVersion:
         """The version a request means: the one asked for, else the promoted default, else the newest ready one."""
