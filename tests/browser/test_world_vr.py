@@ -11,6 +11,7 @@ import math
 import time
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page
 
 from tests.browser.conftest import ARTIFACTS, browser_page, open_with_key
@@ -27,9 +28,10 @@ def trigger(page: Page, value: float) -> None:
     page.evaluate(f"() => window.__xrDevice.controllers.right.updateButtonValue('trigger', {value})")
 
 
+@pytest.mark.timeout(480)  # software-rendered stereo frames share 2 cores with ASR, LLM and TTS
 def test_enter_vr_and_talk_to_the_character(server: Server, media: dict[str, Path]) -> None:
     flags = [f"--use-file-for-fake-audio-capture={media['speech']}"]
-    with browser_page(flags, "world_vr_answer", headset=True) as (page, errors):
+    with browser_page(flags, "world_vr_teleported", headset=True) as (page, errors):
         elsewhere: list[str] = []  # offline: nothing may come from anywhere but this server
         local = (server.url, "data:", "blob:")
         page.on("request", lambda r: None if r.url.startswith(local) else elsewhere.append(r.url))
@@ -73,6 +75,23 @@ def test_enter_vr_and_talk_to_the_character(server: Server, media: dict[str, Pat
         assert math.dist(shot["bubble"]["position"], shot["head"]) < 0.01
         assert 1.4 < shot["head"][1] - shot["character"][1] < 1.7  # a head where a standing person's is
         assert shot["emotion"] == turn["emotion"]
-        assert world(page, "state.xrFrames") > 30
+        page.screenshot(path=str(ARTIFACTS / "world_vr_answer.png"))
+
+        # point the right controller down at the ground ahead and squeeze the grip: a teleport onto the walkable mesh
+        before = world(page, "rig.position.toArray()")
+        page.evaluate("() => window.__xrDevice.controllers.right.quaternion.set(-0.4226, 0, 0, 0.9063)")  # 50 deg down
+        page.wait_for_function("() => window.xrserve.world.marker.visible", timeout=30_000)
+        page.evaluate("() => window.__xrDevice.controllers.right.updateButtonValue('squeeze', 1)")
+        page.wait_for_function("() => window.xrserve.world.state.teleports === 1", timeout=30_000)
+        page.evaluate("() => window.__xrDevice.controllers.right.updateButtonValue('squeeze', 0)")
+        after = world(page, "rig.position.toArray()")
+        assert math.dist(before, after) > 0.5
+        ground = page.evaluate(
+            """([x, z]) => { const w = window.xrserve.world, r = w.raycaster;
+                r.set(new w.rig.position.constructor(x, 1000, z), new w.rig.position.constructor(0, -1, 0));
+                return r.intersectObject(w.navmesh, true)[0]?.point.y ?? null; }""",
+            [after[0], after[2]],
+        )
+        assert ground is not None and abs(after[1] - ground) < 0.05  # standing on the walkable mesh
         assert not elsewhere, f"the page fetched from outside the server: {elsewhere}"
         assert not errors
