@@ -7,9 +7,8 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-# system tools: espeak-ng and ffmpeg make test speech and video, chromium runs the browser tests,
-# openssl makes the TLS tests' certificate
-APT_TOOLS := espeak-ng ffmpeg chromium openssl
+# system tools: espeak-ng and ffmpeg make test speech and video, chromium runs the browser tests
+APT_TOOLS := espeak-ng ffmpeg chromium
 # node and npm build the web client (three.js, bundled by esbuild) and run the test tools
 # (the Khronos glTF validator, the IWER headset emulator): all pinned in package-lock.json
 NODE_TOOLS := node npm

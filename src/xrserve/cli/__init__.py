@@ -418,9 +418,11 @@ def models_unload(
     out.print(f"{name}{' version ' + version_ if version_ else ''}: {result['state']}")
 
 
+from xrserve.cli.certs import certs_app  # noqa: E402 - `xrserve certs dev`
 from xrserve.cli.train import train_command  # noqa: E402 - `xrserve train` (training runs in-process)
 
 app.command("train")(train_command)
+app.add_typer(certs_app, name="certs")
 
 
 @app.command()
