@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -38,12 +39,14 @@ def start(
     env: dict[str, str | None] | None = None,
     cwd: Path | None = None,
     pipes: bool = False,
+    preexec: Callable[[], None] | None = None,
 ) -> subprocess.Popen:
     """Start `cmd` as the leader of a new session (and so of a new process group).
 
     The environment is ours with `env` on top (a None value removes that variable).
     stderr (and stdout unless `pipes`) go to `log_path`; with `pipes`, stdin and stdout
-    are text pipes for a line protocol.
+    are text pipes for a line protocol. `preexec` runs in the child before the command (e.g. to set
+    a resource limit).
     """
     environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     log = open(log_path, "wb")
@@ -57,6 +60,7 @@ def start(
         env=environment,
         cwd=cwd,
         start_new_session=True,
+        preexec_fn=preexec,
     )
     log.close()
     _started.append(process)
@@ -81,7 +85,11 @@ def wait_ready(process: subprocess.Popen, url: str, timeout: float, interval: fl
 
 
 def start_xrserve(
-    args: list[str], log_path: Path, env: dict[str, str | None] | None = None, timeout: float = 180.0
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str | None] | None = None,
+    timeout: float = 180.0,
+    preexec: Callable[[], None] | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """`python -m xrserve serve ARGS` on a free loopback port, returned once `/v2/health/ready` says 200.
 
@@ -90,7 +98,7 @@ def start_xrserve(
     """
     port = free_port()
     command = [sys.executable, "-m", "xrserve", "serve", "--port", str(port), *args]
-    process = start(command, log_path, env={"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})})
+    process = start(command, log_path, env={"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}, preexec=preexec)
     url = f"{'https' if '--tls-cert' in args else 'http'}://127.0.0.1:{port}"
     failure = wait_ready(process, f"{url}/v2/health/ready", timeout)
     if failure:

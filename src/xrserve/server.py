@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ from xrserve.core.scheduler import Scheduler
 from xrserve.models import builtin_configs
 from xrserve.runtimes import RUNTIMES
 from xrserve.security.audit import AuditLog
+from xrserve.security.files import private_dir
 from xrserve.security.guard import Guard
 from xrserve.security.keys import KeyStore
 from xrserve.security.moderation import Moderator
@@ -41,6 +44,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     """The ASGI app uvicorn serves: audit and body limit around the inference fast path and FastAPI."""
     console = console or Console(stderr=True)
     metrics = Metrics()
+    private_dir(settings.data_dir)
     audit = AuditLog(settings.audit_path)
 
     @asynccontextmanager
@@ -111,6 +115,11 @@ def mount_web_client(app: FastAPI) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    # everything the server creates (the data directory, its databases, worlds/) is its user's alone
+    os.umask(0o077)
+    # past a file-size limit a write fails with EFBIG (the audit then refuses requests with a 503)
+    # instead of the signal killing the server
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     console = Console(stderr=True)
     app = create_app(settings, console)
     mode = "dev mode: requests without a key are allowed" if settings.anonymous_allowed else "API keys required"

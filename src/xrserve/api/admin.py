@@ -176,7 +176,7 @@ class AuditPage(BaseModel):
     response_model=AuditPage,
     dependencies=[Depends(require_admin)],
     responses=OPENAI_ERRORS,  # a /v1 route: errors in OpenAI's shape, like the others under /v1
-    summary="The newest audit records, newest first (written every 0.2 s, so the last moment may be missing)",
+    summary="The newest audit records, newest first (each written before its request's answer was sent)",
 )
 async def audit_records(
     request: Request, limit: int = Query(100, ge=1, le=1000, description="how many records")

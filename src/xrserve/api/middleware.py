@@ -1,23 +1,53 @@
-"""The audit and HTTP-metrics middleware: one record per request, written after the answer.
+"""The audit and HTTP-metrics middleware: one record per request, written before the answer leaves.
 
-Pure ASGI (no BaseHTTPMiddleware) so it costs a few microseconds. It reads what the
-route left in the ASGI scope: the matched route template, the path parameters, and
-the key and model the guard recorded.
+Pure ASGI (no BaseHTTPMiddleware) so it costs a few microseconds plus the record's write. It
+reads what the route left in the ASGI scope: the matched route template, the path
+parameters, and the key and model the guard recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from xrserve.api.errors import error_body
 from xrserve.core.metrics import Metrics
-from xrserve.security.audit import AuditLog, AuditRecord
-from xrserve.security.guard import KEY_SCOPE, MODEL_SCOPE
+from xrserve.security.audit import AuditLog, AuditRecord, AuditUnavailable
+from xrserve.security.guard import KEY_SCOPE, MODEL_SCOPE, NOTE_SCOPE
+
+#: the status a request gets while its audit record cannot be written
+AUDIT_DOWN = 503
+#: a refusal's Retry-After: the trail is tried again with every request
+AUDIT_RETRY_S = "5"
+
+
+def audit_down_message(reason: str) -> str:
+    return (
+        f"the audit trail cannot be written: {reason}; requests are refused rather than served without one. "
+        "The operator must free disk space (or lift the file-size limit) where the server keeps its data; "
+        "requests are served again as soon as a record can be written"
+    )
+
+
+class _Refused(Exception):
+    """Raised into the app when its response was replaced by a 503: it stops producing the rest."""
 
 
 class AuditMiddleware:
+    """Writes each request's record when its response starts, before passing the start on.
+
+    A response is sent only after its record is in the operating system (`AuditLog.record`).
+    If the record cannot be written, the client gets a 503 saying so instead of the response,
+    and every later request gets the same 503 (each one trying to write its refusal's record)
+    until a write succeeds again. A request answered without a response start (the client left:
+    499; an exception: 500) is recorded when it ends; a streamed answer whose outcome changed
+    after its first byte (the client left mid-stream, output moderated) gets a second record
+    with the final status and note. A WebSocket is recorded when it closes, with its close code.
+    """
+
     def __init__(self, app: ASGIApp, audit: AuditLog, metrics: Metrics) -> None:
         self.app = app
         self.audit = audit
@@ -28,28 +58,51 @@ class AuditMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status = 500 if scope["type"] == "http" else 101
+        if self.audit.failure is not None:
+            return await self._refuse(scope, receive, send, started)
+        http = scope["type"] == "http"
+        status = 500 if http else 101
+        written: tuple[int, str | None] | None = None  # what the record written at the response start says
+        replaced = False
 
         async def watched(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
+            nonlocal status, written, replaced
+            kind = message["type"]
+            if replaced:
+                raise _Refused
+            if kind == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "websocket.close" and status == 101:
+                written = (status, scope.get(NOTE_SCOPE))
+                try:
+                    self._record(scope, status, started)
+                except AuditUnavailable as exc:
+                    replaced = True
+                    status = AUDIT_DOWN
+                    await self._send_refusal(scope, send, str(exc))
+                    raise _Refused from exc
+            elif kind == "websocket.close" and status == 101:
                 status = 1000 if message.get("code", 1000) == 1000 else message.get("code", 1000)
             await send(message)
 
         # an HTTP request is "in the server" (could still join a forming batch) for its whole
         # life; a WebSocket session counts each of its messages instead (api/session.py)
-        counted = scope["type"] == "http"
-        self.metrics.in_server += counted
+        self.metrics.in_server += http
         try:
             await self.app(scope, receive, watched)
+        except Exception:
+            if not replaced:  # else it is our _Refused, however the app wrapped it on its way out
+                raise
         finally:
-            self.metrics.in_server -= counted
-            self._record(scope, scope.get("xrserve.status", status), (time.perf_counter() - started) * 1000)
+            self.metrics.in_server -= http
+            final = scope.get("xrserve.status", status)
+            if not replaced and (written is None or written != (final, scope.get(NOTE_SCOPE))):
+                try:  # no response start (499, an exception), a WebSocket, or a stream that ended otherwise
+                    self._record(scope, final, started)
+                except AuditUnavailable:
+                    pass  # nothing left to refuse; the next requests are refused
+            self._count(scope, final)
 
-    def _record(self, scope: Scope, status: int, latency_ms: float) -> None:
-        template = scope.get("xrserve.route") or getattr(scope.get("route"), "path", None) or "(unmatched)"
+    def _record(self, scope: Scope, status: int, started: float) -> None:
         params = scope.get("path_params") or {}
         client = scope.get("client")
         self.audit.record(
@@ -57,19 +110,56 @@ class AuditMiddleware:
                 time=time.time(),
                 key_id=scope.get(KEY_SCOPE),
                 method=scope.get("method", "WS"),
-                route=template,
+                route=self._template(scope),
                 model=scope.get(MODEL_SCOPE) or params.get("model_name"),
                 version=scope.get("xrserve.version") or params.get("model_version"),
                 status=status,
-                latency_ms=round(latency_ms, 3),
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 client=client[0] if client else None,
-                note=scope.get("xrserve.note"),
+                note=scope.get(NOTE_SCOPE),
             )
         )
+
+    @staticmethod
+    def _template(scope: Scope) -> str:
+        return scope.get("xrserve.route") or getattr(scope.get("route"), "path", None) or "(unmatched)"
+
+    def _count(self, scope: Scope, status: int) -> None:
+        template = self._template(scope)
         counter = self._counters.get((template, status))
         if counter is None:
             counter = self._counters[(template, status)] = self.metrics.http_requests.labels(template, str(status))
         counter.inc()  # type: ignore[attr-defined]
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+        """The trail could not be written last time: refuse, and try to record the refusal (which may heal it)."""
+        reason = self.audit.failure or "unknown"
+        scope[NOTE_SCOPE] = "refused: the audit trail could not be written"
+        try:
+            self._record(scope, AUDIT_DOWN, started)
+        except AuditUnavailable as exc:
+            reason = str(exc)
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+        await self._send_refusal(scope, send, reason)
+        self._count(scope, AUDIT_DOWN)
+
+    @staticmethod
+    async def _send_refusal(scope: Scope, send: Send, reason: str) -> None:
+        body = json.dumps(error_body(audit_down_message(reason), AUDIT_DOWN, scope.get("path", ""))).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", AUDIT_RETRY_S.encode()),
+        ]
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": AUDIT_DOWN, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": AUDIT_DOWN, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1013, "reason": "the audit trail cannot be written"})
 
 
 #: the status recorded for a request whose client went away before the answer (nginx's convention)

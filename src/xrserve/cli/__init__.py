@@ -382,6 +382,27 @@ def audit_tail(
         records = tail(path, after=last)
 
 
+@audit_app.command("verify")
+def audit_verify(data_dir: DataDir = default_data_dir()) -> None:
+    """Check the audit trail's hash chains and anchors: OK with counts, or the first altered or missing record."""
+    from xrserve.security.audit import verify
+
+    path = data_dir / "audit.db"
+    if not path.exists():
+        fail(f"no audit trail at {path}; has a server run with --data-dir {data_dir}?")
+    result = verify(path)
+    if result.problem:
+        err.print(
+            f"audit trail {path} FAILED verification: {result.problem}", highlight=False, markup=False, soft_wrap=True
+        )
+        raise typer.Exit(1)
+    older = f"; {result.unchained} older records from before the chain (not verifiable)" if result.unchained else ""
+    print(
+        f"OK: {result.records - result.unchained} records in {result.chains} chains and {result.anchors} anchors "
+        f"verified{older}"
+    )
+
+
 @models_app.command("promote")
 def models_promote(
     name: Annotated[str, typer.Argument(help="Model name.")],

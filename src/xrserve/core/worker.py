@@ -50,6 +50,7 @@ def serve(conn: Connection, config_data: dict[str, Any], create: Callable[[Model
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     send = _Sender(conn)
     config = ModelConfig.model_validate(config_data)
+    _name_process(f"xrs {config.name}")
     if config.nice:
         os.nice(config.nice)  # before loading: the model's native threads inherit it (per thread on Linux)
     try:
@@ -105,3 +106,13 @@ def _start(model: StreamingModel, send: _Sender, stream_id: int, payload: Any) -
     except Exception as exc:  # noqa: BLE001
         error = model_error(model.config.name, exc)
         emit({"kind": "error", "status": error.status_code, "message": error.message})
+
+
+def _name_process(name: str) -> None:
+    """`top` and `ps -o comm` show which model a worker serves (Linux: at most 15 bytes)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker keeps Python's name

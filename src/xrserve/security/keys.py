@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from xrserve.security.files import private_file
+
 ADMIN = "admin"
 ALL_MODELS = "*"
 _SCHEMA = """
@@ -122,7 +124,7 @@ class KeyStore:
     CACHE_S = 1.0  # a revoked key stops working within this long in a running server
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 in a 0700 directory: the digests are nobody else's business
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
