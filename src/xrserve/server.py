@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from xrserve.api.errors import install_error_handlers
 from xrserve.api.fast_path import InferFastPath
 from xrserve.api.limits import BodyLimitMiddleware
 from xrserve.api.middleware import AuditMiddleware, CancelOnDisconnect
+from xrserve.core.canary import Canary
 from xrserve.core.loader import RepositoryState, load_all
 from xrserve.core.metrics import Metrics
 from xrserve.core.promoted import PromotedVersions
@@ -28,7 +30,7 @@ from xrserve.core.repository import RepositorySource
 from xrserve.core.scheduler import Scheduler
 from xrserve.models import builtin_configs
 from xrserve.runtimes import RUNTIMES
-from xrserve.security.audit import AuditLog
+from xrserve.security.audit import AuditLog, AuditRecord
 from xrserve.security.files import private_dir
 from xrserve.security.guard import Guard
 from xrserve.security.keys import KeyStore
@@ -51,6 +53,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.scheduler = Scheduler(RUNTIMES, metrics, frame_policy=settings.frame_policy)
         app.state.scheduler.defaults = app.state.promoted.current  # promoted versions (same dict)
+        app.state.scheduler.canaries.on_end = lambda canary, reason: audit.record(canary_rollback(canary, reason))
         await load_all(app.state.scheduler, app.state.repository_source, app.state.repository, console)
         app.state.worlds = WorldStore(settings.worlds_dir, ScenePipeline(app.state.scheduler), settings.worlds_keep_s)
         app.state.started = True
@@ -98,6 +101,21 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     # outermost so that even a 413 is recorded
     limited = BodyLimitMiddleware(CancelOnDisconnect(InferFastPath(app)), limit=settings.max_body_bytes)
     return AuditMiddleware(limited, audit=audit, metrics=metrics)
+
+
+def canary_rollback(canary: Canary, reason: str) -> AuditRecord:
+    """The audit record of a canary ended automatically: which version, and why."""
+    return AuditRecord(
+        time=time.time(),
+        key_id=None,
+        method="AUTO",
+        route="canary rollback",
+        model=canary.name,
+        version=canary.version,
+        status=200,
+        latency_ms=0.0,
+        note=f"{reason}; every request without a version goes to version {canary.stable} again",
+    )
 
 
 WEB_DIR = Path(__file__).parent / "web"

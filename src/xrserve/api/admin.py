@@ -121,6 +121,7 @@ async def promote_model(request: Request, model_name: ModelName, body: Promotion
             f"model '{model_name}' version {body.version} is {chosen.state}, not READY; "
             "load it first (POST /v2/repository/models/{name}/load)"
         )
+    _end_canary(request, model_name, f"promoted version {body.version}")
     state.promoted.promote(model_name, body.version)
     return _default_of(request, model_name)
 
@@ -141,6 +142,8 @@ async def rollback_model(request: Request, model_name: ModelName) -> DefaultVers
     state = request.app.state
     scheduler = state.scheduler
     serving = scheduler.resolve(model_name).version
+    if _end_canary(request, model_name, "rolled back"):
+        return _default_of(request, model_name)  # the canary was the latest change: all traffic back to stable
     if state.promoted.history.get(model_name):
         state.promoted.pop(model_name)  # the previous promoted version, or else the newest ready
     else:
@@ -152,6 +155,117 @@ async def rollback_model(request: Request, model_name: ModelName) -> DefaultVers
             )
         state.promoted.promote(model_name, max(older, key=int))
     return _default_of(request, model_name)
+
+
+class CanaryStart(BaseModel):
+    version: str = Field(pattern=r"^[0-9]+$", examples=["2"], description="the version to try on a share of requests")
+    percent: float = Field(gt=0, lt=100, examples=[20], description="its share of the requests without a version")
+
+
+class CanaryState(BaseModel):
+    name: str
+    active: bool = Field(description="whether a canary runs now")
+    default_version: str = Field(description="the stable version: requests without a version outside the share")
+    version: str | None = Field(None, description="the canary version")
+    percent: float = Field(0, description="its share of the requests without a version")
+    window_s: float | None = Field(None, description="the window the versions are compared over")
+    canary_requests: int | None = Field(None, description="requests the canary answered or failed in the window")
+    canary_error_rate: float | None = None
+    stable_requests: int | None = None
+    stable_error_rate: float | None = None
+
+
+def _canary_of(request: Request, name: str) -> CanaryState:
+    scheduler = request.app.state.scheduler
+    default = scheduler.resolve(name).version  # 404 naming the models if unknown
+    canary = scheduler.canaries.active.get(name)
+    if canary is None:
+        return CanaryState(name=name, active=False, default_version=default)
+    found = canary.state()
+    return CanaryState(
+        name=name,
+        active=True,
+        default_version=canary.stable,
+        version=canary.version,
+        percent=canary.percent,
+        window_s=canary.policy.window_s,
+        canary_requests=found["canary_requests"],
+        canary_error_rate=found["canary_error_rate"],
+        stable_requests=found["stable_requests"],
+        stable_error_rate=found["stable_error_rate"],
+    )
+
+
+def _end_canary(request: Request, name: str, why: str) -> bool:
+    ended = request.app.state.scheduler.canaries.end(name)
+    if ended is not None:
+        request.scope["xrserve.note"] = f"ended the canary of version {ended.version} ({why})"
+    return ended is not None
+
+
+CANARY = "/v2/repository/models/{model_name}/canary"
+
+
+@router.post(
+    CANARY,
+    response_model=CanaryState,
+    dependencies=[Depends(require_admin)],
+    responses={409: {"model": ErrorBody, "description": "the version is not READY, or there is no stable version"}},
+    summary="Send a share of the requests without a version to a version, rolled back if it does worse",
+)
+async def start_canary(request: Request, model_name: ModelName, body: CanaryStart) -> CanaryState:
+    state = request.app.state
+    scheduler = state.scheduler
+    chosen = scheduler.resolve(model_name, body.version)  # 404 naming the versions there are
+    if not chosen.ready:
+        raise Conflict(
+            f"model '{model_name}' version {body.version} is {chosen.state}, not READY; "
+            "load it first (POST /v2/repository/models/{name}/load)"
+        )
+    running = scheduler.canaries.active.get(model_name)
+    stable = running.stable if running is not None else scheduler.resolve(model_name).version
+    if stable == body.version:
+        if state.promoted.current.get(model_name) == body.version:
+            raise Conflict(
+                f"model '{model_name}' version {body.version} is already the default (promoted); "
+                "promote the version to compare it with first (POST .../promote)"
+            )
+        others = [v for v, m in scheduler.models[model_name].items() if m.ready and v != body.version]
+        if not others:
+            raise Conflict(
+                f"model '{model_name}' has no other ready version to compare version {body.version} with; "
+                "a canary needs a stable version: load one first"
+            )
+        stable = max(others, key=int)
+    if state.promoted.current.get(model_name) != stable:
+        state.promoted.promote(model_name, stable)  # so that ending the canary brings every request back to it
+    scheduler.canaries.start(model_name, body.version, stable, body.percent, chosen.config.canary)
+    request.scope["xrserve.note"] = f"canary: version {body.version} at {body.percent:g}% (stable: {stable})"
+    return _canary_of(request, model_name)
+
+
+@router.get(
+    CANARY,
+    response_model=CanaryState,
+    dependencies=[Depends(require_admin)],
+    summary="The model's canary: its version, share and how it and the stable version do",
+)
+async def get_canary(request: Request, model_name: ModelName) -> CanaryState:
+    return _canary_of(request, model_name)
+
+
+@router.delete(
+    CANARY,
+    response_model=CanaryState,
+    dependencies=[Depends(require_admin)],
+    responses={409: {"model": ErrorBody, "description": "no canary runs for the model"}},
+    summary="End the canary: every request without a version goes to the stable version",
+)
+async def end_canary(request: Request, model_name: ModelName) -> CanaryState:
+    request.app.state.scheduler.resolve(model_name)  # 404 naming the models if unknown
+    if not _end_canary(request, model_name, "ended by an operator"):
+        raise Conflict(f"model '{model_name}' has no canary running; start one with POST .../canary")
+    return _canary_of(request, model_name)
 
 
 class AuditEntry(BaseModel):

@@ -154,6 +154,9 @@ async def infer_response(request: Request, model_name: str, model_version: str |
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")
+    affinity = parameters.get("session")  # the client's session: a canary keeps it on one version
+    if affinity is not None and not isinstance(affinity, str):
+        raise BadRequest("'parameters.session' must be a string (your session's id)")
     inference = InferenceRequest(
         model=model_name,
         version=model_version,
@@ -165,6 +168,7 @@ async def infer_response(request: Request, model_name: str, model_version: str |
         session=request.scope.get("xrserve.key_id"),
         id=request_id,
         arrival=arrival,
+        affinity=affinity,
     )
     result = await scheduler_of(request).submit(inference)
     request.scope["xrserve.version"] = result.version

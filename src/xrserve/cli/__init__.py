@@ -439,6 +439,43 @@ def models_unload(
     out.print(f"{name}{' version ' + version_ if version_ else ''}: {result['state']}")
 
 
+@models_app.command("canary")
+def models_canary(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version_: Annotated[
+        str | None, typer.Argument(metavar="[VERSION]", help="The version to try; without it, show the canary.")
+    ] = None,
+    percent: Annotated[
+        float | None, typer.Option("--percent", "-p", help="Its share of the requests without a version (0 < P < 100).")
+    ] = None,
+    end: Annotated[bool, typer.Option("--end", help="End the canary: all traffic back to the stable version.")] = False,
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = None,
+) -> None:
+    """Send P% of NAME's requests without a version to VERSION; rolled back by itself if it does worse."""
+    path = f"/v2/repository/models/{name}/canary"
+    if end:
+        state = _call(url, key, "DELETE", path).json()
+    elif version_ is not None:
+        if percent is None:
+            fail("give the canary's share with --percent P (0 < P < 100), e.g. --percent 20")
+        state = _call(url, key, "POST", path, json={"version": version_, "percent": percent}).json()
+    else:
+        state = _call(url, key, "GET", path).json()
+    if not state["active"]:
+        out.print(
+            f"{name}: no canary; requests without a version get version {state['default_version']}", soft_wrap=True
+        )
+        return
+    out.print(
+        f"{name}: canary version {state['version']} takes {state['percent']:g}% of the requests without a version "
+        f"(stable: version {state['default_version']}); in the last {state['window_s']:g} s: canary "
+        f"{state['canary_requests']} requests, error rate {state['canary_error_rate']:.2f}; stable "
+        f"{state['stable_requests']} requests, error rate {state['stable_error_rate']:.2f}",
+        soft_wrap=True,
+    )
+
+
 from xrserve.cli.certs import certs_app  # noqa: E402 - `xrserve certs dev`
 from xrserve.cli.train import train_command  # noqa: E402 - `xrserve train` (training runs in-process)
 

@@ -46,8 +46,11 @@ class InferenceClient(Protocol):
         """An open stream of a streaming model (LLM tokens); iterate it, `cancel()` it to stop the model."""
         ...
 
-    def resolve(self, name: str, version: str | None = None) -> ModelInfo:
-        """The version a request without one means (404 naming the models here if unknown)."""
+    def resolve(self, name: str, version: str | None = None, affinity: str | None = None) -> ModelInfo:
+        """The version a request without one means (404 naming the models here if unknown).
+
+        With an `affinity` (a session's id), the version that session's requests get while a canary runs.
+        """
         ...
 
     def model_names(self) -> list[str]:

@@ -103,6 +103,23 @@ class TrackingDecl(BaseModel):
     limit_parameter: str | None = None
 
 
+class CanaryDecl(BaseModel):
+    """`[canary]`: when a canary of this version is rolled back automatically (see core/canary.py).
+
+    Over the last `window_s` seconds, once the canary has answered `min_requests`, it is ended when
+    its error rate exceeds the stable version's by more than `max_error_rate_margin`, or its p99
+    latency is above `min_p99_ms` and more than `max_p99_ratio` times the stable version's.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: float = Field(default=60.0, gt=0, le=86_400)
+    min_requests: int = Field(default=20, ge=1, le=1_000_000)
+    max_error_rate_margin: float = Field(default=0.05, ge=0, le=1)
+    max_p99_ratio: float = Field(default=2.0, ge=1)
+    min_p99_ms: float = Field(default=10.0, ge=0)
+
+
 class ModelConfig(BaseModel):
     """Everything the server needs to know about one version of one model.
 
@@ -161,6 +178,9 @@ class ModelConfig(BaseModel):
             "request parameters a camera stream adds to every frame it sends this model (the stream's own "
             "per-model parameters override them)"
         ),
+    )
+    canary: CanaryDecl = Field(
+        default_factory=CanaryDecl, description="when a canary of this version is rolled back automatically"
     )
     parameters: dict[str, Any] = Field(default_factory=dict)
     directory: str | None = Field(default=None, description="set by the repository, not by the file")

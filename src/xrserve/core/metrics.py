@@ -31,6 +31,22 @@ class Metrics:
         self.compute_time = Histogram(
             "xrserve_compute_seconds", "Time one batch spent in the model", labels, buckets=_SECONDS, registry=r
         )
+        self.request_time = Histogram(
+            "xrserve_request_seconds",
+            "Time from submission to the answer (queue and compute), per answered request",
+            labels,
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.canary_percent = Gauge(
+            "xrserve_canary_percent",
+            "Share of the requests without a version each version gets while a canary runs (0/100 after it)",
+            labels,
+            registry=r,
+        )
+        self.canary_rollbacks = Counter(
+            "xrserve_canary_rollbacks", "Canaries ended automatically: worse than stable", labels, registry=r
+        )
         self.batch_size = Histogram(
             "xrserve_batch_size", "Requests per executed batch", labels, buckets=_BATCH, registry=r
         )

@@ -41,8 +41,11 @@ class InferenceRequest:
     the default frame policy a newer request with the same key supersedes an older
     one still waiting (latest-frame-wins), and frames of different sessions share
     the model fairly. `session` identifies the client (an XR session or an API key):
-    fairness between sessions, and a session's requests can stay on one version.
-    `priority` None means the model's own default class.
+    fairness between sessions.
+    `priority` None means the model's own default class. `affinity` keeps requests on one
+    version while a canary splits a model's traffic (core/canary.py): an XR session's streams
+    set it to the session's id, an OIP client may send `parameters.session`; `session` alone
+    (an API key for REST clients) does not, so one key's requests are still split.
     """
 
     model: str
@@ -56,6 +59,7 @@ class InferenceRequest:
     id: str = ""
     arrival: float = field(default_factory=time.monotonic)
     frame_key: str | None = None
+    affinity: str | None = None
 
     def model_parameters(self) -> dict[str, Any]:
         return {k: v for k, v in self.parameters.items() if k not in CONTROL_PARAMETERS}

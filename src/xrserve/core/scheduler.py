@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from xrserve.core.canary import Canaries, Canary
 from xrserve.core.capabilities import Capabilities, Runtimes
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import BadRequest, DeadlineExceeded, ModelFailed, NotFound, Unavailable, XRServeError
@@ -49,6 +50,7 @@ class ModelVersion:
         self._m_queue = labels.queue_time.labels(config.name, config.version)
         self._m_compute = labels.compute_time.labels(config.name, config.version)
         self._m_batch = labels.batch_size.labels(config.name, config.version)
+        self._m_latency = labels.request_time.labels(config.name, config.version)
         self._m_depth = labels.queue_depth.labels(config.name, config.version)
         self.queue = RequestQueue(
             config.queue_size,
@@ -351,8 +353,10 @@ class ModelVersion:
         batch_rows = sum(p.batch_size for p in live)
         outputs = self._checked_outputs(outputs, batch_rows)
         offset = 0
+        now = time.monotonic()
         for pending in live:
             request = pending.request
+            self._m_latency.observe(now - request.arrival)
             wanted = request.outputs or list(outputs)
             if self.config.max_batch_size > 0 and len(live) > 1:
                 rows = slice(offset, offset + pending.batch_size)
@@ -397,7 +401,8 @@ class Scheduler:
         self.frame_policy = frame_policy
         self.models: dict[str, dict[str, ModelVersion]] = {}
         self.failed: dict[str, str] = {}  # model name -> why it could not load
-        self.defaults: dict[str, str] = {}  # model name -> promoted default version (core/defaults.py)
+        self.defaults: dict[str, str] = {}  # model name -> promoted default version (core/promoted.py)
+        self.canaries = Canaries(self.metrics)  # a share of the unversioned requests to a new version
         self._interactive_pending = 0
         self._interactive_idle = asyncio.Event()
         self._interactive_idle.set()
@@ -423,6 +428,9 @@ class Scheduler:
         """
         versions = self.models.get(name, {})
         chosen = [versions[key] for key in ([version] if version else list(versions)) if key in versions]
+        canary = self.canaries.active.get(name)
+        if canary is not None and any(canary.watches(model.version) for model in chosen):
+            self.canaries.end(name)  # its canary or its stable version is going away
         await asyncio.gather(*(model.unload(drain_s) for model in chosen))
         for model in chosen:
             if versions.get(model.version) is model:
@@ -434,8 +442,15 @@ class Scheduler:
         for name in list(self.models):
             await self.unload(name, drain_s=2.0)  # shutting down: a short grace for what is running
 
-    def resolve(self, name: str, version: str | None = None) -> ModelVersion:
-        """The version a request means: the one asked for, else the promoted default, else the newest ready one."""
+    def resolve(
+        self, name: str, version: str | None = None, affinity: str | None = None, *, route: bool = False
+    ) -> ModelVersion:
+        """The version a request means: the one asked for, else the promoted default, else the newest ready one.
+
+        While a canary runs (core/canary.py) a request without a version may get the canary
+        version instead: always the same one for an `affinity` (a session), and for the others
+        (`route`: a request being routed, not a look-up) the canary's share of them.
+        """
         versions = self.models.get(name)
         if not versions:
             known = ", ".join(sorted(self.models)) or "none"
@@ -447,6 +462,11 @@ class Scheduler:
                     f"model '{name}' has no version '{version}'; its versions are {sorted(versions, key=int)}"
                 )
             return found
+        canary = self.canaries.active.get(name)
+        if canary is not None and (route or affinity is not None):
+            picked = versions.get(canary.pick(affinity))
+            if picked is not None and picked.ready:
+                return picked
         default = versions.get(self.defaults.get(name, ""))
         if default is not None and default.ready:
             return default
@@ -464,7 +484,7 @@ class Scheduler:
     # -- requests ------------------------------------------------------------------------
 
     def _ready_model(self, request: InferenceRequest) -> ModelVersion:
-        model = self.resolve(request.model, request.version)
+        model = self.resolve(request.model, request.version, request.affinity, route=True)
         if not model.ready:
             raise Unavailable(
                 f"model '{model.name}' version {model.version} is not ready: {model.state} {model.reason}"
@@ -474,10 +494,31 @@ class Scheduler:
     async def submit(self, request: InferenceRequest) -> InferenceResponse:
         """Compute a request and return the whole answer (a streaming model's stream is collected)."""
         model = self._ready_model(request)
+        canary = self.canaries.active.get(model.name) if self.canaries.active else None
+        if canary is not None and canary.watches(model.version):
+            return await self._watched(canary, model, request)
         if model.config.streaming:
             return await self._collect(model, request)
         pending = model.admit(request)
         response: InferenceResponse = await pending.future
+        return response
+
+    async def _watched(self, canary: Canary, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
+        """A request to a canary or its stable version: its outcome and latency judge the canary.
+
+        A client's mistake (4xx) says nothing about the version and a cancelled request
+        nothing about its latency: neither is counted.
+        """
+        try:
+            if model.config.streaming:
+                response = await self._collect(model, request)
+            else:
+                response = await model.admit(request).future
+        except Exception as exc:
+            if not isinstance(exc, XRServeError) or exc.status_code >= 500:
+                self.canaries.observe(canary, model.version, True, time.monotonic() - request.arrival)
+            raise
+        self.canaries.observe(canary, model.version, False, time.monotonic() - request.arrival)
         return response
 
     async def stream(self, request: InferenceRequest) -> Stream:
@@ -497,6 +538,7 @@ class Scheduler:
     async def _collect(self, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
         """Join a stream's text into the model's first output: OIP clients get one answer."""
         started = time.monotonic()
+        request.version = request.version or model.version  # a canary's pick is not made twice
         stream = await self.stream(request)
         parts: list[str] = []
         try:

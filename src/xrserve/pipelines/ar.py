@@ -148,7 +148,8 @@ class CameraStream(SessionStream):
         self.models = list(dict.fromkeys(o.models))
         for model in self.models:
             self.session.authorize(model)
-        infos = {model: self.client.resolve(model) for model in self.models}  # 404 names the loaded models
+        # 404 names the loaded models; a session's version (a canary's split) is kept for the stream's life
+        infos = {model: self.client.resolve(model, None, self.session.id) for model in self.models}
         for model, info in infos.items():
             if not info.capabilities.camera:
                 raise BadRequest(
@@ -381,6 +382,7 @@ class CameraStream(SessionStream):
             deadline=frame.deadline,
             priority=Priority.FRAME,
             session=self.session.id,
+            affinity=self.session.id,
             id=f"{self.name}:{frame.sequence}:gesture",
         )
         try:

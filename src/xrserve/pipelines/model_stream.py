@@ -34,7 +34,7 @@ class ModelStream(SessionStream):
     async def open(self) -> dict[str, Any]:
         model, version = self.options.model, self.options.version
         self.session.authorize(model)
-        resolved = self.client.resolve(model, version)  # 404 with the known models if unknown
+        resolved = self.client.resolve(model, version, self.session.id)  # 404 naming the known models
         self.model, self.version = model, version
         return {"model": model, "version": resolved.version}
 
@@ -54,6 +54,7 @@ class ModelStream(SessionStream):
             version=self.version,
             parameters=parameters,
             session=self.session.id,
+            affinity=self.session.id,  # a canary keeps the session on one version
             id=request_id,
             priority=priority_from(parameters),
         )

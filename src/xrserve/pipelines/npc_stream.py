@@ -143,6 +143,7 @@ class NpcStream(SessionStream):
                 self.models.vad,
                 {"audio": chunks, "state": self.vad.state, "context": self.vad.context},
                 session=self.session.id,
+                affinity=self.session.id,
                 priority=Priority.INTERACTIVE,
             )
         )
