@@ -14,6 +14,7 @@ COMMANDS = [
     ["keys"],
     ["keys", "create"],
     ["keys", "list"],
+    ["keys", "update"],
     ["keys", "revoke"],
     ["audit"],
     ["audit", "tail"],

@@ -22,6 +22,7 @@ from xrserve.api.errors import install_error_handlers
 from xrserve.api.fast_path import InferFastPath
 from xrserve.api.limits import BodyLimitMiddleware
 from xrserve.api.middleware import AuditMiddleware, CancelOnDisconnect
+from xrserve.api.ratelimit import RateLimitMiddleware
 from xrserve.core.canary import Canary
 from xrserve.core.loader import RepositoryState, load_all
 from xrserve.core.metrics import Metrics
@@ -34,6 +35,7 @@ from xrserve.security.audit import AuditLog, AuditRecord
 from xrserve.security.files import private_dir
 from xrserve.security.guard import Guard
 from xrserve.security.keys import KeyStore
+from xrserve.security.limits import RateLimits
 from xrserve.security.moderation import Moderator
 from xrserve.settings import Settings, is_loopback
 from xrserve.worlds.jobs import WorldStore
@@ -81,6 +83,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     )
     app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json")
     app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed, settings.lockout)
+    app.state.rate_limits = RateLimits()  # per key, in this process (replicas need issue 13's shared store)
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
     for router in (
@@ -98,8 +101,9 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
         app.include_router(router)
     mount_web_client(app)
     # outside FastAPI's own per-request stack, so the hot path skips it; the audit is
-    # outermost so that even a 413 is recorded
-    limited = BodyLimitMiddleware(CancelOnDisconnect(InferFastPath(app)), limit=settings.max_body_bytes)
+    # outermost so that even a 413 is recorded; the rate limits count the fast path too
+    rated = RateLimitMiddleware(InferFastPath(app), app.state.rate_limits)
+    limited = BodyLimitMiddleware(CancelOnDisconnect(rated), limit=settings.max_body_bytes)
     return AuditMiddleware(limited, audit=audit, metrics=metrics)
 
 

@@ -1,4 +1,4 @@
-"""The key store on a real SQLite file: a keys.db from before rotation existed keeps working."""
+"""The key store on a real SQLite file: a keys.db from before rotation and limits existed keeps working."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xrserve.security.keys import KeyRejected, KeyStore
+from xrserve.security.keys import KeyRejected, KeyStore, Limits
 
 OLD_SCHEMA = """
 CREATE TABLE api_keys (
@@ -39,6 +39,23 @@ def test_an_older_keys_db_gains_the_rotation_columns(tmp_path: Path) -> None:
         store.verify(f"xrs_0ld0ld00_{secret}")
     assert refused.value.key_id == "0ld0ld00"
     assert KeyStore(path).list()[0].rotation.endswith(")")  # opened again: nothing to add
+    assert store.verify(new).limits == Limits() and not store.verify(new).limits  # the limit columns: unlimited
+    assert store.update_limits("0ld0ld00", rpm=60, max_sessions=2).limits == Limits(rpm=60, max_sessions=2)
+    assert KeyStore(path).list()[0].limits.describe() == "rpm 60, max-sessions 2"
+
+
+def test_limits_are_stored_changed_one_at_a_time_and_never_negative(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    token, record = store.create("x", ["*"], limits=Limits(rpm=5, fps=2))
+    assert store.verify(token).limits == Limits(rpm=5, fps=2) == record.limits
+    assert store.update_limits(record.id, fps=0, tpm=100).limits == Limits(rpm=5, tpm=100)  # the others stay
+    with pytest.raises(ValueError, match="--tpd must be a whole number, 0 or more"):
+        store.update_limits(record.id, tpd=-1)
+    with pytest.raises(ValueError, match="unknown limits"):
+        store.update_limits(record.id, rps=1)
+    with pytest.raises(LookupError, match="no key with id 'nope'"):
+        store.update_limits("nope", rpm=1)
+    assert store.verify(token).limits == Limits(rpm=5, tpm=100)
 
 
 def test_a_lifetime_must_be_positive(tmp_path: Path) -> None:

@@ -42,7 +42,8 @@ from xrserve.core.controls import deadline_from
 from xrserve.core.errors import BadRequest, XRServeError
 from xrserve.core.request import InferenceRequest, Priority
 from xrserve.core.stream import Stream
-from xrserve.security.guard import KeyFirstRoute, guard_of, require_key
+from xrserve.security.guard import IDENTIFIED_SCOPE, KeyFirstRoute, guard_of, require_key
+from xrserve.security.limits import RateLimited
 from xrserve.security.moderation import Moderator, StreamMasker
 
 # a key is checked before the body is (401 before 400); the model's scope once the body names the model
@@ -82,12 +83,31 @@ def _check_input(request: Request, texts: list[str]) -> None:
         )
 
 
+def _check_tokens(request: Request) -> None:
+    """A key with a token limit (--tpm, --tpd) starts a generation only while its budgets are positive."""
+    key = request.scope.get(IDENTIFIED_SCOPE)
+    if key is not None and key.limits:
+        try:
+            request.app.state.rate_limits.check_tokens(key)
+        except RateLimited:
+            request.scope[NOTE_SCOPE] = "rate limited: LLM tokens"
+            raise
+
+
+def _charge_tokens(request: Request, stream: Stream) -> None:
+    """After a generation: its prompt + completion tokens come off the key's budgets."""
+    key = request.scope.get(IDENTIFIED_SCOPE)
+    if key is not None and key.limits:
+        request.app.state.rate_limits.charge_tokens(key, stream.usage.prompt_tokens + stream.usage.completion_tokens)
+
+
 async def _open(request: Request, body: SamplingParams, text_input: str, parameters: dict[str, Any]) -> Stream:
     arrival = time.monotonic()
     scheduler = request.app.state.scheduler
     model = scheduler.resolve(body.model)
     if not model.config.streaming:
         raise BadRequest(f"model '{body.model}' is not a text generation model")
+    _check_tokens(request)
     stream = await scheduler.stream(
         InferenceRequest(
             model=model.name,
@@ -122,6 +142,7 @@ async def _collect(request: Request, stream: Stream) -> tuple[str, dict[str, Any
                 final = chunk
     finally:
         stream.cancel()
+        _charge_tokens(request, stream)
     parts.append(masker.flush())
     _note(request, masker)
     return "".join(parts), final
@@ -197,6 +218,7 @@ async def _events(request: Request, stream: Stream, body: SamplingParams, chunks
         yield _sse(ErrorResponse(error=ErrorDetail(message=exc.message, type="server_error", code=exc.status_code)))
     finally:
         stream.cancel()
+        _charge_tokens(request, stream)
     yield _sse("[DONE]")
 
 

@@ -3,7 +3,8 @@
 Browsers cannot set headers on a WebSocket, so the key may also come as `?key=xrs_...`.
 An authentication failure is told in an `error` message (status 401/403) before the
 socket closes with code 4401/4403, because a browser never sees a refused handshake's
-status. Messages over `MAX_MESSAGE_BYTES` are refused one by one; the session stays.
+status. A key at its `--max-sessions` is refused the same way (429, code 4429). Messages over
+`MAX_MESSAGE_BYTES` are refused one by one; the session stays.
 """
 
 from __future__ import annotations
@@ -40,12 +41,26 @@ async def session_socket(websocket: WebSocket) -> None:
         await websocket.close(code=4000 + error.status_code, reason=error.message[:120])
         return
     websocket.scope[KEY_SCOPE] = key.id
+    limits = websocket.app.state.rate_limits
+    try:
+        session_closed = limits.open_session(key)  # the key's --max-sessions
+    except XRServeError as error:
+        websocket.scope["xrserve.note"] = "rate limited: too many sessions open"
+        await websocket.send_json({"type": "error", "status": error.status_code, "message": error.message})
+        await websocket.close(code=4000 + error.status_code, reason=error.message[:120])
+        return
     session = Session(
-        websocket.app.state.scheduler, key, websocket.send_text, websocket.send_bytes, app_state=websocket.app.state
+        websocket.app.state.scheduler,
+        key,
+        websocket.send_text,
+        websocket.send_bytes,
+        app_state=websocket.app.state,
+        limits=limits,
+        keys=guard.keys,
     )
-    await session.send_json(session.hello())
     metrics = websocket.app.state.scheduler.metrics
     try:
+        await session.send_json(session.hello())
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -72,4 +87,5 @@ async def session_socket(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        session_closed()
         await session.close()

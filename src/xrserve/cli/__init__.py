@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-keys_app = typer.Typer(help="Create, list, rotate and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list, limit, rotate and revoke API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read the audit trail.", no_args_is_help=True)
 models_app = typer.Typer(help="List the models of a running server.")
 app.add_typer(keys_app, name="keys")
@@ -272,6 +272,26 @@ def _when(timestamp: float | None) -> str:
     return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
 
 
+def _limit(option: str, what: str) -> object:
+    return typer.Option(option, help=f"{what}; 0 = unlimited.", show_default=False)
+
+
+Rpm = Annotated[int | None, _limit("--rpm", "Requests per minute (a burst of N, then N/60 per second)")]
+Tpm = Annotated[int | None, _limit("--tpm", "LLM tokens (prompt + completion) per minute")]
+Tpd = Annotated[int | None, _limit("--tpd", "LLM tokens per day")]
+Fps = Annotated[int | None, _limit("--fps", "Camera frames per second (more are skipped as rate_limited)")]
+MaxSessions = Annotated[int | None, _limit("--max-sessions", "XR sessions open at once")]
+
+
+def _limit_changes(**given: int | None) -> dict[str, int]:
+    """The limit options given on the command line (absent ones are left out); a negative one is refused."""
+    changes = {name: value for name, value in given.items() if value is not None}
+    for name, value in changes.items():
+        if value < 0:
+            fail(f"--{name.replace('_', '-')} {value}: a limit must be 0 or more (0 = unlimited)")
+    return changes
+
+
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[
@@ -279,20 +299,30 @@ def keys_create(
     ],
     name: Annotated[str, typer.Option(help="A label for people.")] = "",
     expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30m, 12h, 90d (default: never).")] = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    tpd: Tpd = None,
+    fps: Fps = None,
+    max_sessions: MaxSessions = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the key.")] = False,
     data_dir: DataDir = default_data_dir(),
 ) -> None:
     """Create an API key. The key is printed once; only its hash is stored."""
-    from xrserve.security.keys import KeyStore
+    from xrserve.security.keys import KeyStore, Limits
 
+    limits = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, fps=fps, max_sessions=max_sessions)
     try:
-        token, record = KeyStore(data_dir / "keys.db").create(name or "", scope, _duration(expires_in))
+        store = KeyStore(data_dir / "keys.db")
+        token, record = store.create(name or "", scope, _duration(expires_in), Limits(**limits))
     except ValueError as exc:
         fail(str(exc))
     if quiet:
         print(token)
         return
-    out.print(f"key id {record.id}, scopes {list(record.scopes)}, expires {_when(record.expires)}")
+    out.print(
+        f"key id {record.id}, scopes {list(record.scopes)}, expires {_when(record.expires)}, "
+        f"limits {record.limits.describe()}"
+    )
     out.print("store it now, it is not shown again:")
     print(token)
 
@@ -303,11 +333,42 @@ def keys_list(data_dir: DataDir = default_data_dir()) -> None:
     from xrserve.security.keys import KeyStore
 
     table = Table("id", "name", "scopes", "created", "expires", "status", "rotated")
+    table.add_column("limits", overflow="fold")  # never cut short on a narrow terminal
     for key in KeyStore(data_dir / "keys.db").list():
         table.add_row(
-            key.id, key.name, ", ".join(key.scopes), _when(key.created), _when(key.expires), key.status, key.rotation
+            key.id,
+            key.name,
+            ", ".join(key.scopes),
+            _when(key.created),
+            _when(key.expires),
+            key.status,
+            key.rotation,
+            key.limits.describe(),
         )
     out.print(table)
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`.")],
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    tpd: Tpd = None,
+    fps: Fps = None,
+    max_sessions: MaxSessions = None,
+    data_dir: DataDir = default_data_dir(),
+) -> None:
+    """Change a key's limits (only those given); a running server applies them within a second."""
+    from xrserve.security.keys import KeyStore
+
+    changes = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, fps=fps, max_sessions=max_sessions)
+    if not changes:
+        fail("nothing to change: give at least one of --rpm, --tpm, --tpd, --fps, --max-sessions (0 = unlimited)")
+    try:
+        record = KeyStore(data_dir / "keys.db").update_limits(key_id, **changes)
+    except (LookupError, ValueError) as exc:
+        fail(str(exc))
+    out.print(f"key id {record.id}: limits {record.limits.describe()}")
 
 
 @keys_app.command("rotate")

@@ -237,6 +237,8 @@ class CameraStream(SessionStream):
         self.last_received = sequence
         if frame.deadline <= received:
             return await self._skip(frame, "deadline")
+        if not self.session.admit_frame():  # over the key's frames per second (--fps): skipped, never an error
+            return await self._skip(frame, "rate_limited")
         self.spawn(self._process(frame), name=f"frame-{sequence}")
 
     def _check_clock(self, header: FrameHeader, wall_ms: float) -> None:

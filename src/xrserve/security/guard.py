@@ -35,6 +35,9 @@ KEY_SCOPE = "xrserve.key_id"
 MODEL_SCOPE = "xrserve.model"
 NOTE_SCOPE = "xrserve.note"  # why a request was refused (or anything else worth a line in the audit)
 IDENTIFIED_SCOPE = "xrserve.key"  # the ApiKey the request presented, once checked
+#: a function of the ApiKey that the HTTP rate limiter (api/ratelimit.py) leaves in the scope: called once
+#: the key is known, it takes one request from the key's bucket or raises the 429
+ADMIT_SCOPE = "xrserve.admit"
 
 
 class Guard:
@@ -77,6 +80,9 @@ class Guard:
             scope[KEY_SCOPE] = key.id
             if notes.get("note"):
                 scope[NOTE_SCOPE] = notes["note"]
+            admit = scope.get(ADMIT_SCOPE)
+            if admit is not None:
+                admit(key)
         return key
 
     def _identify(self, header: str | None, scope: MutableMapping[str, Any] | None, notes: dict[str, Any]) -> ApiKey:

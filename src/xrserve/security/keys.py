@@ -7,6 +7,9 @@ model, and `admin` for everything including key-free admin routes.
 
 Rotation gives a key id a new secret and keeps the digest of the old one, which works
 until the grace period ends and is then refused with a message that says it was rotated.
+
+A key may carry limits (`Limits`: requests, LLM tokens, camera frames, sessions); they are
+stored here and enforced by `security/limits.py`.
 """
 
 from __future__ import annotations
@@ -37,12 +40,53 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked REAL,
     rotated REAL,
     previous_sha256 TEXT,
-    previous_until REAL
+    previous_until REAL,
+    rpm INTEGER NOT NULL DEFAULT 0,
+    tpm INTEGER NOT NULL DEFAULT 0,
+    tpd INTEGER NOT NULL DEFAULT 0,
+    fps INTEGER NOT NULL DEFAULT 0,
+    max_sessions INTEGER NOT NULL DEFAULT 0
 )
 """
 #: columns added after the first release, added to an older keys.db when it is opened
-_ADDED_COLUMNS = {"rotated": "REAL", "previous_sha256": "TEXT", "previous_until": "REAL"}
-_COLUMNS = "id, name, scopes, created, expires, revoked, rotated, previous_until"
+_ADDED_COLUMNS = {
+    "rotated": "REAL",
+    "previous_sha256": "TEXT",
+    "previous_until": "REAL",
+    **{name: "INTEGER NOT NULL DEFAULT 0" for name in ("rpm", "tpm", "tpd", "fps", "max_sessions")},
+}
+_COLUMNS = "id, name, scopes, created, expires, revoked, rotated, previous_until, rpm, tpm, tpd, fps, max_sessions"
+_RECORD_COLUMNS = len(_COLUMNS.split(","))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a key may use; 0 is unlimited. Enforced per server process by `security/limits.py`."""
+
+    rpm: int = 0  # requests per minute (HTTP requests and session messages), as a bucket of this size
+    tpm: int = 0  # LLM tokens (prompt + completion) per minute
+    tpd: int = 0  # LLM tokens per day
+    fps: int = 0  # camera frames per second over all the key's camera streams
+    max_sessions: int = 0  # /v1/session connections open at once
+
+    OPTIONS = {"rpm": "--rpm", "tpm": "--tpm", "tpd": "--tpd", "fps": "--fps", "max_sessions": "--max-sessions"}
+
+    def __post_init__(self) -> None:
+        for name, option in self.OPTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{option} must be a whole number, 0 or more (0 = unlimited), not {value!r}")
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in self.OPTIONS)
+
+    def describe(self) -> str:
+        """For `keys list`: "rpm 60, tpm 1000", or "-" without limits."""
+        shown = [f"{option[2:]} {getattr(self, name)}" for name, option in self.OPTIONS.items() if getattr(self, name)]
+        return ", ".join(shown) or "-"
+
+
+NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -55,6 +99,7 @@ class ApiKey:
     revoked: float | None
     rotated: float | None = None  # when the secret was last replaced by `xrserve keys rotate`
     previous_until: float | None = None  # the old secret works until then
+    limits: Limits = NO_LIMITS
 
     def allows(self, model: str | None = None, *, admin: bool = False) -> bool:
         if ADMIN in self.scopes:
@@ -140,7 +185,9 @@ class KeyStore:
         self._lock = threading.Lock()
         self._cache: dict[str, _Cached] = {}
 
-    def create(self, name: str, scopes: list[str], expires_in_s: float | None = None) -> tuple[str, ApiKey]:
+    def create(
+        self, name: str, scopes: list[str], expires_in_s: float | None = None, limits: Limits = NO_LIMITS
+    ) -> tuple[str, ApiKey]:
         """Make a key; returns the secret token (shown once) and its record."""
         if not scopes:
             raise ValueError("a key needs at least one scope: a model name, '*' for all models, or 'admin'")
@@ -152,11 +199,13 @@ class KeyStore:
         key_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(24)
         now = time.time()
-        record = ApiKey(key_id, name, tuple(scopes), now, now + expires_in_s if expires_in_s else None, None)
+        expires = now + expires_in_s if expires_in_s else None
+        record = ApiKey(key_id, name, tuple(scopes), now, expires, None, limits=limits)
         with self._lock:
             self._db.execute(
-                "INSERT INTO api_keys (id, secret_sha256, name, scopes, created, expires) VALUES (?, ?, ?, ?, ?, ?)",
-                (key_id, _digest(secret), name, json.dumps(scopes), now, record.expires),
+                "INSERT INTO api_keys (id, secret_sha256, name, scopes, created, expires, rpm, tpm, tpd, fps, "
+                "max_sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, _digest(secret), name, json.dumps(scopes), now, expires, *_limit_values(limits)),
             )
         return f"{KEY_PREFIX}{key_id}_{secret}", record
 
@@ -182,6 +231,30 @@ class KeyStore:
             why = "there is no key" if row is None else f"the key is {_record(row).status}: there is no active key"
             raise LookupError(f"{why} with id '{key_id}' (see `xrserve keys list`)")
         return f"{KEY_PREFIX}{key_id}_{secret}", _record(row)
+
+    def update_limits(self, key_id: str, **changes: int) -> ApiKey:
+        """Change some of a key's limits (`rpm=60`, `fps=0` for unlimited, ...); the others stay.
+
+        A running server sees the change within `CACHE_S`. `LookupError` if there is no such key,
+        `ValueError` for a negative limit or an unknown name.
+        """
+        unknown = sorted(set(changes) - set(Limits.OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown limits {unknown}; the limits are {sorted(Limits.OPTIONS)}")
+        Limits(**changes)  # the same checks as a whole set (a negative limit is refused)
+        with self._lock:
+            if changes:
+                assignments = ", ".join(f"{name} = ?" for name in changes)
+                self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*changes.values(), key_id))
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        self._cache.pop(key_id, None)
+        if row is None:
+            raise LookupError(f"there is no key with id '{key_id}' (see `xrserve keys list`)")
+        return _record(row)
+
+    def current(self, key_id: str) -> ApiKey | None:
+        """The key's record as the server knows it now (cached for `CACHE_S`): limits changed meanwhile."""
+        return self._lookup(key_id)[0].record
 
     def revoke(self, key_id: str) -> bool:
         with self._lock:
@@ -247,7 +320,8 @@ class KeyStore:
             row = self._db.execute(
                 f"SELECT {_COLUMNS}, secret_sha256, previous_sha256 FROM api_keys WHERE id = ?", (key_id,)
             ).fetchone()
-        cached = _Cached(now, None, "", None) if row is None else _Cached(now, _record(row[:8]), row[8], row[9])
+        n = _RECORD_COLUMNS
+        cached = _Cached(now, None, "", None) if row is None else _Cached(now, _record(row[:n]), row[n], row[n + 1])
         if row is not None or len(self._cache) < 10_000:  # ids that do not exist: cached only while few
             self._cache[key_id] = cached
         return cached, True
@@ -270,5 +344,10 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _limit_values(limits: Limits) -> tuple[int, ...]:
+    return tuple(getattr(limits, name) for name in Limits.OPTIONS)
+
+
 def _record(row: tuple) -> ApiKey:
-    return ApiKey(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5], row[6], row[7])
+    limits = Limits(*row[8:13]) if any(row[8:13]) else NO_LIMITS
+    return ApiKey(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5], row[6], row[7], limits)

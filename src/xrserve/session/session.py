@@ -20,7 +20,8 @@ import orjson
 from xrserve.core.client import InferenceClient
 from xrserve.core.errors import BadRequest, NotFound, XRServeError
 from xrserve.security.guard import require_scope
-from xrserve.security.keys import ApiKey
+from xrserve.security.keys import ANONYMOUS, ApiKey, KeyStore
+from xrserve.security.limits import RateLimits
 from xrserve.session import protocol
 from xrserve.session.streams import STREAM_KINDS, SessionStream
 
@@ -43,11 +44,15 @@ class Session:
         send_bytes: Callable[[bytes], Awaitable[None]],
         *,
         app_state: Any = None,
+        limits: RateLimits | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.client = client
         self.key = key
         self.app_state = app_state  # the server's shared state (settings, moderator) for stream kinds that need it
+        self.limits = limits  # the key's rate limits: each JSON message is a request, camera frames have their own
+        self._keys = keys  # to see limits changed while the session is open
         self.streams: dict[str, SessionStream] = {}
         self.by_channel: dict[int, SessionStream] = {}
         self._send_text = send_text
@@ -95,6 +100,9 @@ class Session:
         else:
             status, message = 500, f"internal error ({type(error).__name__}); the session is still usable"
         body: dict[str, Any] = {"type": "error", "status": status, "message": message}
+        retry_after = getattr(error, "retry_after_s", None)
+        if retry_after is not None:  # a rate limit: when to send again
+            body["retry_after_s"] = round(retry_after, 3)
         if stream is not None:
             body["stream"] = stream
         if request is not None:
@@ -104,6 +112,18 @@ class Session:
     def authorize(self, model: str) -> None:
         """Stream kinds call this for every model they will use: the session's key must cover it."""
         require_scope(self.key, model)
+
+    # -- rate limits (security/limits.py): the session applies them to what it receives ----------
+
+    def _current_key(self) -> ApiKey:
+        """The key as the server knows it now (its limits may have changed since the session opened)."""
+        if self._keys is None or self.key is ANONYMOUS:
+            return self.key
+        return self._keys.current(self.key.id) or self.key
+
+    def admit_frame(self) -> bool:
+        """Whether a camera frame may be computed now under the key's frames per second (else: skipped)."""
+        return self.limits is None or self.limits.admit_frame(self._current_key())
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -117,6 +137,8 @@ class Session:
                 raise BadRequest(f'text message is not JSON ({exc}); send {{"type": ..., ...}}') from None
             if not isinstance(message, dict) or not isinstance(message.get("type"), str):
                 raise BadRequest("a text message must be a JSON object with a string 'type'")
+            if self.limits is not None:  # every JSON message counts as a request against --rpm
+                self.limits.admit_request(self._current_key(), "session messages count as requests")
             await self._dispatch(message)
         except Exception as error:  # noqa: BLE001 - every error goes back to the client
             if not isinstance(error, XRServeError):
