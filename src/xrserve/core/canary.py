@@ -163,7 +163,10 @@ class Canaries:
         self.metrics.canary_rollbacks.labels(canary.name, canary.version).inc()
         log.warning("canary rollback: %s version %s: %s", canary.name, canary.version, reason)
         if self.on_end is not None:
-            self.on_end(canary, reason)
+            try:
+                self.on_end(canary, reason)
+            except Exception:  # noqa: BLE001 - the request that tipped the verdict is not the one to fail
+                log.exception("canary rollback of %s version %s: could not be recorded", canary.name, canary.version)
 
     def _clear_gauge(self, canary: Canary) -> None:
         self.metrics.canary_percent.labels(canary.name, canary.version).set(0)
