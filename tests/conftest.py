@@ -41,8 +41,8 @@ def cli(*args: str, data_dir: Path | None = None, check: bool = True) -> subproc
 def audit_records(data_dir: Path, found: Callable[[list[dict]], bool], lines: int = 50) -> list[dict]:
     """The newest audit records, read again until `found` holds (or 15 s pass).
 
-    The audit writer flushes in the background every 0.2 s; on a busy machine a fixed
-    sleep can end before the record is written, so the test waits for the fact itself.
+    A record is written before its response starts, but that of a request whose client
+    left (499) only once the server notices; the test waits for the fact itself.
     """
     give_up = time.monotonic() + 15
     while True:

@@ -18,6 +18,7 @@ COMMANDS = [
     ["keys", "revoke"],
     ["audit"],
     ["audit", "tail"],
+    ["audit", "verify"],
     ["version"],
 ]
 
@@ -64,6 +65,11 @@ def test_keys_round_trip(tmp_path) -> None:
 
 def test_audit_tail_without_trail(tmp_path) -> None:
     result = cli("audit", "tail", data_dir=tmp_path / "empty", check=False)
+    assert result.returncode == 2 and "no audit trail" in result.stderr
+
+
+def test_audit_verify_without_trail(tmp_path) -> None:
+    result = cli("audit", "verify", data_dir=tmp_path / "empty", check=False)
     assert result.returncode == 2 and "no audit trail" in result.stderr
 
 

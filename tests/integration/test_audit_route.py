@@ -14,7 +14,7 @@ FIELDS = {"time", "key_id", "method", "route", "model", "version", "status", "la
 
 
 def records_until(admin: httpx.Client, found, limit: int = 50) -> list[dict]:
-    """The newest records, asked again until `found` holds (the writer flushes every 0.2 s) or 15 s pass."""
+    """The newest records, asked again until `found` holds (a 499 is recorded when noticed) or 15 s pass."""
     give_up = time.monotonic() + 15
     while True:
         answer = admin.get("/v1/audit", params={"limit": limit})
