@@ -182,6 +182,26 @@ def test_kill_9_right_after_the_answers_loses_no_record(tmp_path: Path) -> None:
     assert result.returncode == 0 and f"OK: {len(rows)} records" in result.stdout, result.stderr
 
 
+def test_records_cut_off_after_a_quiet_second_are_detected_without_a_clean_stop(tmp_path: Path) -> None:
+    """The head is anchored a second after the last request even if none follows and the server dies."""
+    server = start_server(tmp_path, "--no-builtins", repo=small_repo(tmp_path), admin_key=True)
+    try:
+        with server.client() as client:
+            for i in range(5):
+                assert infer(client, id=f"r{i}").status_code == 200
+        time.sleep(2.5)
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+    finally:
+        server.stop()
+    assert cli("audit", "verify", data_dir=server.data_dir, check=False).returncode == 0
+    rows = chain_rows(server.data_dir)
+    with sqlite3.connect(server.data_dir / "audit.db") as db:
+        db.execute("DELETE FROM audit WHERE seq > ?", (len(rows) - 2,))
+    result = cli("audit", "verify", data_dir=server.data_dir, check=False)
+    assert result.returncode == 1 and "cut off at the end" in result.stderr, result.stderr
+
+
 FILE_LIMIT = 256 * 1024
 
 

@@ -12,11 +12,11 @@ corrupt the file.
 **Chained.** Every server start begins a chain (a random id). Record n of a chain carries
 `hash = SHA-256(hash of record n-1 + canonical JSON of record n)`, with its chain id and
 sequence number; record 1 says it starts the chain, and names the last record already
-in the file (the previous chain's head), so chains are linked too. Every 100 records,
-at least once a second while requests come, and when the server stops, the chain's
-head (sequence number and hash) is written to `audit_anchor`, itself chained. `verify`
-recomputes everything: an edited record, a deleted one, or records cut off before the
-last anchor are reported with their chain, number and time.
+in the file (the previous chain's head), so chains are linked too. Every 100 records, at
+least once a second (by the checkpoint thread when requests stop coming) and when the
+server stops, the chain's head (sequence number and hash) is written to `audit_anchor`,
+itself chained. `verify` recomputes everything: an edited record, a deleted one, or
+records cut off before the last anchor are reported with their chain, number and time.
 
 **Refused when it cannot be written.** A failed write (disk full, file-size limit)
 raises `AuditUnavailable`; the middleware then answers 503 instead of the response,
@@ -227,10 +227,10 @@ class AuditLog:
             log.error("the audit trail %s cannot be written: %s; requests are refused until it can", self.path, reason)
         self.failure = reason
 
-    def anchor(self) -> None:
-        """Anchor the chain's head now, if records came since the last anchor (at close; harmless any time)."""
+    def anchor(self, older_than_s: float = 0.0) -> None:
+        """Anchor the chain's head if records came since the last anchor, and it is older than `older_than_s`."""
         with self._lock:
-            if self._seq == self._anchored_seq:
+            if self._seq == self._anchored_seq or time.monotonic() - self._anchored_at < older_than_s:
                 return
             try:
                 anchor_hash = self._write_anchor(time.time(), self._seq, self._head)
@@ -246,6 +246,7 @@ class AuditLog:
             return
         try:
             while not self._stop.wait(CHECKPOINT_INTERVAL_S):
+                self.anchor(ANCHOR_INTERVAL_S)  # records that came before a quiet spell are anchored too
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:  # a full disk: the WAL grows until a record fails, which refuses requests
