@@ -261,3 +261,45 @@ def test_an_older_trail_gains_the_chain_columns(tmp_path: Path) -> None:
     assert '"key_id": "old"' in tail and '"route": "/v1/models"' in tail
     result = cli("audit", "verify", data_dir=data_dir)
     assert re.search(r"OK: \d+ records in 1 chains .*; 1 older records", result.stdout), result.stdout
+
+
+def test_a_stream_its_client_leaves_is_recorded_when_it_starts_and_when_it_ends(tmp_path: Path) -> None:
+    """The record is written before the first byte (200); leaving mid-stream adds one with the 499."""
+    repo = tmp_path / "repo"
+    write_model(
+        repo,
+        "streamer",
+        "1",
+        """
+        runtime = "python"
+        entrypoint = "streamer.py:Streamer"
+        isolation = "thread"
+        streaming = true
+        max_streams = 2
+        parameters = { tick_ms = 20 }
+        inputs = [{ name = "text_input", datatype = "BYTES", shape = [1] }]
+        outputs = [{ name = "text_output", datatype = "BYTES", shape = [1] }]
+    """,
+        {"streamer.py": MODELS / "streamer.py"},
+    )
+    server = start_server(tmp_path, "--no-builtins", "--dev", repo=repo)
+    try:
+        body = {"model": "streamer", "prompt": "500", "stream": True}
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            with client.stream("POST", "/v1/completions", json=body) as stream:
+                assert stream.status_code == 200
+                lines = stream.iter_lines()
+                assert next(lines).startswith("data:")
+                with sqlite3.connect(server.data_dir / "audit.db") as db:
+                    newest = db.execute("SELECT route, status FROM audit ORDER BY rowid DESC LIMIT 1").fetchone()
+                assert newest == ("/v1/completions", 200)  # written before the answer's first byte left
+            give_up = time.monotonic() + 10
+            while time.monotonic() < give_up and chain_rows(server.data_dir)[-1][3] != 499:
+                time.sleep(0.1)
+    finally:
+        server.stop()
+    with sqlite3.connect(server.data_dir / "audit.db") as db:
+        query = "SELECT status, note FROM audit WHERE route = '/v1/completions' ORDER BY rowid"
+        statuses = db.execute(query).fetchall()
+    assert [status for status, _ in statuses] == [200, 499], statuses
+    assert cli("audit", "verify", data_dir=server.data_dir, check=False).returncode == 0
