@@ -7,6 +7,7 @@ need a differently configured server start their own small one with `start_serve
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,8 @@ def cli(*args: str, data_dir: Path | None = None, check: bool = True) -> subproc
     command = [*XRSERVE, *args]
     if data_dir is not None:
         command += ["--data-dir", str(data_dir)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    # a wide terminal, as a person's: rich tables (keys list) would wrap cells at 80 columns
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     if check and result.returncode != 0:
         raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

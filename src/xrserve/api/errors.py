@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from xrserve.api.oip_schema import ErrorBody
 from xrserve.api.openai_protocol import ErrorDetail, ErrorResponse
@@ -72,12 +73,25 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}; see /docs for the API"
-        elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # every route on this path, not only the first one the router tried: a path served by
+            # several functions (GET, POST and DELETE of a canary) must list all its methods
+            allowed = sorted(
+                {
+                    method
+                    for route in request.app.routes
+                    if isinstance(route, Route) and route.path_regex.match(request.url.path)
+                    for method in route.methods or ()
+                }
+            )
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            message = (
+                f"{request.method} is not allowed on {request.url.path}; it takes {', '.join(allowed)}; "
+                "see /docs for the API"
+            )
         return JSONResponse(
-            error_body(message, exc.status_code, request.url.path),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body(message, exc.status_code, request.url.path), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)
