@@ -16,30 +16,41 @@ import numpy as np
 import openai
 import pytest
 
+from bench.llm_support.procs import tree_pids
 from tests.conftest import Server, build_repository, infer_body, start_server
+from tests.session_client import SessionClient
 
 TINY = infer_body("x", np.ones((1, 64), np.float32))
 EMBED = {"model": "minilm", "input": ["a red apple"]}
 
 
-def worker_pid(server: Server, model: str) -> int:
-    from bench.llm_support.procs import tree_pids
+def worker_pid(server: Server, model: str, *, wait_s: float = 0) -> int:
+    """The pid of the model's worker process, waiting up to `wait_s` for one (while it restarts)."""
+    deadline = time.monotonic() + wait_s
+    while (pid := _named(server, f"xrs {model}"[:15])) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if pid is None:
+        raise AssertionError(f"no worker process named 'xrs {model}'")
+    return pid
 
+
+def _named(server: Server, name: str) -> int | None:
     for pid in tree_pids(server.process.pid):
         try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == f"xrs {model}"[:15]:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
                 return pid
         except OSError:
             continue
-    raise AssertionError(f"no worker process named 'xrs {model}'")
+    return None
 
 
 @pytest.fixture(scope="module")
 def fault_server(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("faults")
     build_repository(tmp / "repo")
-    server = start_server(tmp, "--only", "tiny", "--only", "minilm", "--only", "smollm2", repo=tmp / "repo",
-                          admin_key=True)  # fmt: skip
+    only = [arg for model in ("tiny", "minilm", "smollm2", "piper-joe", "whisper-tiny-en", "silero-vad")
+            for arg in ("--only", model)]  # fmt: skip
+    server = start_server(tmp, *only, repo=tmp / "repo", admin_key=True)
     yield server
     server.stop()
 
@@ -104,3 +115,54 @@ def test_killing_the_llm_mid_stream_ends_that_stream_with_a_reason(fault_server:
     print(f"\nkill -9 of the LLM worker mid-stream: the stream failed, answering again after "
           f"{time.monotonic() - killed:.1f} s")  # fmt: skip
     assert answer.choices[0].message.content is not None
+
+
+def test_killing_the_tts_mid_turn_ends_that_turn_and_the_session_lives(fault_server: Server) -> None:
+    """The TTS worker dies while it speaks a sentence of an NPC answer: that turn ends with a 503
+    that says why, the session and its stream stay open, and the next turn is spoken in full."""
+    stop, tiny = threading.Event(), []
+    other = threading.Thread(target=loop, args=(fault_server, "/v2/models/tiny/infer", TINY, stop, tiny))
+    other.start()
+    failures, killed_at = [], 0.0
+    with SessionClient(fault_server.url, fault_server.admin_key) as session:
+        session.open("npc", "npc", max_tokens=200, seed=3)
+        for attempt in range(1, 4):  # noqa: B007 - reported below; a kill between two sentences finds nothing in flight: nothing fails
+            session.backlog.clear()
+            victim = worker_pid(fault_server, "piper-joe")
+            session.send({"type": "say", "stream": "npc", "text": "Tell me a very long story about your village."})
+            spoken = ended = killed = False
+            while True:
+                message = session.next(timeout=120)
+                if isinstance(message, tuple):
+                    spoken = True  # the first sentence has been spoken
+                elif message["type"] in ("turn_end", "error"):
+                    break
+                elif spoken and not killed and message["type"] == "delta":
+                    if ended:  # this delta released the sentence before it to the TTS, which speaks it now
+                        time.sleep(0.02)
+                        killed_at, killed = time.monotonic(), True
+                        os.kill(victim, signal.SIGKILL)
+                    ended = message["text"].rstrip()[-1:] in ".!?"
+            if message["type"] == "error":
+                failures.append(message)
+                break
+        assert failures, "three kills mid-turn and no turn failed: the kill never found a sentence in flight"
+        assert failures[0]["status"] == 503 and "crashed" in failures[0]["message"], failures
+        assert failures[0]["stream"] == "npc"
+        assert worker_pid(fault_server, "piper-joe", wait_s=60) != victim
+        restarted = time.monotonic() - killed_at
+        while True:  # the same stream speaks again once the worker is back
+            session.send({"type": "say", "stream": "npc", "text": "Hello there."})
+            end = session.wait(lambda m: isinstance(m, dict) and m.get("type") in ("turn_end", "error"), timeout=120)
+            if end["type"] == "turn_end":
+                break
+            assert end["status"] == 503 and time.monotonic() - killed_at < 120, end
+            time.sleep(0.5)
+        recovered = time.monotonic() - killed_at
+    stop.set()
+    other.join(timeout=30)
+    print(f"\nkill -9 of the TTS mid-turn: {len(failures)} turn failed after {attempt} kill(s); a new worker "
+          f"after {restarted:.2f} s; the next turn (<= 200 tokens) ended {recovered:.1f} s after the kill")  # fmt: skip
+    assert end["audio_ms"] > 0 and end["answer"]
+    assert worker_pid(fault_server, "piper-joe")
+    assert Counter(s for _, s, _ in tiny) == {200: len(tiny)}  # the other model never noticed

@@ -209,6 +209,9 @@ class ModelVersion:
                 self._m_depth.set(len(self.queue))
                 if not first.interactive:
                     await self.scheduler.yield_to_interactive()
+                # the worker may have crashed while this loop waited for work: what arrives during
+                # its restart waits for the new worker rather than failing (only in-flight work fails)
+                await runner.wait_ready()
                 await self._run(runner, batch)
             except asyncio.CancelledError:
                 for pending in batch:
@@ -235,6 +238,12 @@ class ModelVersion:
                 return
             pending = await self.queue.take_first()
             self._m_depth.set(len(self.queue))
+            try:
+                await runner.wait_ready()  # as in _dispatch: a stream that arrives during a restart waits for it
+            except Unavailable as exc:
+                pending.finish(error=exc)
+                slots.release()
+                continue
             request = pending.request
             if pending.done or (request.deadline is not None and request.deadline <= time.monotonic()):
                 if not pending.done:

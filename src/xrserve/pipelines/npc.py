@@ -279,6 +279,8 @@ class NpcPipeline:
         masker, splitter = StreamMasker(self.moderator), SentenceSplitter()
         try:
             async for chunk in stream:
+                if speaker.done():
+                    speaker.result()  # the speech failed (its model crashed): the turn ends now, not when the LLM does
                 if chunk["kind"] != "delta":
                     continue
                 shown = masker.feed(chunk.get("text", ""))
