@@ -99,8 +99,58 @@ outputs = [{ name = "y", datatype = "FP32", shape = [-1, 4] }, { name = "batch",
 """
 
 
+def write_sleepy_model(
+    repo: Path, name: str = "echo", version: str = "1", *, sleep_ms: int = 0, isolation: str = "inline", extra: str = ""
+) -> Path:
+    """A real model whose compute takes `sleep_ms` (tests/models/sleepy.py: y = x + 1); at 0 ms and
+    inline, a sub-millisecond model with no start-up wait. `extra` is appended to its model.toml."""
+    toml = f"""
+        runtime = "python"
+        entrypoint = "sleepy.py:Sleepy"
+        isolation = "{isolation}"
+        max_batch_size = 4
+        parameters = {{ sleep_ms = {sleep_ms} }}
+    """
+    return write_model(repo, name, version, toml + SLEEPY_IO + extra, {"sleepy.py": MODELS / "sleepy.py"})
+
+
 #: while this file exists beside the repository, the `serial` model keeps computing
 SERIAL_HOLD = "serial.hold"
+
+
+def write_colour_model(repo: Path) -> Path:
+    """A user's ONNX model with an image input: the mean colour of a 32x32 image (NCHW float).
+
+    Its model.toml declares `content_type = "image"`, so the server checks the upload,
+    decodes it, resizes it to 32x32 and scales it to 0..1 before the model sees it.
+    """
+    import torch
+
+    class MeanColour(torch.nn.Module):
+        def forward(self, picture: torch.Tensor) -> torch.Tensor:
+            return picture.mean(dim=(2, 3))
+
+    directory = write_model(
+        repo,
+        "colour",
+        "1",
+        """
+        runtime = "onnx"
+        max_batch_size = 4
+        inputs = [{ name = "picture", datatype = "FP32", shape = [-1, 3, 32, 32], content_type = "image" }]
+        outputs = [{ name = "mean_rgb", datatype = "FP32", shape = [-1, 3] }]
+    """,
+    )
+    torch.onnx.export(
+        MeanColour().eval(),
+        (torch.rand(1, 3, 32, 32),),
+        str(directory / "model.onnx"),
+        input_names=["picture"],
+        output_names=["mean_rgb"],
+        dynamic_axes={"picture": {0: "n"}, "mean_rgb": {0: "n"}},
+        dynamo=False,
+    )
+    return directory
 
 
 def build_repository(repo: Path) -> None:

@@ -10,6 +10,7 @@ its files 0600, and the server's log holds no key, digest or payload.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import resource
@@ -25,7 +26,7 @@ import httpx
 import pytest
 
 from bench.llm_support import procs
-from tests.conftest import MODELS, SLEEPY_IO, Server, cli, start_server, write_model
+from tests.conftest import MODELS, Server, cli, start_server, write_model, write_sleepy_model
 
 MARKER = "payload-marker-7f3c2a-must-never-be-logged"
 
@@ -33,20 +34,7 @@ MARKER = "payload-marker-7f3c2a-must-never-be-logged"
 def small_repo(tmp: Path) -> Path:
     """One sub-millisecond model computed on the event loop: a real model, no start-up wait."""
     repo = tmp / "repo"
-    write_model(
-        repo,
-        "echo",
-        "1",
-        """
-        runtime = "python"
-        entrypoint = "sleepy.py:Sleepy"
-        isolation = "inline"
-        max_batch_size = 4
-        parameters = { sleep_ms = 0 }
-    """
-        + SLEEPY_IO,
-        {"sleepy.py": MODELS / "sleepy.py"},
-    )
+    write_sleepy_model(repo)
     return repo
 
 
@@ -228,6 +216,7 @@ def test_a_trail_that_cannot_be_written_refuses_requests_and_recovers(tmp_path: 
             # every later request is refused too, OpenAI's shape on /v1, and the server stays alive
             again = client.get("/v1/models")
             assert again.status_code == 503 and "audit trail" in again.json()["error"]["message"]
+            assert_session_refused(url)
             assert process.poll() is None
             assert "cannot be written" in log.read_text()
             resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
@@ -240,6 +229,24 @@ def test_a_trail_that_cannot_be_written_refuses_requests_and_recovers(tmp_path: 
     # what was refused while the trail failed never reached it; what was written is intact
     result = cli("audit", "verify", data_dir=data_dir, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def assert_session_refused(url: str) -> None:
+    """A WebSocket session is refused too: a 503 handshake with the JSON error (or, where the
+    server cannot answer a handshake with a body, a close with 1013 "try again later")."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    try:
+        with connect(url.replace("http", "ws", 1) + "/v1/session", open_timeout=10) as socket:
+            socket.recv(timeout=10)
+    except InvalidStatus as refused:
+        assert refused.response.status_code == 503, refused
+        assert "audit trail cannot be written" in json.loads(refused.response.body)["error"]["message"]
+    except ConnectionClosed as closed:
+        assert closed.rcvd is not None and closed.rcvd.code == 1013, closed
+    else:
+        raise AssertionError("a session opened while the audit trail could not be written")
 
 
 def test_an_older_trail_gains_the_chain_columns(tmp_path: Path) -> None:

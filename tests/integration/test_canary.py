@@ -10,7 +10,17 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import MODELS, Server, audit_records, cli, export_tiny_onnx, infer_body, start_server, write_model
+from tests.conftest import (
+    MODELS,
+    Server,
+    audit_records,
+    cli,
+    export_tiny_onnx,
+    infer_body,
+    start_server,
+    write_model,
+    write_sleepy_model,
+)
 from tests.session_client import SessionClient
 
 TINY = """
@@ -38,6 +48,7 @@ class Broken(Model):
         raise RuntimeError("the new weights are corrupt")
 """
 TINY_BODY = infer_body("x", np.ones((1, 64), np.float32))
+SLOW_BODY = infer_body("x", np.ones((1, 4), np.float32))
 FLAKY_BODY = infer_body("x", np.ones(2, np.float32))
 
 
@@ -52,6 +63,10 @@ def canary_server(tmp_path_factory: pytest.TempPathFactory):
         repo, "flaky", "2", FLAKY.format(file="broken.py:Broken") + "\n[canary]\nwindow_s = 10\nmin_requests = 10\n"
     )
     (broken / "broken.py").write_text(BROKEN_PY)
+    # the same answers, but the new version takes 250 ms where the stable one takes 5
+    write_sleepy_model(repo, "slow", "1", sleep_ms=5, isolation="thread")
+    slow_canary = "\n[canary]\nwindow_s = 20\nmin_requests = 8\nmin_p99_ms = 150\nmax_p99_ratio = 3\n"
+    write_sleepy_model(repo, "slow", "2", sleep_ms=250, isolation="thread", extra=slow_canary)
     server = start_server(tmp, "--no-builtins", repo=repo, admin_key=True)
     yield server
     server.stop()
@@ -140,6 +155,28 @@ def test_a_failing_canary_is_rolled_back_by_itself(canary_server: Server) -> Non
     rollback = next(r for r in records if r["route"] == "canary rollback")
     assert rollback["model"] == "flaky" and rollback["version"] == "2"
     assert rollback["note"].startswith("error rate 1.00 vs 0.00 over 10 requests in 10 s"), rollback
+
+
+def test_a_slow_canary_is_rolled_back_by_itself(canary_server: Server) -> None:
+    canary_cli(canary_server, "slow", "2", "--percent", "50")
+    with canary_server.client() as client:
+        outcomes = [
+            (r.status_code, r.json().get("model_version"))
+            for r in (client.post("/v2/models/slow/infer", json=SLOW_BODY) for _ in range(50))
+        ]
+        state = client.get("/v2/repository/models/slow/canary").json()
+    assert all(status == 200 for status, _ in outcomes), outcomes  # slow, not failing: every request answered
+    on_canary = [i for i, (_, version) in enumerate(outcomes) if version == "2"]
+    # judged once both versions have 8 requests in the window: the canary's p99 (~250 ms) is over
+    # 150 ms and over 3x the stable version's (~5 ms); then every request is on the stable version
+    assert 8 <= len(on_canary) <= 12 and on_canary[-1] < 30, outcomes
+    assert not state["active"] and state["default_version"] == "1"
+    assert canary_server.metric("xrserve_canary_rollbacks_total", model="slow", version="2") == 1
+    records = audit_records(
+        canary_server.data_dir, lambda rs: any(r.get("model") == "slow" and r["route"] == "canary rollback" for r in rs)
+    )
+    rollback = next(r for r in records if r.get("model") == "slow" and r["route"] == "canary rollback")
+    assert rollback["note"].startswith("p99 latency"), rollback
 
 
 def test_promoting_the_canary_ends_it(canary_server: Server) -> None:

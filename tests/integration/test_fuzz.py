@@ -3,8 +3,8 @@
 `--checks all`: no 5xx; every status, content type, header and body as the document
 declares them; schema-valid requests served and schema-invalid ones refused. It runs
 against its own server (an admin key, so admin routes are fuzzed too, which may unload
-models) with a repository of models that cannot legitimately fail, the GGUF model from
-the repository included. `schemathesis.toml` beside this file names the models the
+models) with a repository of models that cannot legitimately fail, a user's GGUF model, ONNX
+model and ONNX image model (`colour`) included. `schemathesis.toml` beside this file names the models the
 requests draw from and the routes where a schema-valid request may not fit the model
 it names (and so gets a 400).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import build_repository, cli, start_server
+from tests.conftest import build_repository, cli, start_server, write_colour_model
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 # Routes that run a whole generative pipeline per request (seconds each: speech synthesis
@@ -82,6 +82,7 @@ def test_openapi_fuzzing_passes_every_check(tmp_path) -> None:
         parameters = { context = 128 }
     """)
     )
+    write_colour_model(repo)  # a user's ONNX model that takes an image: /v1/vision, OIP with BYTES
     key = cli("keys", "create", "--scope", "admin", "--quiet", data_dir=tmp_path / "data").stdout.strip()
     server = start_server(tmp_path, repo=repo)
     try:

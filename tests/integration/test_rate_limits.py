@@ -11,7 +11,7 @@ import openai
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import MODELS, Server, audit_records, cli, infer_body, start_server, write_model
+from tests.conftest import Server, audit_records, cli, infer_body, start_server, write_sleepy_model
 from tests.session_client import SessionClient
 from tests.vision import media
 
@@ -22,23 +22,7 @@ LLM = "smollm2"
 def server(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("limits")
     repo = tmp / "repo"
-    write_model(
-        repo,
-        "echo",
-        "1",
-        """
-        runtime = "python"
-        entrypoint = "sleepy.py:Sleepy"
-        isolation = "inline"
-        parameters = { sleep_ms = 0 }
-        inputs = [{ name = "x", datatype = "FP32", shape = [-1, 4] }]
-        outputs = [
-            { name = "y", datatype = "FP32", shape = [-1, 4] },
-            { name = "batch", datatype = "INT32", shape = [-1] },
-        ]
-        """,
-        {"sleepy.py": MODELS / "sleepy.py"},
-    )
+    write_sleepy_model(repo)
     srv = start_server(tmp, "--only", "echo", "--only", LLM, "--only", "hands", repo=repo, admin_key=True)
     yield srv
     srv.stop()

@@ -1,46 +1,19 @@
 """A user's model with an image input runs on /v1/vision and on camera streams, with no edit to xrserve.
 
-The model is a real ONNX graph exported from PyTorch (mean colour of a 32x32 image, NCHW
-float): its model.toml declares the input `content_type = "image"`, so the server checks the
-upload, decodes it, resizes it to 32x32 and scales it to 0..1 before the model sees it.
+The model is a real ONNX graph exported from PyTorch (tests/conftest.py `write_colour_model`:
+the mean colour of a 32x32 image): its model.toml declares the input `content_type = "image"`,
+so the server checks the upload, decodes it, resizes it and scales it before the model sees it.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import Server, start_server, write_model
+from tests.conftest import Server, start_server, write_colour_model
 from tests.session_client import SessionClient
-
-MODEL_TOML = """
-    runtime = "onnx"
-    max_batch_size = 4
-    inputs = [{ name = "picture", datatype = "FP32", shape = [-1, 3, 32, 32], content_type = "image" }]
-    outputs = [{ name = "mean_rgb", datatype = "FP32", shape = [-1, 3] }]
-"""
-
-
-def export_mean_colour(path: Path) -> None:
-    import torch
-
-    class MeanColour(torch.nn.Module):
-        def forward(self, picture: torch.Tensor) -> torch.Tensor:
-            return picture.mean(dim=(2, 3))
-
-    torch.onnx.export(
-        MeanColour().eval(),
-        (torch.rand(1, 3, 32, 32),),
-        str(path),
-        input_names=["picture"],
-        output_names=["mean_rgb"],
-        dynamic_axes={"picture": {0: "n"}, "mean_rgb": {0: "n"}},
-        dynamo=False,
-    )
 
 
 def solid_png(rgb: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> bytes:
@@ -54,8 +27,7 @@ def solid_png(rgb: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> by
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("user-image-model")
-    directory = write_model(tmp / "repo", "colour", "1", MODEL_TOML)
-    export_mean_colour(directory / "model.onnx")
+    write_colour_model(tmp / "repo")
     server = start_server(tmp, "--dev", "--no-builtins", repo=tmp / "repo")
     yield server
     server.stop()

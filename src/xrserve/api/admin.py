@@ -14,6 +14,7 @@ from xrserve.api.oip_schema import ERRORS, ErrorBody, ModelName, RepositoryEntry
 from xrserve.api.openai_protocol import OPENAI_ERRORS
 from xrserve.core.errors import NotFound, Unavailable, XRServeError
 from xrserve.core.loader import reload_model
+from xrserve.core.scheduler import ModelVersion, Scheduler
 from xrserve.security.audit import tail
 from xrserve.security.guard import KeyFirstRoute, require_admin
 
@@ -98,6 +99,17 @@ class Promotion(BaseModel):
     version: str = Field(pattern=r"^[0-9]+$", examples=["3"])
 
 
+def _require_ready(scheduler: Scheduler, name: str, version: str, error: type[XRServeError]) -> ModelVersion:
+    """Only a READY version can take requests: else `error` (404 first, naming the versions there are)."""
+    chosen = scheduler.resolve(name, version)
+    if not chosen.ready:
+        raise error(
+            f"model '{name}' version {version} is {chosen.state}, not READY; "
+            f"load it first (POST /v2/repository/models/{name}/load)"
+        )
+    return chosen
+
+
 def _default_of(request: Request, name: str) -> DefaultVersion:
     state = request.app.state
     return DefaultVersion(
@@ -115,12 +127,7 @@ def _default_of(request: Request, name: str) -> DefaultVersion:
 )
 async def promote_model(request: Request, model_name: ModelName, body: Promotion) -> DefaultVersion:
     state = request.app.state
-    chosen = state.scheduler.resolve(model_name, body.version)
-    if not chosen.ready:
-        raise Unavailable(
-            f"model '{model_name}' version {body.version} is {chosen.state}, not READY; "
-            "load it first (POST /v2/repository/models/{name}/load)"
-        )
+    _require_ready(state.scheduler, model_name, body.version, Unavailable)
     _end_canary(request, model_name, f"promoted version {body.version}")
     state.promoted.promote(model_name, body.version)
     return _default_of(request, model_name)
@@ -216,12 +223,7 @@ CANARY = "/v2/repository/models/{model_name}/canary"
 async def start_canary(request: Request, model_name: ModelName, body: CanaryStart) -> CanaryState:
     state = request.app.state
     scheduler = state.scheduler
-    chosen = scheduler.resolve(model_name, body.version)  # 404 naming the versions there are
-    if not chosen.ready:
-        raise Conflict(
-            f"model '{model_name}' version {body.version} is {chosen.state}, not READY; "
-            "load it first (POST /v2/repository/models/{name}/load)"
-        )
+    chosen = _require_ready(scheduler, model_name, body.version, Conflict)
     running = scheduler.canaries.active.get(model_name)
     stable = running.stable if running is not None else scheduler.resolve(model_name).version
     if stable == body.version:

@@ -70,17 +70,24 @@ async def npc_turn(
             visemes.extend(fields["visemes"])
             rate = fields["sample_rate"]
 
-    turn = await pipeline_of(request.app.state).run_turn(
-        Turn(len(memory.turns) + 1),
-        memory,
-        persona,
-        options,
-        collect,
-        models=models,
-        audio=audio,
-        text=text,
-        session=key.id,
-    )
+    limits = request.app.state.rate_limits
+    limits.check_tokens(key)  # 429 once the key's LLM tokens (--tpm, --tpd) are spent
+    turn = Turn(len(memory.turns) + 1)
+    try:
+        await pipeline_of(request.app.state).run_turn(
+            turn,
+            memory,
+            persona,
+            options,
+            collect,
+            models=models,
+            audio=audio,
+            text=text,
+            session=key.id,
+            affinity=f"{key.id}/{conversation}",  # a canary keeps a conversation on one version
+        )
+    finally:
+        limits.charge_tokens(key, turn.llm_tokens)
     memory.add(turn.transcript, turn.answer)
     body = {
         "id": conversation,

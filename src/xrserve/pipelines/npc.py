@@ -178,6 +178,7 @@ class Turn:
     timings: dict[str, float] = field(default_factory=dict)
     audio_ms: float = 0.0  # audio produced, in milliseconds of speech
     started: float = 0.0
+    llm_tokens: int = 0  # prompt + completion: what the turn costs the key's token budgets (--tpm, --tpd)
 
 
 class NpcPipeline:
@@ -193,12 +194,15 @@ class NpcPipeline:
             self._emotions[models.embeddings] = EmotionClassifier(self.client, models.embeddings)
         return self._emotions[models.embeddings]
 
-    async def transcribe(self, audio: np.ndarray, session: str | None, models: NpcModels) -> str:
+    async def transcribe(
+        self, audio: np.ndarray, session: str | None, models: NpcModels, affinity: str | None = None
+    ) -> str:
         request = InferenceRequest(
             models.asr,
             {"audio": audio.astype(np.float32, copy=False)},
             parameters={"window": "auto", "beam_size": 5},
             session=session,
+            affinity=affinity,
             priority=Priority.INTERACTIVE,
         )
         response = await self.client.submit(request)
@@ -212,12 +216,14 @@ class NpcPipeline:
         offset_ms: float,
         models: NpcModels,
         priority: Priority = Priority.INTERACTIVE,
+        affinity: str | None = None,
     ) -> tuple[bytes, int, list[dict[str, Any]]]:
         request = InferenceRequest(
             models.tts,
             {"text": np.array([speakable(text).encode()], dtype=object)},
             parameters={"speed": speed} if speed != 1.0 else {},
             session=session,
+            affinity=affinity,
             priority=priority,
         )
         out = (await self.client.submit(request)).outputs
@@ -238,11 +244,16 @@ class NpcPipeline:
         audio: np.ndarray | None = None,
         text: str | None = None,
         session: str | None = None,
+        affinity: str | None = None,
     ) -> Turn:
-        """One turn, from audio (transcribed first) or from text. Cancelling it stops every stage."""
+        """One turn, from audio (transcribed first) or from text. Cancelling it stops every stage.
+
+        `affinity` (a session's or a conversation's id) keeps the turn's models on one version
+        while a canary runs, so a character's voice and mind do not change mid-conversation.
+        """
         started = turn.started = time.monotonic()
         if audio is not None:
-            turn.transcript = await self.transcribe(audio, session, models)
+            turn.transcript = await self.transcribe(audio, session, models, affinity)
             turn.timings["asr_ms"] = _ms(started)
         else:
             turn.transcript = (text or "").strip()
@@ -272,17 +283,20 @@ class NpcPipeline:
                 parameters=parameters,
                 session=session,
                 priority=Priority.INTERACTIVE,
+                affinity=affinity,
             )
         )
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.ensure_future(self._speak_pieces(turn, pieces, options, emit, session, models))
+        speaker = asyncio.ensure_future(self._speak_pieces(turn, pieces, options, emit, session, models, affinity))
         masker, splitter = StreamMasker(self.moderator), SentenceSplitter()
+        deltas = 0
         try:
             async for chunk in stream:
                 if speaker.done():
                     speaker.result()  # the speech failed (its model crashed): the turn ends now, not when the LLM does
                 if chunk["kind"] != "delta":
                     continue
+                deltas += 1
                 shown = masker.feed(chunk.get("text", ""))
                 if shown:
                     await self._answer_text(turn, shown, splitter, pieces, emit, llm_started)
@@ -300,6 +314,10 @@ class NpcPipeline:
             stream.cancel()
             if not speaker.done():
                 speaker.cancel()
+            # a cut-short stream has no usage yet: its prompt and at least a token per delta were computed
+            turn.llm_tokens = (stream.usage.prompt_tokens or len(json.dumps(messages)) // 4) + max(
+                stream.usage.completion_tokens, deltas
+            )
         turn.emotion, _ = await self.emotions(models).classify(turn.answer, session)
         turn.timings["total_ms"] = _ms(started)
         return turn
@@ -322,6 +340,7 @@ class NpcPipeline:
         emit: Emit,
         session: str | None,
         models: NpcModels,
+        affinity: str | None,
     ) -> None:
         """Speaks the pieces in order while the LLM goes on writing; the first one also sets the emotion."""
         index = 0
@@ -330,7 +349,7 @@ class NpcPipeline:
             if index == 0:
                 feeling = asyncio.ensure_future(self.emotions(models).classify(piece, session))
             first = Priority.FIRST_SPEECH if index == 0 else Priority.INTERACTIVE
-            pcm, rate, visemes = await self.speak(piece, options.speed, session, turn.audio_ms, models, first)
+            pcm, rate, visemes = await self.speak(piece, options.speed, session, turn.audio_ms, models, first, affinity)
             if index == 0:
                 turn.timings["tts_first_ms"] = _ms(speaking)
                 turn.emotion, scores = await feeling

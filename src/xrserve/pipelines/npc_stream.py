@@ -218,6 +218,7 @@ class NpcStream(SessionStream):
     # -- turns ---------------------------------------------------------------------------
 
     def _start_turn(self, *, text: str | None = None) -> None:
+        self.session.check_tokens()  # a key whose LLM tokens are spent gets a 429 instead of a turn
         self.turn_count += 1
         self.confirmed = asyncio.Event()
         self.turn = Turn(self.turn_count)
@@ -278,6 +279,7 @@ class NpcStream(SessionStream):
                 audio=audio,
                 text=text,
                 session=self.session.id,
+                affinity=self.session.id,
             )
             outbox.put_nowait(None)
             await sender
@@ -297,6 +299,9 @@ class NpcStream(SessionStream):
             if confirmed.is_set() and turn.transcript:  # barged in: remember what was actually said
                 self.memory.add(turn.transcript, " ".join(turn.spoken) + " ...")
             raise
+        finally:
+            if confirmed.is_set():  # a speculative turn that never happened is ours to pay for
+                self.session.charge_tokens(turn.llm_tokens)
 
     async def _send_speech(self, fields: dict[str, Any]) -> None:
         pcm: bytes = fields.pop("pcm")

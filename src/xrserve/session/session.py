@@ -121,6 +121,16 @@ class Session:
             return self.key
         return self._keys.current(self.key.id) or self.key
 
+    def check_tokens(self) -> None:
+        """Before an LLM generation of the session (an NPC turn): 429 once the key's token budgets are spent."""
+        if self.limits is not None:
+            self.limits.check_tokens(self._current_key())
+
+    def charge_tokens(self, tokens: int) -> None:
+        """After it: its prompt and completion tokens come off the key's budgets (--tpm, --tpd)."""
+        if self.limits is not None:
+            self.limits.charge_tokens(self._current_key(), tokens)
+
     def admit_frame(self) -> bool:
         """Whether a camera frame may be computed now under the key's frames per second (else: skipped)."""
         return self.limits is None or self.limits.admit_frame(self._current_key())

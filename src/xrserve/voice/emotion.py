@@ -66,6 +66,9 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
 NEUTRAL_MARGIN = 0.05  # another label must beat neutral by this much cosine similarity
 
 
+PROTOTYPES_AFFINITY = "emotion-prototypes"
+
+
 class EmotionClassifier:
     def __init__(self, client: InferenceClient, model: str = "minilm") -> None:
         self.client = client
@@ -79,6 +82,9 @@ class EmotionClassifier:
             {"text": np.array([t.encode("utf-8", "replace") for t in texts], dtype=object)},
             session=session,
             priority=Priority.INTERACTIVE,
+            # the prototypes and every line are embedded by one version, even while a canary of the
+            # embedding model runs: vectors of two versions cannot be compared
+            affinity=PROTOTYPES_AFFINITY,
         )
         response = await self.client.submit(request)
         return response.outputs["embedding"]
