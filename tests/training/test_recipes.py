@@ -15,8 +15,8 @@ from xrserve.runtimes import create_model
 from xrserve.training.data import DataError, datasets_dir
 
 PICTURES = {
-    "gesture": ["curves.png", "confusion_matrix.png"],
-    "gesture-motion": ["curves.png", "confusion_matrix.png"],
+    "gesture": ["curves.png", "confusion_matrix.png", "attributions.png"],
+    "gesture-motion": ["curves.png", "confusion_matrix.png", "attributions.png"],
     "terrain-vae": [
         "curves.png",
         "samples.png",

@@ -367,6 +367,16 @@ class ModelVersion:
             request = pending.request
             self._m_latency.observe(now - request.arrival)
             wanted = request.outputs or list(outputs)
+            absent = [name for name in wanted if name not in outputs]
+            if absent:  # declared, but given only when a parameter asks (the gesture models' attributions)
+                offset += pending.batch_size
+                pending.finish(
+                    error=BadRequest(
+                        f"model '{self.name}' gives no output(s) {absent} for this request; an output may need a "
+                        f"request parameter (GET /v2/models/{self.name}/config describes them)"
+                    )
+                )
+                continue
             if self.config.max_batch_size > 0 and len(live) > 1:
                 rows = slice(offset, offset + pending.batch_size)
                 mine = {name: outputs[name][rows] for name in wanted}

@@ -37,6 +37,27 @@ def confusion_plot(path: Path, confusion: np.ndarray, classes: list[str], title:
     return _save(figure, path)
 
 
+def attribution_plot(
+    path: Path, mean_abs: np.ndarray, classes: list[str], counts: list[int], points: list[str], title: str
+) -> str:
+    """Per class, the mean |attribution| of each landmark's x and y ([K, P, 2]) as an image; one colour scale."""
+    figure, axes = plt.subplots(
+        1, len(classes), figsize=(1.6 + 1.45 * len(classes), 1.4 + 0.2 * len(points)), sharey=True, squeeze=False
+    )
+    top = float(mean_abs.max()) or 1.0
+    images = []
+    for c, ax in enumerate(axes[0]):
+        images.append(ax.imshow(mean_abs[c], cmap="magma", vmin=0.0, vmax=top, aspect="auto"))
+        ax.set_xticks([0, 1], ["x", "y"])
+        ax.set_title(f"{classes[c]}\n({counts[c]} rows)", fontsize=9)
+    axes[0][0].set_yticks(range(len(points)), points, fontsize=7)
+    figure.colorbar(images[0], ax=axes[0].tolist(), shrink=0.8, label="mean |attribution|")
+    figure.suptitle(title, fontsize=9, y=1.04)  # above the class titles
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # tight_layout does not know the shared colour bar
+    plt.close(figure)
+    return path.name
+
+
 def curves_plot(path: Path, history: list[dict[str, float]], title: str) -> str:
     """Every numeric series in the history against the epoch, losses and scores on separate axes."""
     keys = sorted({k for row in history for k in row if k != "epoch"})
@@ -130,6 +151,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"{metrics['macro_f1']:.4f} | |"
         )
         lines.append("")
+        check = metrics.get("attributions", {}).get("removal_check")
+        if check:
+            lines += [
+                f"Attributions: {metrics['attributions']['method']}; baseline: {metrics['attributions']['baseline']}. "
+                f"Removal check over {check['rows']} test rows: the mean fall of the predicted class's probability "
+                "when the k most attributed landmarks, or k at random (not the origin point), are removed:",
+                "",
+                "| landmarks removed | top-attributed | random |",
+                "| --- | --- | --- |",
+                *(f"| {k} | {row['top_k']:.4f} | {row['random_k']:.4f} |" for k, row in check["by_k"].items()),
+                "",
+            ]
     else:
         lines += ["| metric | value |", "| --- | --- |"]
         for key, value in metrics.items():

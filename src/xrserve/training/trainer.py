@@ -144,6 +144,7 @@ def train(
         raise
 
     console.print(f"evaluating {recipe_name} on the test split")
+    recipe.console = console
     metrics = recipe.evaluate(run_dir)
     report: dict[str, Any] = {
         "recipe": recipe_name,

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, StrictInt
+from pydantic import Field, StrictBool, StrictInt
 
 from xrserve.core.config import ConfigError, ModelConfig, load_model_toml
 from xrserve.core.errors import BadRequest
 from xrserve.core.model import Model, ModelParameters
 from xrserve.models.parameters import NoParameters
+from xrserve.models.trained import explain
 
 BUILTIN_DIR = Path(__file__).parent
 BUILTIN_NAMES = ("gesture", "gesture-motion", "terrain-vae", "terrain-gan")
@@ -51,22 +52,61 @@ class _TorchScriptBacked(Model):
             self.module = torch.jit.load(str(path), map_location="cpu").eval()
 
 
-class GestureClassifier(_TorchScriptBacked):
-    """Points [N, P, 2] -> `probabilities` [N, K] and `label` [N] (the most probable class name)."""
+class GestureParameters(ModelParameters):
+    explain: StrictBool = Field(
+        False,
+        description=(
+            "true: also answer 'attributions' (FP32, the input's shape): integrated gradients of the predicted "
+            "class's probability for each landmark coordinate (after the model's normalisation), averaged over "
+            "baselines at each class's mean training pose"
+        ),
+    )
 
-    Parameters = NoParameters
+
+class GestureClassifier(_TorchScriptBacked):
+    """Points [N, P, 2] -> `probabilities` [N, K] and `label` [N] (the most probable class name).
+
+    With `parameters.explain`, also `attributions` [N, P, 2] FP32 (see `explain.py`). The
+    scheduler batches only requests with equal parameters together, and every row gets its
+    own attributions, so explained and plain requests never share a batch or an answer.
+    """
+
+    Parameters = GestureParameters
 
     def load(self) -> None:
         super().load()
         self.labels = np.array([str(n).encode() for n in self.config.parameters["labels"]], dtype=object)
         self.input_name = self.config.inputs[0].name
+        self.points = int(self.config.inputs[0].shape[1])
+        self.baselines = explain.baselines_array(self.config.parameters, self.points).reshape(-1, self.points * 2)
+        self.explainable = hasattr(self.module, "net") and hasattr(self.module.net, "normalise")
+        if self.explainable:
+            explain.warm_up()
         self.infer({self.input_name: np.zeros((1, *self.config.inputs[0].shape[1:]), np.float32)}, {})  # warm up
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         points = np.ascontiguousarray(inputs[self.input_name], dtype=np.float32)
         with self.torch.inference_mode():
             probabilities = self.module(self.torch.from_numpy(points)).numpy()
-        return {"probabilities": probabilities, "label": self.labels[probabilities.argmax(axis=1)]}
+        outputs = {"probabilities": probabilities, "label": self.labels[probabilities.argmax(axis=1)]}
+        if parameters.get("explain"):
+            outputs["attributions"] = self.attributions(points, probabilities.argmax(axis=1))
+        return outputs
+
+    def attributions(self, points: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Integrated gradients of each row's predicted class, in the model's own coordinates, [N, P, 2] FP32."""
+        if not self.explainable:
+            raise BadRequest(f"model '{self.config.name}' version {self.config.version} cannot explain its answers")
+        torch = self.torch
+        net = self.module.net
+        features = net.normalise(torch.from_numpy(points))
+        attributions = explain.integrated_gradients(
+            lambda z: torch.softmax(net.net(z), dim=1),
+            features,
+            torch.from_numpy(self.baselines),
+            torch.from_numpy(target),
+        )
+        return attributions.reshape(points.shape).numpy().astype(np.float32)
 
 
 def _latents_from_seeds(seeds: np.ndarray, size: int) -> np.ndarray:

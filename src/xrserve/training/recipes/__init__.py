@@ -18,6 +18,7 @@ class Recipe:
     name: str = ""  # the recipe's name is also the served model's name
     description: str = ""
     default_epochs: int = 10
+    console: Any = None  # the trainer's rich Console, for progress bars of long evaluations
 
     def default_data(self) -> Path | None:
         """Where the real data lives (None: data that ships with an installed package)."""

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from xrserve.models.trained import explain
+from xrserve.training.attribution import removal_check
 from xrserve.training.data import datasets_dir, read_labeled_csv, stratified_split, subsample
 from xrserve.training.evaluate import classification_metrics
 from xrserve.training.recipes import Recipe, save_torchscript
@@ -58,6 +60,13 @@ class Probabilities(nn.Module):
         return torch.softmax(self.net(points), dim=1)
 
 
+HAND_LANDMARKS = (
+    "wrist",
+    *(f"thumb {j}" for j in ("cmc", "mcp", "ip", "tip")),
+    *(f"{finger} {j}" for finger in ("index", "middle", "ring", "pinky") for j in ("mcp", "pip", "dip", "tip")),
+)  # MediaPipe's order
+
+
 class GestureRecipe(Recipe):
     name = "gesture"
     description = "Static hand gesture from 21 hand landmarks (MediaPipe order)"
@@ -69,6 +78,7 @@ class GestureRecipe(Recipe):
     scale = True
     dropout = 0.3
     batch_size = 64
+    point_names = HAND_LANDMARKS
 
     def default_data(self) -> Path:
         return datasets_dir() / self.file
@@ -142,7 +152,7 @@ class GestureRecipe(Recipe):
         return {"val_loss": loss, "val_accuracy": float((logits.argmax(1) == truth).mean())}
 
     def evaluate(self, run_dir: Path) -> dict[str, Any]:
-        from xrserve.training.report import confusion_plot
+        from xrserve.training.report import attribution_plot, confusion_plot
 
         logits, truth = self.predict("test")
         metrics = classification_metrics(truth, logits.argmax(1), self.classes)
@@ -154,7 +164,69 @@ class GestureRecipe(Recipe):
                 f"{self.name}: test split",
             )
         }
+        # attributions of the test rows, as the served model gives them with `explain`, and the removal check
+        points = self.normalised(self.x[self.split["test"]])
+        attributions = self.attributions(points)
+        predicted = logits.argmax(1)
+        removed = self.attribution_baselines().mean(axis=0)  # what a removed landmark becomes
+        metrics["attributions"] = {
+            "method": f"integrated gradients (Captum), {explain.STEPS} steps, of the predicted class's probability",
+            "baseline": "each class's mean training pose after the model's normalisation, attributions averaged "
+            "over them (attribution_baselines in model.toml); a removed landmark takes their mean",
+            "removal_check": removal_check(self.probabilities, points, attributions, removed),
+        }
+        mean_abs = np.stack(
+            [
+                np.abs(attributions[predicted == c]).mean(0) if (predicted == c).any() else np.zeros_like(removed)
+                for c in range(len(self.classes))
+            ]
+        )
+        metrics["plots"]["attributions"] = attribution_plot(
+            run_dir / "attributions.png",
+            mean_abs,
+            self.classes,
+            [int((predicted == c).sum()) for c in range(len(self.classes))],
+            list(self.point_names),
+            f"{self.name}: mean |attribution| per landmark, test rows by predicted class",
+        )
         return metrics
+
+    def normalised(self, points: np.ndarray) -> np.ndarray:
+        """Points as the model sees them ([N, P, 2]); the model takes these unchanged."""
+        with torch.no_grad():
+            return self.net.normalise(torch.from_numpy(points)).reshape(points.shape).numpy()
+
+    def attribution_baselines(self) -> np.ndarray:
+        """Each class's mean training row in the model's coordinates [K, P, 2] (why: `models/trained/explain.py`)."""
+        train = self.split["train"]
+        points = self.normalised(self.x[train])
+        return np.stack([points[self.y[train] == c].mean(axis=0) for c in range(len(self.classes))])
+
+    def probabilities(self, points: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        with torch.no_grad():
+            return torch.softmax(self.net(torch.from_numpy(np.ascontiguousarray(points))), dim=1).numpy()
+
+    def attributions(self, points: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """What the served model answers with `explain`: [N, P, 2], in chunks with a progress bar."""
+        from rich.progress import Progress
+
+        self.net.eval()
+        baselines = torch.from_numpy(self.attribution_baselines().reshape(len(self.classes), -1))
+        parts = []
+        with Progress(console=self.console, transient=True) as progress:
+            task = progress.add_task(f"{self.name}: attributions of the test rows", total=len(points))
+            for start in range(0, len(points), chunk):
+                batch = torch.from_numpy(np.ascontiguousarray(points[start : start + chunk]))
+                features = self.net.normalise(batch)
+                with torch.no_grad():
+                    target = self.net(batch).argmax(1)
+                found = explain.integrated_gradients(
+                    lambda z: torch.softmax(self.net.net(z), dim=1), features, baselines, target
+                )
+                parts.append(found.reshape(batch.shape).numpy())
+                progress.advance(task, len(batch))
+        return np.concatenate(parts).astype(np.float32)
 
     def headline(self, metrics: dict[str, Any]) -> str:
         return f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
@@ -162,15 +234,26 @@ class GestureRecipe(Recipe):
     def export(self, directory: Path, report: dict[str, Any]) -> None:
         self.net.eval()
         save_torchscript(Probabilities(self.net), directory / "model.pt")
+        baselines = self.attribution_baselines()
         (directory / "model.toml").write_text(
-            model_toml(self.name, self.description, self.input_name, self.points, self.classes, report)
+            model_toml(self.name, self.description, self.input_name, self.points, self.classes, report, baselines)
         )
 
 
 def model_toml(
-    name: str, description: str, input_name: str, points: int, classes: list[str], report: dict[str, Any]
+    name: str,
+    description: str,
+    input_name: str,
+    points: int,
+    classes: list[str],
+    report: dict[str, Any],
+    baselines: np.ndarray,
 ) -> str:
     labels = ", ".join(f'"{c}"' for c in classes)
+    poses = ",\n".join(
+        "  [" + ", ".join(f"[{x:.6g}, {y:.6g}]" for x, y in pose) + "]"
+        for pose in np.asarray(baselines, dtype=np.float64).reshape(len(classes), points, 2)
+    )
     return f"""# {name}: trained by `xrserve train {name}` ({report["finished"]})
 runtime = "python"
 entrypoint = "xrserve.models.trained:GestureClassifier"
@@ -181,6 +264,8 @@ inputs = [{{ name = "{input_name}", datatype = "FP32", shape = [-1, {points}, 2]
 outputs = [
   {{ name = "probabilities", datatype = "FP32", shape = [-1, {len(classes)}] }},
   {{ name = "label", datatype = "BYTES", shape = [-1] }},
+  # only with parameters.explain = true: integrated gradients per landmark coordinate
+  {{ name = "attributions", datatype = "FP32", shape = [-1, {points}, 2] }},
 ]
 
 [parameters]
@@ -188,6 +273,10 @@ weights = "model.pt"
 labels = [{labels}]
 recipe = "{name}"
 data_hash = "{report["data"]["data_hash"]}"
+# integrated-gradients baselines (`explain`): each class's mean training pose in the model's coordinates
+attribution_baselines = [
+{poses},
+]
 """
 
 
@@ -201,6 +290,7 @@ class GestureMotionRecipe(GestureRecipe):
     hidden = (128, 64)
     scale = False
     dropout = 0.2
+    point_names = ("t-15 (oldest)", *(f"t-{15 - i}" for i in range(1, 15)), "t0 (newest)")
 
     def augment(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Scale (a larger or smaller circle), a mirror-free small rotation, and jitter."""
