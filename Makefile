@@ -16,7 +16,7 @@ NODE_TOOLS := node npm
 WEB := src/xrserve/web
 WEB_SOURCES := $(wildcard $(WEB)/src/*.js) $(WEB)/xrsession.js
 
-.PHONY: install system web run test lint bench clean
+.PHONY: install system web run test lint bench yolo-fixture clean
 
 system:
 	@missing=""; for tool in $(APT_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
@@ -70,6 +70,15 @@ test: install lint
 
 bench: install
 	$(PY) bench/serving_overhead.py
+
+# tests/data/yolo: trains a small Ultralytics YOLO on synthetic shapes and records Ultralytics' own answers.
+# Ultralytics needs torchvision, which does not import beside .venv's CPU torch: it gets a venv of its own
+# (torch 2.14.1 and torchvision 0.29.1 lie on this machine's disk). Not part of `make test`: its output is committed.
+YOLO_VENV := bench/.venvs/yolo
+yolo-fixture:
+	test -x $(YOLO_VENV)/bin/python || python3 -m venv $(YOLO_VENV)
+	$(YOLO_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1 ultralytics==8.4.190 onnx onnxruntime
+	$(YOLO_VENV)/bin/python tests/data/yolo/make_fixture.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache node_modules $(WEB)/dist

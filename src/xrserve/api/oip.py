@@ -35,6 +35,7 @@ PLATFORMS = {
     "torchscript": "pytorch_torchscript",
     "python": "python",
     "gguf": "llamacpp_gguf",
+    "yolo": "onnxruntime_onnx",  # an Ultralytics detector export, with its pre- and post-processing
 }
 EXTENSIONS = ["binary_tensor_data", "model_repository", "schedule_policy"]
 

@@ -30,6 +30,7 @@ class Capabilities:
     optional_inputs: frozenset[str]
     camera: bool  # camera streams may send it their frames
     tracking: TrackingDecl | None
+    track_boxes: bool  # camera streams give its boxes track ids
     parameters: type[ModelParameters] | None  # validated at admission; None: any parameters pass through
     check_inputs: InputCheck | None
     present: Presenter
@@ -43,6 +44,7 @@ class Capabilities:
             optional_inputs=frozenset(config.optional_inputs),
             camera=config.runs_on_camera,
             tracking=config.tracking,
+            track_boxes=config.track_boxes,
             parameters=getattr(model_class, "Parameters", None),
             check_inputs=None
             if model_class is None or model_class.check_inputs is Model.check_inputs

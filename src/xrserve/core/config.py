@@ -17,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from xrserve.core.tensors import DATATYPES, TensorSpec
 
-Runtime = Literal["onnx", "torchscript", "python", "gguf"]
+Runtime = Literal["onnx", "torchscript", "python", "gguf", "yolo"]
 PriorityName = Literal["frame", "first_speech", "interactive", "bulk"]  # xrserve.core.request.Priority
 Isolation = Literal["process", "thread", "inline"]
 
 DEFAULT_FILES: dict[str, str] = {
     "onnx": "model.onnx",
+    "yolo": "model.onnx",  # an Ultralytics YOLO detector exported to ONNX (runtimes/yolo.py)
     "torchscript": "model.pt",
     "python": "model.py",
     "gguf": "model.gguf",
@@ -172,6 +173,13 @@ class ModelConfig(BaseModel):
         ),
     )
     tracking: TrackingDecl | None = None
+    track_boxes: bool = Field(
+        default=False,
+        description=(
+            "camera streams give each box of a result's `boxes` a `track` id that stays the same across "
+            "frames (IoU matching); set by detector runtimes"
+        ),
+    )
     frame_parameters: dict[str, Any] = Field(
         default_factory=dict,
         description=(

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from xrserve.core.repository import RepositorySource, scan_repository
@@ -38,7 +39,7 @@ async def load_all(scheduler: Scheduler, source: RepositorySource, state: Reposi
     scan = scan_repository(source)
     for error in scan.errors:
         state.add(_model_name_of(error.path, error.path), str(error))
-        console.print(f"[yellow]skipped[/]: {error}")
+        console.print(f"[yellow]skipped[/]: {escape(str(error))}")
     configs = [c for c in scan.configs if source.wanted(c)]
     columns = (
         SpinnerColumn(),
@@ -55,7 +56,7 @@ async def load_all(scheduler: Scheduler, source: RepositorySource, state: Reposi
                 await scheduler.load(config)
             except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
                 state.add(config.name, f"version {config.version} failed to load: {exc}")
-                console.print(f"[red]failed[/]: {config.name} v{config.version}: {exc}")
+                console.print(f"[red]failed[/]: {config.name} v{config.version}: {escape(str(exc))}")
             progress.advance(task)
         progress.update(task, description="models loaded")
 

@@ -31,6 +31,7 @@ from xrserve.core.client import ModelInfo
 from xrserve.core.errors import BadRequest, DeadlineExceeded, Superseded, Unavailable, XRServeError
 from xrserve.core.images import image_size
 from xrserve.core.request import InferenceRequest, Priority
+from xrserve.pipelines.box_tracking import BoxTracker
 from xrserve.session.protocol import FrameHeader
 from xrserve.session.streams import SessionStream, StreamOptions, stream_kind
 
@@ -185,6 +186,8 @@ class CameraStream(SessionStream):
             for model, info in infos.items()
             if info.capabilities.tracking is not None
         }
+        # detectors: each box gets a track id that stays the same across this stream's frames
+        self.box_trackers = {model: BoxTracker() for model, info in infos.items() if info.capabilities.track_boxes}
         # per-stream state
         self.offset_ms = float("inf")
         self.last_sent: dict[str, int | None] = {model: None for model in self.models}
@@ -295,6 +298,8 @@ class CameraStream(SessionStream):
         outputs = response.outputs
         self._track(model, frame.sequence, outputs)
         shaped = self.infos[model].capabilities.present(outputs, 0)
+        if model in self.box_trackers:
+            self.box_trackers[model].assign(shaped["boxes"])
         if model == "hands" and self.options.gestures and int(outputs["count"][0]):
             await self._add_gestures(frame, outputs, shaped)
             if self._outdated(model, frame):  # a newer frame was answered while the gestures were read

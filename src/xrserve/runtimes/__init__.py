@@ -1,4 +1,5 @@
-"""Runtimes turn a `ModelConfig` into a `Model`: ONNX Runtime, TorchScript, llama.cpp (GGUF), Python classes.
+"""Runtimes turn a `ModelConfig` into a `Model`: ONNX Runtime, TorchScript, llama.cpp (GGUF), Ultralytics YOLO
+exports (ONNX), Python classes.
 
 `RUNTIMES` is the registry the server hands to the scheduler (core never imports this package).
 """
@@ -37,6 +38,10 @@ def builtin_class(config: ModelConfig) -> type[Model] | None:
         from xrserve.runtimes.torchscript import TorchScriptModel
 
         return TorchScriptModel
+    if config.runtime == "yolo":
+        from xrserve.runtimes.yolo import YoloDetector
+
+        return YoloDetector
     if config.runtime == "gguf":
         from xrserve.models.llm.model import LlamaModel
 
