@@ -51,6 +51,12 @@ class AsrParameters(ModelParameters):
         description="'full': Whisper's 30 s window; 'auto': a "
         "window fitted to the audio, about 3x faster on short utterances",
     )
+    no_speech_filter: StrictBool = Field(
+        True,
+        description="drop what Whisper itself takes for silence (no_speech_prob > 0.6 with avg_logprob < -1); "
+        "False when a VAD has already found speech in the audio: a short, unclear question sits near that "
+        "threshold and would come back as no text at all",
+    )
 
 
 class WhisperTinyEn(Model):
@@ -95,7 +101,7 @@ class WhisperTinyEn(Model):
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         audio = np.ascontiguousarray(inputs["audio"].reshape(-1), dtype=np.float32)
-        beam_size, language, prompt, words, window = self._options(parameters)
+        beam_size, language, prompt, words, window, no_speech_filter = self._options(parameters)
         duration = audio.size / SAMPLE_RATE
         if window == "auto" and duration + WINDOW_MARGIN_S <= 30:
             self.frames = int(FRAMES_PER_SECOND * max(MIN_WINDOW_S, duration + WINDOW_MARGIN_S))
@@ -110,6 +116,7 @@ class WhisperTinyEn(Model):
             vad_filter=False,
             condition_on_previous_text=False,
             without_timestamps=not words and window == "auto",
+            no_speech_threshold=0.6 if no_speech_filter else None,
         )
         found = []
         for segment in segments:
@@ -140,7 +147,7 @@ class WhisperTinyEn(Model):
         }
 
     @staticmethod
-    def _options(parameters: dict[str, Any]) -> tuple[int, str, str, bool, str]:
+    def _options(parameters: dict[str, Any]) -> tuple[int, str, str, bool, str, bool]:
         """The parameters (checked at admission against AsrParameters) with their defaults."""
         return (
             int(parameters.get("beam_size", 5)),
@@ -148,4 +155,5 @@ class WhisperTinyEn(Model):
             parameters.get("prompt") or "",
             bool(parameters.get("word_timestamps", False)),
             parameters.get("window", "full"),
+            bool(parameters.get("no_speech_filter", True)),
         )

@@ -195,12 +195,18 @@ class NpcPipeline:
         return self._emotions[models.embeddings]
 
     async def transcribe(
-        self, audio: np.ndarray, session: str | None, models: NpcModels, affinity: str | None = None
+        self,
+        audio: np.ndarray,
+        session: str | None,
+        models: NpcModels,
+        affinity: str | None = None,
+        speech_found: bool = False,
     ) -> str:
+        """`speech_found`: a VAD cut this utterance out as speech, so Whisper's own no-speech guess must not drop it."""
         request = InferenceRequest(
             models.asr,
             {"audio": audio.astype(np.float32, copy=False)},
-            parameters={"window": "auto", "beam_size": 5},
+            parameters={"window": "auto", "beam_size": 5, "no_speech_filter": not speech_found},
             session=session,
             affinity=affinity,
             priority=Priority.INTERACTIVE,
@@ -245,15 +251,17 @@ class NpcPipeline:
         text: str | None = None,
         session: str | None = None,
         affinity: str | None = None,
+        speech_found: bool = False,
     ) -> Turn:
         """One turn, from audio (transcribed first) or from text. Cancelling it stops every stage.
 
         `affinity` (a session's or a conversation's id) keeps the turn's models on one version
         while a canary runs, so a character's voice and mind do not change mid-conversation.
+        `speech_found`: the audio is an utterance a VAD found (the `npc` stream), not any upload.
         """
         started = turn.started = time.monotonic()
         if audio is not None:
-            turn.transcript = await self.transcribe(audio, session, models, affinity)
+            turn.transcript = await self.transcribe(audio, session, models, affinity, speech_found)
             turn.timings["asr_ms"] = _ms(started)
         else:
             turn.transcript = (text or "").strip()

@@ -280,6 +280,7 @@ class NpcStream(SessionStream):
                 text=text,
                 session=self.session.id,
                 affinity=self.session.id,
+                speech_found=True,  # the VAD cut this utterance out as speech: Whisper must not drop it as silence
             )
             outbox.put_nowait(None)
             await sender
