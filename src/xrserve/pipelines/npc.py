@@ -20,7 +20,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +101,8 @@ class Persona:
             scene=(scene or "").strip(),
         )
 
-    def system_prompt(self) -> str:
+    def system_prompt(self, context: Sequence[str] = ()) -> str:
+        """`context`: lines for one turn only (what the camera saw of the user: see npc_camera.py)."""
         lines = [
             f"You are {self.name}, {self.description}. You speak {self.style}.",
             (
@@ -111,6 +112,7 @@ class Persona:
         ]
         if self.scene:
             lines.append(f"The scene: {self.scene}")
+        lines.extend(context)
         return "\n".join(lines)
 
 
@@ -124,8 +126,9 @@ class Memory:
         if user:
             self.turns.append((user, answer))
 
-    def messages(self, persona: Persona, user: str) -> list[dict[str, str]]:
-        budget = HISTORY_TOKEN_BUDGET * CHARS_PER_TOKEN - len(persona.system_prompt()) - len(user)
+    def messages(self, persona: Persona, user: str, context: Sequence[str] = ()) -> list[dict[str, str]]:
+        system = persona.system_prompt(context)
+        budget = HISTORY_TOKEN_BUDGET * CHARS_PER_TOKEN - len(system) - len(user)
         kept: list[tuple[str, str]] = []
         for turn in reversed(self.turns):
             budget -= len(turn[0]) + len(turn[1]) + 40  # the chat template's tokens per message pair
@@ -133,7 +136,7 @@ class Memory:
                 break
             kept.append(turn)
         del self.turns[: len(self.turns) - len(kept)]  # forget what no longer fits
-        messages = [{"role": "system", "content": persona.system_prompt()}]
+        messages = [{"role": "system", "content": system}]
         for question, answer in reversed(kept):
             messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer or "..."}]
         return messages + [{"role": "user", "content": user}]
@@ -179,6 +182,7 @@ class Turn:
     audio_ms: float = 0.0  # audio produced, in milliseconds of speech
     started: float = 0.0
     llm_tokens: int = 0  # prompt + completion: what the turn costs the key's token budgets (--tpm, --tpd)
+    context: list[str] = field(default_factory=list)  # this turn's lines in the system prompt (the user's face)
 
 
 class NpcPipeline:
@@ -275,7 +279,7 @@ class NpcPipeline:
             turn.timings["total_ms"] = _ms(started)
             return turn
         llm_started = time.monotonic()
-        messages = memory.messages(persona, turn.transcript)
+        messages = memory.messages(persona, turn.transcript, turn.context)
         parameters: dict[str, Any] = {
             "input_format": "chat",
             "max_tokens": options.max_tokens,

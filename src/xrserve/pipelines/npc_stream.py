@@ -28,6 +28,7 @@ from pydantic import Field, ValidationError
 from xrserve.core.errors import BadRequest, validation_problems
 from xrserve.core.request import InferenceRequest, Priority
 from xrserve.pipelines.npc import MAX_TEXT, Memory, Persona, PersonaOptions, Turn, TurnOptions, npc_models, pipeline_of
+from xrserve.pipelines.npc_camera import UserFace, watch_camera
 from xrserve.session.protocol import FrameHeader
 from xrserve.session.streams import SessionStream, stream_kind
 from xrserve.voice.audio import pcm16_to_float
@@ -77,6 +78,14 @@ class NpcOptions(TurnOptions):
         default_factory=dict,
         description=("which models play which part, overriding the server's: asr, vad, llm, tts, embeddings"),
     )
+    camera_stream: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "a camera stream of this session that runs face-emotion: the user's facial expression, when seen in "
+            "the last 2 s, goes into the character's context for the next turn (nothing of a face is used otherwise)"
+        ),
+    )
 
 
 @stream_kind("npc")
@@ -107,6 +116,9 @@ class NpcStream(SessionStream):
         for model in self.models.names():
             self.session.authorize(model)
         self.models.check(self.client)  # 404 naming the models here if one is missing
+        self.user_face: UserFace | None = None
+        if options.camera_stream is not None:  # opt-in: a 400 unless it names an open camera stream with face-emotion
+            self.user_face = watch_camera(self.session, options.camera_stream)
         self.pipeline = pipeline_of(self.session.app_state)
         self.memory = Memory()
         self.pending = np.zeros(0, dtype=np.float32)  # samples not yet a whole VAD chunk
@@ -221,7 +233,7 @@ class NpcStream(SessionStream):
         self.session.check_tokens()  # a key whose LLM tokens are spent gets a 429 instead of a turn
         self.turn_count += 1
         self.confirmed = asyncio.Event()
-        self.turn = Turn(self.turn_count)
+        self.turn = Turn(self.turn_count, context=self.user_face.context() if self.user_face else [])
         audio = None
         if text is None:
             keep = max(1, len(self.utterance) - self.vad.silent_run + 3)  # end of speech plus ~100 ms
@@ -291,6 +303,7 @@ class NpcStream(SessionStream):
                 transcript=turn.transcript,
                 answer=turn.answer,
                 emotion=turn.emotion,
+                context=turn.context,
                 audio_ms=round(turn.audio_ms, 1),
                 timings=turn.timings,
                 speech_end_ms=round(self.speech_end_ms, 1),
@@ -312,3 +325,9 @@ class NpcStream(SessionStream):
         await self.send_binary(self.sequence, pcm, flags=FLAG_FIRST_AUDIO if first else 0)
         duration_s = fields["duration_ms"] / 1000
         self.playing_until = max(self.playing_until, time.monotonic()) + duration_s
+
+    async def close(self) -> None:
+        user_face = getattr(self, "user_face", None)
+        if user_face is not None:
+            user_face.detach()
+        await super().close()

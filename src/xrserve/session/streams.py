@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -69,6 +69,10 @@ class SessionStream:
         self.options = parse_options(self.kind, self.Options, options)
         self.closed = False
         self._tasks: set[asyncio.Task] = set()
+        #: Called with each JSON message this stream sends, before it goes out: how another stream of
+        #: the same session follows this one (an npc stream reads a camera stream's face-emotion results).
+        #: A watcher must be quick and must not raise.
+        self.watchers: list[Callable[[dict[str, Any]], None]] = []
 
     # -- what a stream kind implements -------------------------------------------------
 
@@ -95,7 +99,10 @@ class SessionStream:
     async def send(self, type_: str, **fields: Any) -> None:
         """A JSON message to the client, tagged with this stream's name."""
         if not self.closed:
-            await self.session.send_json({"type": type_, "stream": self.name, **fields})
+            message = {"type": type_, "stream": self.name, **fields}
+            for watcher in self.watchers:
+                watcher(message)
+            await self.session.send_json(message)
 
     async def send_binary(
         self, sequence: int, payload: bytes, *, flags: int = 0, timestamp_ms: float | None = None

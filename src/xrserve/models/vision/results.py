@@ -86,3 +86,22 @@ def ocr(outputs: Outputs, row: int = 0) -> dict[str, Any]:
             for i in range(len(outputs["text"]))
         ]
     }
+
+
+#: face-emotion's labels, in the order of its `probabilities` (fer's order)
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def face_emotion(outputs: Outputs, row: int = 0) -> dict[str, Any]:
+    faces = []
+    for k in range(int(outputs["count"][row])):
+        probabilities = outputs["probabilities"][row, k]
+        faces.append(
+            {
+                "box": [round(float(v), 1) for v in outputs["boxes"][row, k]],
+                "score": round(float(outputs["scores"][row, k]), 4),
+                "emotion": _text(outputs["emotions"][row, k]),
+                "scores": {label: round(float(p), 4) for label, p in zip(EMOTIONS, probabilities)},
+            }
+        )
+    return {"image_size": outputs["image_size"][row], "faces": faces}
