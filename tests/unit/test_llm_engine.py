@@ -6,6 +6,7 @@ Outputs are kept short (16-64 tokens) so the file runs in well under a minute on
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -236,6 +237,8 @@ def test_too_long_prompt_is_refused_with_the_numbers(engine):
         (dict(top_p=0), "top_p"),
         (dict(stop=[""]), "stop"),
         (dict(grammar="root ::= nonsense"), "grammar"),
+        (dict(logprobs=21), "logprobs"),
+        (dict(logprobs=-1), "logprobs"),
     ],
 )
 def test_invalid_requests_fail_at_submit(engine, params, words):
@@ -322,3 +325,55 @@ def test_the_next_turn_of_a_conversation_reuses_the_cached_prefix(engine):
     # an unrelated prompt shares at most the template's opening
     other = run(engine, chat(engine, "Count to five."), max_tokens=4, temperature=0)
     assert other.events[0].cached_tokens < first.events[0].prompt_tokens
+
+
+def logprob_entries(stream: Stream) -> list:
+    return [entry for e in stream.events if e.kind == "delta" for entry in e.logprobs]
+
+
+def test_logprobs_ride_with_the_deltas_that_carry_their_text(engine):
+    # Japanese: characters split over tokens, so some tokens add no text and the next adds the whole character
+    prompt = chat(engine, 'Translate "good morning" to Japanese.')
+    answer = run(engine, prompt, max_tokens=24, temperature=0, logprobs=5)
+    assert_well_formed(answer)
+    for delta in (e for e in answer.events if e.kind == "delta"):
+        assert len(delta.logprobs) == delta.completion_tokens
+        assert "".join(entry.text for entry in delta.logprobs) == delta.text
+    entries = logprob_entries(answer)
+    # the bytes of a character that max_tokens cut off are not in the text
+    assert b"".join(entry.piece for entry in entries).decode("utf-8", "ignore") == answer.text
+    assert any(entry.text == "" for entry in entries)  # a token that ends inside a character
+    for entry in entries:
+        assert len(entry.top) == 5 and entry.top[0] == (entry.piece, entry.logprob)  # greedy: the likeliest
+        values = [value for _, value in entry.top]
+        assert values == sorted(values, reverse=True) and values[0] <= 0
+        assert sum(math.exp(v) for v in values) <= 1 + 1e-6
+    plain = run(engine, prompt, max_tokens=24, temperature=0)
+    assert plain.text == answer.text and logprob_entries(plain) == []  # only when asked for
+
+
+@pytest.mark.parametrize("with_grammar", [False, True])
+def test_logprobs_do_not_change_what_is_sampled(engine, with_grammar):
+    """With a grammar the engine runs the chain's samplers one by one; the tokens are the same."""
+    grammar = JSON_OBJECT_GRAMMAR if with_grammar else None
+    prompt = chat(engine, "Give a JSON object describing a green pear.")
+    params = dict(max_tokens=32, temperature=0.9, seed=11, grammar=grammar)
+    plain = run(engine, prompt, **params)
+    measured = run(engine, prompt, **params, logprobs=3)
+    assert measured.text == plain.text
+    entries = logprob_entries(measured)
+    assert len(entries) == measured.last.completion_tokens
+    if with_grammar:  # the first token must open the object: the mask leaves no other alternative
+        assert all(piece.lstrip().startswith(b"{") for piece, _ in entries[0].top), entries[0].top
+
+
+def test_logprobs_are_per_stream_in_a_shared_batch(engine):
+    prompts = [chat(engine, text) for text in ("Name three colors.", "What is a cat?", "Count to five.")]
+    alone = [run(engine, p, max_tokens=16, temperature=0, logprobs=2) for p in prompts]
+    together = [start(engine, p, max_tokens=16, temperature=0, logprobs=2) for p in prompts]
+    for stream, single in zip(together, alone):
+        stream.wait()
+        entries = logprob_entries(stream)
+        assert "".join(entry.text for entry in entries) == stream.text == single.text
+        assert [e.piece for e in entries] == [e.piece for e in logprob_entries(single)]
+        assert [e.logprob for e in entries] == pytest.approx([e.logprob for e in logprob_entries(single)], abs=1e-2)

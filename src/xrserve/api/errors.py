@@ -30,22 +30,36 @@ _OPENAI_TYPES = {
 }
 
 
-def error_body(message: str, status: int, path: str) -> dict:
+def error_body(message: str, status: int, path: str, param: str | None = None) -> dict:
     """OIP's `{"error": "..."}`; on /v1 routes OpenAI's shape, which its client libraries read.
 
     Both are the models the OpenAPI document declares (`oip_schema.ErrorBody`,
-    `openai_protocol.ErrorResponse`), so the bodies cannot drift from it.
+    `openai_protocol.ErrorResponse`), so the bodies cannot drift from it. `param`: the
+    request field at fault, where one is (OpenAI's `error.param`).
     """
     if path.startswith("/v1/"):
         kind = _OPENAI_TYPES.get(status, "server_error")
-        return ErrorResponse(error=ErrorDetail(message=message, type=kind, code=status)).model_dump()
+        return ErrorResponse(error=ErrorDetail(message=message, type=kind, param=param, code=status)).model_dump()
     return ErrorBody(error=message).model_dump()
 
 
 def error_response(error: XRServeError, path: str = "") -> JSONResponse:
     return JSONResponse(
-        error_body(error.message, error.status_code, path), status_code=error.status_code, headers=error.headers
+        error_body(error.message, error.status_code, path, getattr(error, "param", None)),
+        status_code=error.status_code,
+        headers=error.headers,
     )
+
+
+def _validation_param(exc: RequestValidationError) -> str | None:
+    """The body field the first error is about (`top_logprobs`, `messages.0.role`), for OpenAI's `param`."""
+    errors = exc.errors()
+    if not errors:
+        return None
+    loc = [str(p) for p in errors[0].get("loc", ())]
+    if loc[:1] != ["body"] or len(loc) < 2:
+        return None
+    return ".".join(loc[1:])
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -66,7 +80,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(_validation_message(exc), 400, request.url.path), status_code=400)
+        body = error_body(_validation_message(exc), 400, request.url.path, _validation_param(exc))
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

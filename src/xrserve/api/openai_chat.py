@@ -2,7 +2,7 @@
 
 The route renders nothing itself: the messages go to the model as JSON (the model applies
 its own chat template) and the stream comes back through the scheduler. What is left
-here is the OpenAI wire format and the content filter.
+here is the OpenAI wire format, the content filter and the log-probabilities' shapes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
+from xrserve.api.openai_logprobs import Logprobs, Token, chat_content, completion_logprobs
 from xrserve.api.openai_protocol import (
     OPENAI_ERRORS,
     AssistantMessage,
@@ -28,6 +29,7 @@ from xrserve.api.openai_protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChoiceDelta,
+    ChoiceLogprobs,
     Completion,
     CompletionChoice,
     CompletionChunk,
@@ -54,6 +56,14 @@ router = APIRouter(
     route_class=KeyFirstRoute,
 )
 NOTE_SCOPE = "xrserve.note"
+
+
+class InvalidParameter(BadRequest):
+    """A 400 whose OpenAI error body names the parameter in `param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def _moderator(request: Request) -> Moderator:
@@ -129,23 +139,24 @@ async def _open(request: Request, body: SamplingParams, text_input: str, paramet
     return stream
 
 
-async def _collect(request: Request, stream: Stream) -> tuple[str, dict[str, Any]]:
-    """The whole answer, masked, and the final chunk (finish reason, token counts)."""
+async def _collect(request: Request, stream: Stream, logprobs: bool) -> tuple[str, dict[str, Any], list[Token]]:
+    """The whole answer, masked, the final chunk (finish reason, token counts) and its tokens' logprobs."""
     masker = StreamMasker(_moderator(request))
-    parts: list[str] = []
+    track = Logprobs(masker)
+    tokens: list[Token] = []
     final: dict[str, Any] = {}
     try:
         async for chunk in stream:
             if chunk["kind"] == "delta":
-                parts.append(masker.feed(chunk.get("text", "")))
+                tokens += track.step(chunk.get("logprobs", []), masker.feed(chunk.get("text", "")))[1]
             elif chunk["kind"] == "done":
                 final = chunk
     finally:
         stream.cancel()
         _charge_tokens(request, stream)
-    parts.append(masker.flush())
+    tokens += track.step([], masker.flush(), final=True)[1]
     _note(request, masker)
-    return "".join(parts), final
+    return track.shown, final, tokens
 
 
 def _note(request: Request, masker: StreamMasker) -> None:
@@ -179,21 +190,35 @@ class _Chunks:
             **self.shape, choices=[ChatChunkChoice(delta=ChoiceDelta(role="assistant", content=""))]
         )
 
-    def piece(self, text: str, finish_reason: str | None = None) -> BaseModel:
+    def piece(self, text: str, finish_reason: str | None = None, tokens: list[Token] | None = None) -> BaseModel:
+        """A chunk of text; `tokens`: the logprobs of the tokens it carries, when they were asked for."""
         if self.chat:
             delta = ChoiceDelta(content=text) if text else ChoiceDelta()
-            choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason)
+            logprobs = None if tokens is None else ChoiceLogprobs(content=chat_content(tokens))
+            choice = ChatChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish_reason)
             return ChatCompletionChunk(**self.shape, choices=[choice])
-        return CompletionChunk(**self.shape, choices=[CompletionChoice(text=text, finish_reason=finish_reason)])
+        piece = CompletionChoice(
+            text=text,
+            logprobs=None if tokens is None else completion_logprobs(tokens),
+            finish_reason=finish_reason,
+        )
+        return CompletionChunk(**self.shape, choices=[piece])
 
     def usage(self, usage: CompletionUsage) -> BaseModel:
         kind = ChatCompletionChunk if self.chat else CompletionChunk
         return kind(**self.shape, choices=[], usage=usage)
 
 
-async def _events(request: Request, stream: Stream, body: SamplingParams, chunks: _Chunks) -> AsyncIterator[bytes]:
-    """SSE chunks; the client going away cancels the generator, which frees the model's slot."""
+async def _events(
+    request: Request, stream: Stream, body: SamplingParams, chunks: _Chunks, logprobs: bool
+) -> AsyncIterator[bytes]:
+    """SSE chunks; the client going away cancels the generator, which frees the model's slot.
+
+    With `logprobs`, each chunk carries the log-probabilities of the tokens whose text it
+    carries (a token whose text the content filter still holds back goes with a later one).
+    """
     masker = StreamMasker(_moderator(request))
+    track = Logprobs(masker)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     try:
         first = chunks.opening()
@@ -203,13 +228,18 @@ async def _events(request: Request, stream: Stream, body: SamplingParams, chunks
         async for chunk in stream:
             if chunk["kind"] == "delta":
                 text = masker.feed(chunk.get("text", ""))
-                if text:
-                    yield _sse(chunks.piece(text))
+                tokens = None
+                if logprobs:  # the text goes out with its tokens: up to the end of the last whole one
+                    text, tokens = track.step(chunk.get("logprobs", []), text)
+                if text or tokens:
+                    yield _sse(chunks.piece(text, tokens=tokens))
             elif chunk["kind"] == "done":
                 final = chunk
-        rest = masker.flush()
-        if rest:
-            yield _sse(chunks.piece(rest))
+        rest, tokens = masker.flush(), None
+        if logprobs:
+            rest, tokens = track.step([], rest, final=True)
+        if rest or tokens:
+            yield _sse(chunks.piece(rest, tokens=tokens))
         _note(request, masker)
         yield _sse(chunks.piece("", final.get("finish_reason", "stop")))
         if include_usage:
@@ -220,6 +250,27 @@ async def _events(request: Request, stream: Stream, body: SamplingParams, chunks
         stream.cancel()
         _charge_tokens(request, stream)
     yield _sse("[DONE]")
+
+
+def _chat_logprobs(body: ChatCompletionRequest) -> dict[str, Any]:
+    """The model's `logprobs` parameter: how many alternatives, when the answer's logprobs are asked for."""
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidParameter(
+            "top_logprobs",
+            f"top_logprobs ({body.top_logprobs}) needs logprobs: true; send both, or leave top_logprobs out",
+        )
+    return {"logprobs": body.top_logprobs or 0} if body.logprobs else {}
+
+
+def _completion_logprobs(body: CompletionRequest) -> dict[str, Any]:
+    if body.logprobs is None:
+        return {}
+    if body.echo:
+        raise InvalidParameter(
+            "echo",
+            "echo with logprobs is not supported (the prompt's log-probabilities are not computed); send one of them",
+        )
+    return {"logprobs": body.logprobs}
 
 
 def _json_parameters(body: ChatCompletionRequest) -> dict[str, Any]:
@@ -242,21 +293,22 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     _check_input(request, [m.text() for m in body.messages])
     parameters = _parameters(body, body.max_completion_tokens or body.max_tokens)
     parameters.update(_json_parameters(body), input_format="chat")
+    parameters.update(_chat_logprobs(body))
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     stream = await _open(request, body, json.dumps(messages), parameters)
     answer_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    logprobs = bool(body.logprobs)
     if body.stream:
-        chunks = _events(request, stream, body, _Chunks(True, answer_id, created, body.model))
+        chunks = _events(request, stream, body, _Chunks(True, answer_id, created, body.model), logprobs)
         # the background task also frees the slot when the client leaves before the first chunk
         return StreamingResponse(chunks, media_type="text/event-stream", background=BackgroundTask(stream.cancel))
-    text, final = await _collect(request, stream)
-    answer = ChatCompletion(
-        id=answer_id,
-        created=created,
-        model=body.model,
-        usage=_usage(final),
-        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=final.get("finish_reason", "stop"))],
+    text, final, tokens = await _collect(request, stream, logprobs)
+    choice = ChatChoice(
+        message=AssistantMessage(content=text),
+        logprobs=ChoiceLogprobs(content=chat_content(tokens)) if logprobs else None,
+        finish_reason=final.get("finish_reason", "stop"),
     )
+    answer = ChatCompletion(id=answer_id, created=created, model=body.model, usage=_usage(final), choices=[choice])
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
@@ -272,20 +324,21 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
         if len(body.prompt) != 1:
             raise BadRequest("send one prompt per request (a list of several prompts is not supported)")
         body.prompt = body.prompt[0]
+    parameters = {**_parameters(body, body.max_tokens), **_completion_logprobs(body)}
     _check_input(request, [body.prompt])
-    stream = await _open(request, body, body.prompt, _parameters(body, body.max_tokens))
+    stream = await _open(request, body, body.prompt, parameters)
     answer_id, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     prefix = body.prompt if body.echo else ""
+    logprobs = body.logprobs is not None
     if body.stream:
-        chunks = _events(request, stream, body, _Chunks(False, answer_id, created, body.model))
+        chunks = _events(request, stream, body, _Chunks(False, answer_id, created, body.model), logprobs)
         # the background task also frees the slot when the client leaves before the first chunk
         return StreamingResponse(chunks, media_type="text/event-stream", background=BackgroundTask(stream.cancel))
-    text, final = await _collect(request, stream)
-    answer = Completion(
-        id=answer_id,
-        created=created,
-        model=body.model,
-        usage=_usage(final),
-        choices=[CompletionChoice(text=prefix + text, finish_reason=final.get("finish_reason", "stop"))],
+    text, final, tokens = await _collect(request, stream, logprobs)
+    choice = CompletionChoice(
+        text=prefix + text,
+        logprobs=completion_logprobs(tokens) if logprobs else None,
+        finish_reason=final.get("finish_reason", "stop"),
     )
+    answer = Completion(id=answer_id, created=created, model=body.model, usage=_usage(final), choices=[choice])
     return Response(answer.model_dump_json(), media_type="application/json")

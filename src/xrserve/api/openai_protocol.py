@@ -199,10 +199,27 @@ class SamplingParams(BaseModel):
         return [s for s in stops if s]
 
 
+MAX_CHAT_TOP_LOGPROBS = 20  # OpenAI's limits
+MAX_COMPLETION_LOGPROBS = 5
+_LOGPROBS_ARE = (
+    "the model's log-probabilities after the JSON-schema mask of response_format (if any) and "
+    "before temperature, top_k and top_p"
+)
+
+
 class ChatCompletionRequest(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: ResponseFormat | None = None
+    logprobs: bool | None = Field(
+        default=None, description=f"true: the log-probability of each token of the answer ({_LOGPROBS_ARE})"
+    )
+    top_logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_CHAT_TOP_LOGPROBS,
+        description="the likeliest tokens at each position to list with their log-probabilities; needs logprobs: true",
+    )
 
 
 class CompletionRequest(SamplingParams):
@@ -211,6 +228,13 @@ class CompletionRequest(SamplingParams):
         description="the text to continue (a list holding one text is accepted too)",
     )
     echo: bool = False
+    logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_COMPLETION_LOGPROBS,
+        description=f"the log-probability of each token of the answer and of this many likeliest "
+        f"alternatives ({_LOGPROBS_ARE}); not with echo",
+    )
 
 
 class PromptTokensDetails(BaseModel):
@@ -238,9 +262,28 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str = Field(description="the token's text, or 'bytes:\\xe2\\x80' when it is not whole UTF-8 on its own")
+    logprob: float = Field(description="its log-probability (at most 0)")
+    bytes: list[int] | None = Field(description="its UTF-8 bytes")
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(
+        description="the likeliest tokens at this position, most likely first (fewer than asked for where "
+        "the JSON-schema mask leaves fewer)"
+    )
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None = Field(description="one per token of this answer (or chunk)")
+    refusal: list[ChatTokenLogprob] | None = None
+
+
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
+    logprobs: ChoiceLogprobs | None = Field(None, description="with logprobs: true")
     finish_reason: str | None
 
 
@@ -265,6 +308,7 @@ class ChoiceDelta(_OmitNone):
 class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: ChoiceDelta
+    logprobs: ChoiceLogprobs | None = Field(None, description="with logprobs: true, those of this chunk's tokens")
     finish_reason: str | None = None
 
 
@@ -283,10 +327,19 @@ class ChatCompletionChunk(_OmitNone):
     )
 
 
+class CompletionLogprobs(BaseModel):
+    tokens: list[str] = Field(description="the tokens of the answer (or chunk)")
+    token_logprobs: list[float] = Field(description="the log-probability of each")
+    top_logprobs: list[dict[str, float]] = Field(
+        description="per token, the likeliest tokens at its position and their log-probabilities"
+    )
+    text_offset: list[int] = Field(description="where each token starts in the completion's text")
+
+
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = Field(None, description="with logprobs: N")
     finish_reason: str | None = None
 
 

@@ -8,7 +8,8 @@ a 503, not the server.
 Request: `text_input` BYTES [1] is the prompt, or, with parameter `input_format = "chat"`,
 a JSON list of `{role, content}` messages rendered with the model's own chat template.
 Parameters: `max_tokens`, `temperature`, `top_p`, `top_k`, `seed`, `stop`, `response_format`
-(`{"type": "json_object"}` or `{"type": "json_schema", "schema": {...}}`).
+(`{"type": "json_object"}` or `{"type": "json_schema", "schema": {...}}`), `logprobs` (the
+OpenAI routes' log-probabilities: each delta chunk then carries its tokens' `logprobs`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ class LlmParameters(ModelParameters):
         default_factory=list, description="a string, or at most 16, that end the answer (not included)"
     )
     response_format: dict[str, Any] | None = Field(None, description=f"constrained output: {RESPONSE_FORMATS}")
+    logprobs: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="log-probability of each generated token and of this many likeliest alternatives "
+        "(the OpenAI routes return them; an OIP answer holds only the text)",
+    )
 
     @field_validator("response_format")
     @classmethod
@@ -149,6 +157,7 @@ class LlamaModel(StreamingModel):
             seed=parameters.get("seed"),
             stop=[s for s in stop if s],
             grammar=_grammar(parameters.get("response_format"), JSON_OBJECT_GRAMMAR, json_schema_grammar),
+            logprobs=parameters.get("logprobs"),
         )
 
 
@@ -216,9 +225,13 @@ def _grammar(response_format: dict[str, Any] | None, json_object: str, from_sche
 
 
 def _chunk(event: Any) -> dict[str, Any]:
-    chunk = {"kind": event.kind}
+    chunk: dict[str, Any] = {"kind": event.kind}
     if event.kind == "delta":
         chunk["text"] = event.text
+        if event.logprobs:  # plain data: the chunk crosses the worker's pipe
+            chunk["logprobs"] = [
+                {"piece": e.piece, "text": e.text, "logprob": e.logprob, "top": e.top} for e in event.logprobs
+            ]
     elif event.kind == "started":
         chunk.update(prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens)
     elif event.kind == "done":
