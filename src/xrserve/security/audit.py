@@ -21,20 +21,34 @@ records cut off before the last anchor are reported with their chain, number and
 **Refused when it cannot be written.** A failed write (disk full, file-size limit)
 raises `AuditUnavailable`; the middleware then answers 503 instead of the response,
 and refuses requests until a record can be written again.
+
+**Where.** The trail is an `AuditTable`: the SQLite file audit.db in the data directory
+(`SqliteAuditTable`, the default, described above) or the PostgreSQL database that every
+replica shares (`security/postgres.py`). The chain, the anchors and `verify` are the same for
+both; in PostgreSQL each server start is a chain of its own among the others' chains, and its
+first record names the newest record in the table when it started. A table whose writes cross
+the network (`remote`) is written by a thread of its own: the event loop awaits the record
+(`record_async`) instead of blocking on the round trip, and records that arrive meanwhile are
+written together, in one statement (one round trip for the lot, still before any of their
+answers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import queue
 import secrets
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from xrserve.security.files import private_file
 
@@ -71,6 +85,7 @@ CREATE TABLE IF NOT EXISTS audit_anchor (
 _ADDED_COLUMNS = {"chain": "TEXT", "seq": "INTEGER", "link": "TEXT", "hash": "TEXT"}
 _FIELDS = "time, key_id, method, route, model, version, status, latency_ms, client, note"
 _INSERT = "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_ANCHOR = "INSERT INTO audit_anchor VALUES (?,?,?,?,?)"
 #: the head is anchored after this many records, or this long after the last anchor, and at close
 ANCHOR_EVERY = 100
 ANCHOR_INTERVAL_S = 1.0
@@ -78,6 +93,8 @@ ANCHOR_INTERVAL_S = 1.0
 CHECKPOINT_INTERVAL_S = 1.0
 #: the `link` of a chain's first record; "start after <chain>#<seq> <hash>" when records came before it
 CHAIN_START = "start"
+#: the most records a remote table's writer thread writes in one statement
+MAX_BATCH = 100
 
 
 @dataclass(slots=True)
@@ -143,75 +160,86 @@ def _connect(path: Path, *, write: bool) -> sqlite3.Connection:
     return db
 
 
-class AuditLog:
-    """Writes each record synchronously (one INSERT in WAL mode), chained to the one before.
+class AuditTable(Protocol):
+    """Where records and anchors are written. Rows: the record's fields (`_FIELDS`) + chain, seq, link, hash;
+    anchors: time, chain, seq, head, hash. `AuditLog` calls it under its lock, one call at a time."""
 
-    Called on the event loop; a lock keeps it safe from other threads. A background thread
-    checkpoints the WAL every second on its own connection, so requests never pay an fsync.
-    """
+    where: str  # for messages: the file, or the database without its password
+    #: what the operator must do when writes fail ("free disk space ..."), for the 503
+    remedy: str
+    #: what a failed write raises (refused requests, not a crash)
+    errors: tuple[type[BaseException], ...]
+    #: a write waits on a network round trip: `AuditLog` writes from a thread of its own
+    remote: bool
+
+    def last_head(self) -> tuple[str, int, str] | None:
+        """The newest chained record already there: (chain, seq, hash)."""
+        ...
+
+    def append(self, rows: list[tuple], anchor: tuple | None) -> None:
+        """Write the records (and the anchor) all or none; in the database before this returns."""
+        ...
+
+    def add_anchor(self, anchor: tuple) -> None: ...
+
+    def checkpoint(self) -> None:
+        """Called every second from a background thread (SQLite: fold the WAL into the file)."""
+        ...
+
+    def reason(self, exc: BaseException) -> str:
+        """Why a write failed, for the 503 and the log."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AuditSource(Protocol):
+    """Reading a trail that is not a SQLite file (`tail` and `verify` take a path or one of these)."""
+
+    def tail_rows(self, limit: int, after: float | None) -> list[tuple]:
+        """`_FIELDS` of the newest `limit` records (oldest first), or of all records after a time."""
+        ...
+
+    def snapshot(self) -> tuple[list[tuple], list[tuple]]:
+        """Every record (id, `_FIELDS`, chain, seq, link, hash) and anchor (id, time, chain, seq, head, hash),
+        in the order written, as of one moment."""
+        ...
+
+
+class SqliteAuditTable:
+    """audit.db in WAL mode with `synchronous=NORMAL`: a record is a write() into the -wal file, no fsync."""
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
+    remote = False
+    remedy = "free disk space (or lift the file-size limit) where the server keeps its data"
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.where = str(path)
         self._db = _connect(path, write=True)
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it, off the request path
-        self.chain = secrets.token_hex(8)
-        self._seq = 0
-        self._head = ""
-        self._anchored_seq = 0
-        self._anchored_at = time.monotonic()
-        self._anchor_hash = ""
+        self._checkpoint_db: sqlite3.Connection | None = None
+
+    def last_head(self) -> tuple[str, int, str] | None:
         last = self._db.execute("SELECT chain, seq, hash FROM audit WHERE hash IS NOT NULL ORDER BY rowid DESC LIMIT 1")
-        row = last.fetchone()
-        self._link = CHAIN_START if row is None else f"{CHAIN_START} after {row[0]}#{row[1]} {row[2]}"
-        self._lock = threading.Lock()
-        #: why the last write failed; None while records are written
-        self.failure: str | None = None
-        self._stop = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoints, name="audit-checkpoint", daemon=True)
-        self._checkpointer.start()
+        return last.fetchone()
 
-    def record(self, record: AuditRecord) -> None:
-        """Write the record (in the OS before this returns), or raise AuditUnavailable saying why not."""
-        values = (
-            record.time,
-            record.key_id,
-            record.method,
-            record.route,
-            record.model,
-            record.version,
-            record.status,
-            record.latency_ms,
-            record.client,
-            record.note,
-        )
-        with self._lock:
-            seq = self._seq + 1
-            link = self._link if seq == 1 else None
-            digest = _digest(self._head, _record_fields(self.chain, seq, link, values))
-            now = time.monotonic()
-            anchor = seq - self._anchored_seq >= ANCHOR_EVERY or now - self._anchored_at >= ANCHOR_INTERVAL_S
-            try:
-                if anchor:
-                    self._db.execute("BEGIN")
-                self._db.execute(_INSERT, (*values, self.chain, seq, link, digest))
-                if anchor:
-                    anchor_hash = self._write_anchor(record.time, seq, digest)
-                    self._db.execute("COMMIT")
-            except (sqlite3.Error, OSError) as exc:
-                self._rollback()
-                self._failed(exc)
-                raise AuditUnavailable(self.failure) from exc
-            self._seq, self._head = seq, digest
-            if anchor:
-                self._anchored_seq, self._anchored_at, self._anchor_hash = seq, now, anchor_hash
-            if self.failure is not None:
-                log.warning("the audit trail %s is written again; requests are served", self.path)
-                self.failure = None
+    def append(self, rows: list[tuple], anchor: tuple | None) -> None:
+        try:
+            if anchor is None and len(rows) == 1:
+                self._db.execute(_INSERT, rows[0])
+                return
+            self._db.execute("BEGIN")
+            self._db.executemany(_INSERT, rows)
+            if anchor is not None:
+                self._db.execute(_INSERT_ANCHOR, anchor)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
 
-    def _write_anchor(self, at: float, seq: int, head: str) -> str:
-        anchor_hash = _digest(self._anchor_hash, _anchor_fields(at, self.chain, seq, head))
-        self._db.execute("INSERT INTO audit_anchor VALUES (?,?,?,?,?)", (at, self.chain, seq, head, anchor_hash))
-        return anchor_hash
+    def add_anchor(self, anchor: tuple) -> None:
+        self._db.execute(_INSERT_ANCHOR, anchor)
 
     def _rollback(self) -> None:
         try:
@@ -220,44 +248,21 @@ class AuditLog:
         except sqlite3.Error:
             pass
 
-    def _failed(self, exc: BaseException) -> None:
+    def reason(self, exc: BaseException) -> str:
         name = getattr(exc, "sqlite_errorname", None)
-        reason = f"{exc} ({name})" if name else str(exc)
-        if self.failure is None:
-            log.error("the audit trail %s cannot be written: %s; requests are refused until it can", self.path, reason)
-        self.failure = reason
+        return f"{exc} ({name})" if name else str(exc)
 
-    def anchor(self, older_than_s: float = 0.0) -> None:
-        """Anchor the chain's head if records came since the last anchor, and it is older than `older_than_s`."""
-        with self._lock:
-            if self._seq == self._anchored_seq or time.monotonic() - self._anchored_at < older_than_s:
-                return
-            try:
-                anchor_hash = self._write_anchor(time.time(), self._seq, self._head)
-            except (sqlite3.Error, OSError) as exc:
-                self._failed(exc)
-                return
-            self._anchored_seq, self._anchored_at, self._anchor_hash = self._seq, time.monotonic(), anchor_hash
-
-    def _checkpoints(self) -> None:
+    def checkpoint(self) -> None:
         try:
-            db = sqlite3.connect(str(self.path), isolation_level=None)
-        except sqlite3.Error:
-            return
-        try:
-            while not self._stop.wait(CHECKPOINT_INTERVAL_S):
-                self.anchor(ANCHOR_INTERVAL_S)  # records that came before a quiet spell are anchored too
-                try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:  # a full disk: the WAL grows until a record fails, which refuses requests
-                    pass
-        finally:
-            db.close()
+            if self._checkpoint_db is None:  # a connection of the checkpoint thread's own
+                self._checkpoint_db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:  # a full disk: the WAL grows until a record fails, which refuses requests
+            pass
 
     def close(self) -> None:
-        self.anchor()
-        self._stop.set()
-        self._checkpointer.join(timeout=5)
+        if self._checkpoint_db is not None:
+            self._checkpoint_db.close()
         try:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:
@@ -265,8 +270,172 @@ class AuditLog:
         self._db.close()
 
 
-def tail(path: Path, limit: int = 20, after: float | None = None) -> list[AuditRecord]:
+class AuditLog:
+    """Writes each record synchronously, chained to the one before, into an `AuditTable` (a path: SQLite).
+
+    Called on the event loop; a lock keeps it safe from other threads. A background thread
+    anchors a quiet chain and checkpoints SQLite's WAL every second on its own connection, so
+    requests never pay an fsync. A remote table is written by a writer thread (`record_async`).
+    """
+
+    def __init__(self, table: Path | AuditTable) -> None:
+        self.table: AuditTable = SqliteAuditTable(table) if isinstance(table, Path) else table
+        self.where = self.table.where
+        self.remedy = self.table.remedy
+        self.chain = secrets.token_hex(8)
+        self._seq = 0
+        self._head = ""
+        self._anchored_seq = 0
+        self._anchored_at = time.monotonic()
+        self._anchor_hash = ""
+        row = self.table.last_head()
+        self._link = CHAIN_START if row is None else f"{CHAIN_START} after {row[0]}#{row[1]} {row[2]}"
+        self._lock = threading.Lock()
+        #: why the last write failed; None while records are written
+        self.failure: str | None = None
+        self._stop = threading.Event()
+        self._writer = _Writer(self) if self.table.remote else None
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="audit-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def record(self, record: AuditRecord) -> None:
+        """Write the record (in the OS, or the database, before this returns), or raise AuditUnavailable."""
+        self._append([_values(record)])
+
+    async def record_async(self, record: AuditRecord) -> None:
+        """`record` for the event loop: the same, but a remote table's round trip does not block the loop."""
+        if self._writer is None:
+            self._append([_values(record)])
+        else:
+            await asyncio.wrap_future(self._writer.submit(_values(record)))
+
+    def _append(self, batch: list[tuple]) -> None:
+        """Chain the records on, write them (with the head's anchor when one is due), all or none."""
+        with self._lock:
+            seq, head, rows = self._seq, self._head, []
+            for values in batch:
+                seq += 1
+                link = self._link if seq == 1 else None
+                head = _digest(head, _record_fields(self.chain, seq, link, values))
+                rows.append((*values, self.chain, seq, link, head))
+            now = time.monotonic()
+            anchor = None
+            if seq - self._anchored_seq >= ANCHOR_EVERY or now - self._anchored_at >= ANCHOR_INTERVAL_S:
+                anchor = self._anchor_row(batch[-1][0], seq, head)
+            try:
+                self.table.append(rows, anchor)
+            except self.table.errors as exc:
+                self._failed(exc)
+                raise AuditUnavailable(self.failure) from exc
+            self._seq, self._head = seq, head
+            if anchor is not None:
+                self._anchored_seq, self._anchored_at, self._anchor_hash = seq, now, anchor[4]
+            if self.failure is not None:
+                log.warning("the audit trail %s is written again; requests are served", self.where)
+                self.failure = None
+
+    def _anchor_row(self, at: float, seq: int, head: str) -> tuple:
+        return (at, self.chain, seq, head, _digest(self._anchor_hash, _anchor_fields(at, self.chain, seq, head)))
+
+    def _failed(self, exc: BaseException) -> None:
+        reason = self.table.reason(exc)
+        if self.failure is None:
+            log.error("the audit trail %s cannot be written: %s; requests are refused until it can", self.where, reason)
+        self.failure = reason
+
+    def anchor(self, older_than_s: float = 0.0) -> None:
+        """Anchor the chain's head if records came since the last anchor, and it is older than `older_than_s`."""
+        with self._lock:
+            if self._seq == self._anchored_seq or time.monotonic() - self._anchored_at < older_than_s:
+                return
+            anchor = self._anchor_row(time.time(), self._seq, self._head)
+            try:
+                self.table.add_anchor(anchor)
+            except self.table.errors as exc:
+                self._failed(exc)
+                return
+            self._anchored_seq, self._anchored_at, self._anchor_hash = self._seq, time.monotonic(), anchor[4]
+
+    def _checkpoints(self) -> None:
+        while not self._stop.wait(CHECKPOINT_INTERVAL_S):
+            self.anchor(ANCHOR_INTERVAL_S)  # records that came before a quiet spell are anchored too
+            self.table.checkpoint()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.anchor()
+        self._stop.set()
+        self._checkpointer.join(timeout=5)
+        self.table.close()
+
+
+def _values(record: AuditRecord) -> tuple:
+    return (
+        record.time,
+        record.key_id,
+        record.method,
+        record.route,
+        record.model,
+        record.version,
+        record.status,
+        record.latency_ms,
+        record.client,
+        record.note,
+    )
+
+
+class _Writer:
+    """The thread that writes a remote table: what queued up while it waited goes in one statement."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+        self._queue: queue.SimpleQueue[tuple[tuple, Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, values: tuple) -> Future[None]:
+        future: Future[None] = Future()
+        self._queue.put((values, future))
+        return future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            # a waiter that was cancelled meanwhile (its server shutting down) still gets its record written
+            waiting = [future for _, future in batch if future.set_running_or_notify_cancel()]
+            try:
+                self._audit._append([values for values, _ in batch])
+            except BaseException as exc:  # AuditUnavailable, or a bug: never an answer without its record
+                for future in waiting:
+                    future.set_exception(exc)
+            else:
+                for future in waiting:
+                    future.set_result(None)
+
+    def close(self) -> None:
+        """Write what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
+def tail(path: Path | AuditSource, limit: int = 20, after: float | None = None) -> list[AuditRecord]:
     """The newest `limit` records (oldest first), or all records after a time."""
+    if not isinstance(path, Path):
+        return [AuditRecord(*row) for row in path.tail_rows(limit, after)]
     if not path.exists():
         return []
     db = _connect(path, write=False)
@@ -306,9 +475,14 @@ def _parse_link(link: str | None) -> tuple[str, int, str] | None:
     return (chain, int(seq), digest) if seq.isdigit() else None
 
 
-def verify(path: Path) -> Verification:
+def verify(path: Path | AuditSource) -> Verification:
     """Recompute every chain and anchor of the trail at `path`; the first altered or missing record, if any."""
     result = Verification()
+    if not isinstance(path, Path):
+        rows, anchor_rows = path.snapshot()
+        result.records, result.anchors = len(rows), len(anchor_rows)
+        result.problem = _check(rows, anchor_rows, result)
+        return result
     db = _connect(path, write=False)
     try:
         columns = {row[1] for row in db.execute("PRAGMA table_info(audit)")}

@@ -1,4 +1,9 @@
-"""API keys: created, rotated and revoked by the CLI, checked by the server, stored hashed in SQLite.
+"""API keys: created, rotated and revoked by the CLI, checked by the server, stored hashed.
+
+Where they are stored is a `KeyTable`: the embedded SQLite file keys.db in the data directory
+(`SqliteKeyTable`, the default) or the PostgreSQL database every replica shares
+(`security/postgres.py`, `xrserve serve --database postgresql://...`). `KeyStore` holds what does
+not depend on the database: making and checking secrets, rotation, and the short cache.
 
 A key reads `xrs_<id>_<secret>`. Only the SHA-256 of the secret is stored: the
 secret is 192 random bits, so a fast hash is enough (a password hash would cost
@@ -24,6 +29,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from xrserve.security.files import private_file
 
@@ -163,13 +169,43 @@ def _when(timestamp: float, *, zone: bool = True) -> str:
 ANONYMOUS = ApiKey("anonymous", "anonymous (--dev)", (ADMIN,), 0.0, None, None)
 
 
-class KeyStore:
-    """The keys table. Safe to share between threads; the server caches lookups briefly."""
+class KeyTable(Protocol):
+    """Where keys are stored: rows of `_COLUMNS` (a record), and the digests of a key's secrets.
 
-    CACHE_S = 1.0  # a revoked key stops working within this long in a running server
+    Each change is atomic, and every method is safe to call from any thread. A table that cannot be
+    reached raises `xrserve.core.errors.Unavailable` (a 503: requests are refused, never let in unchecked).
+    """
+
+    where: str  # for messages: the file, or the database without its password
+
+    def insert(self, key_id: str, digest: str, name: str, scopes: str, created: float, expires: float | None,
+               limits: tuple[int, ...]) -> None: ...  # fmt: skip
+
+    def rotate(self, key_id: str, digest: str, now: float, until: float) -> tuple[bool, tuple | None]:
+        """Give an active key a new digest, keeping the old one until `until`; (changed, the key's row)."""
+        ...
+
+    def update_limits(self, key_id: str, changes: dict[str, int]) -> tuple | None: ...
+
+    def revoke(self, key_id: str, now: float) -> bool: ...
+
+    def records(self) -> list[tuple]:
+        """Every key's row, oldest first."""
+        ...
+
+    def credentials(self, key_id: str) -> tuple | None:
+        """The key's row followed by the digest of its secret and that of its previous secret."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SqliteKeyTable:
+    """keys.db: one SQLite connection (WAL mode) shared by the threads under a lock."""
 
     def __init__(self, path: Path) -> None:
         private_file(path)  # 0600 in a 0700 directory: the digests are nobody else's business
+        self.where = str(path)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -183,6 +219,64 @@ class KeyStore:
                     if "duplicate column" not in str(exc):
                         raise
         self._lock = threading.Lock()
+
+    def insert(self, key_id: str, digest: str, name: str, scopes: str, created: float, expires: float | None,
+               limits: tuple[int, ...]) -> None:  # fmt: skip
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO api_keys (id, secret_sha256, name, scopes, created, expires, rpm, tpm, tpd, fps, "
+                "max_sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, digest, name, scopes, created, expires, *limits),
+            )
+
+    def rotate(self, key_id: str, digest: str, now: float, until: float) -> tuple[bool, tuple | None]:
+        with self._lock:
+            changed = self._db.execute(
+                "UPDATE api_keys SET previous_sha256 = secret_sha256, secret_sha256 = ?, rotated = ?, "
+                "previous_until = ? WHERE id = ? AND revoked IS NULL AND (expires IS NULL OR expires > ?)",
+                (digest, now, until, key_id, now),
+            ).rowcount
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return bool(changed), row
+
+    def update_limits(self, key_id: str, changes: dict[str, int]) -> tuple | None:
+        with self._lock:
+            if changes:
+                assignments = ", ".join(f"{name} = ?" for name in changes)
+                self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*changes.values(), key_id))
+            return self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+
+    def revoke(self, key_id: str, now: float) -> bool:
+        with self._lock:
+            cursor = self._db.execute("UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (now, key_id))
+        return cursor.rowcount == 1
+
+    def records(self) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created").fetchall()
+
+    def credentials(self, key_id: str) -> tuple | None:
+        with self._lock:
+            return self._db.execute(
+                f"SELECT {_COLUMNS}, secret_sha256, previous_sha256 FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class KeyStore:
+    """Keys in a `KeyTable` (a path: the SQLite file). Safe to share between threads; lookups are cached briefly.
+
+    Every server process sharing a table sees a revocation, rotation or limit change within `CACHE_S`:
+    a key's row is read again once its cached copy is older than that.
+    """
+
+    CACHE_S = 1.0  # a revoked key stops working within this long in a running server
+
+    def __init__(self, table: Path | KeyTable) -> None:
+        self.table: KeyTable = SqliteKeyTable(table) if isinstance(table, Path) else table
         self._cache: dict[str, _Cached] = {}
 
     def create(
@@ -201,12 +295,7 @@ class KeyStore:
         now = time.time()
         expires = now + expires_in_s if expires_in_s else None
         record = ApiKey(key_id, name, tuple(scopes), now, expires, None, limits=limits)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO api_keys (id, secret_sha256, name, scopes, created, expires, rpm, tpm, tpd, fps, "
-                "max_sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_id, _digest(secret), name, json.dumps(scopes), now, expires, *_limit_values(limits)),
-            )
+        self.table.insert(key_id, _digest(secret), name, json.dumps(scopes), now, expires, _limit_values(limits))
         return f"{KEY_PREFIX}{key_id}_{secret}", record
 
     def rotate(self, key_id: str, grace_s: float) -> tuple[str, ApiKey]:
@@ -219,15 +308,9 @@ class KeyStore:
             raise ValueError(f"the grace period cannot be negative ({grace_s:g} s); 0 ends the old secret at once")
         secret = secrets.token_urlsafe(24)
         now = time.time()
-        with self._lock:
-            changed = self._db.execute(
-                "UPDATE api_keys SET previous_sha256 = secret_sha256, secret_sha256 = ?, rotated = ?, "
-                "previous_until = ? WHERE id = ? AND revoked IS NULL AND (expires IS NULL OR expires > ?)",
-                (_digest(secret), now, now + grace_s, key_id, now),
-            ).rowcount
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        changed, row = self.table.rotate(key_id, _digest(secret), now, now + grace_s)
         self._cache.pop(key_id, None)
-        if not changed:
+        if not changed or row is None:
             why = "there is no key" if row is None else f"the key is {_record(row).status}: there is no active key"
             raise LookupError(f"{why} with id '{key_id}' (see `xrserve keys list`)")
         return f"{KEY_PREFIX}{key_id}_{secret}", _record(row)
@@ -242,11 +325,7 @@ class KeyStore:
         if unknown:
             raise ValueError(f"unknown limits {unknown}; the limits are {sorted(Limits.OPTIONS)}")
         Limits(**changes)  # the same checks as a whole set (a negative limit is refused)
-        with self._lock:
-            if changes:
-                assignments = ", ".join(f"{name} = ?" for name in changes)
-                self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*changes.values(), key_id))
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        row = self.table.update_limits(key_id, changes)
         self._cache.pop(key_id, None)
         if row is None:
             raise LookupError(f"there is no key with id '{key_id}' (see `xrserve keys list`)")
@@ -257,17 +336,15 @@ class KeyStore:
         return self._lookup(key_id)[0].record
 
     def revoke(self, key_id: str) -> bool:
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), key_id)
-            )
+        revoked = self.table.revoke(key_id, time.time())
         self._cache.pop(key_id, None)
-        return cursor.rowcount == 1
+        return revoked
 
     def list(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created")
-            return [_record(row) for row in rows.fetchall()]
+        return [_record(row) for row in self.table.records()]
+
+    def close(self) -> None:
+        self.table.close()
 
     def verify(self, token: str) -> ApiKey:
         """The key a token belongs to; `KeyRejected` (a `PermissionError`) with the reason if it is not valid."""
@@ -316,10 +393,7 @@ class KeyStore:
         cached = self._cache.get(key_id)
         if not refresh and cached is not None and now - cached.loaded <= self.CACHE_S:
             return cached, False
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS}, secret_sha256, previous_sha256 FROM api_keys WHERE id = ?", (key_id,)
-            ).fetchone()
+        row = self.table.credentials(key_id)
         n = _RECORD_COLUMNS
         cached = _Cached(now, None, "", None) if row is None else _Cached(now, _record(row[:n]), row[n], row[n + 1])
         if row is not None or len(self._cache) < 10_000:  # ids that do not exist: cached only while few
