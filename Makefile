@@ -9,6 +9,9 @@ PORT   ?= 8000
 
 # system tools: espeak-ng and ffmpeg make test speech and video, chromium runs the browser tests
 APT_TOOLS := espeak-ng ffmpeg chromium
+# PostgreSQL: the shared-store tests (tests/postgres.py) start a throwaway server of their own. Debian's
+# package puts initdb and pg_ctl in /usr/lib/postgresql/<version>/bin, off PATH, so it is looked for there too
+PG_PROGRAMS := /usr/lib/postgresql/*/bin/pg_ctl
 # node and npm build the web client (three.js, bundled by esbuild) and run the test tools
 # (the Khronos glTF validator, the IWER headset emulator): all pinned in package-lock.json
 NODE_TOOLS := node npm
@@ -23,6 +26,10 @@ system:
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
 		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@if ! command -v pg_ctl >/dev/null && ! ls $(PG_PROGRAMS) >/dev/null 2>&1; then \
+		echo "installing system packages: postgresql"; \
+		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 	@for tool in $(NODE_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \

@@ -31,12 +31,12 @@ from xrserve.core.repository import RepositorySource
 from xrserve.core.scheduler import Scheduler
 from xrserve.models import builtin_configs
 from xrserve.runtimes import RUNTIMES
-from xrserve.security.audit import AuditLog, AuditRecord
+from xrserve.security.audit import AuditRecord
 from xrserve.security.files import private_dir
 from xrserve.security.guard import Guard
-from xrserve.security.keys import KeyStore
 from xrserve.security.limits import RateLimits
 from xrserve.security.moderation import Moderator
+from xrserve.security.storage import open_database
 from xrserve.settings import Settings, is_loopback
 from xrserve.worlds.jobs import WorldStore
 from xrserve.worlds.scene import ScenePipeline
@@ -49,7 +49,16 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     console = console or Console(stderr=True)
     metrics = Metrics()
     private_dir(settings.data_dir)
-    audit = AuditLog(settings.audit_path)
+    # keys and the audit trail: SQLite files in the data directory, or the PostgreSQL database replicas share
+    database = open_database(settings.database, settings.data_dir)
+    audit = database.audit_log()
+    if settings.database:
+        applied = (
+            f"schema migrations applied now: {', '.join(database.migrated)}"
+            if database.migrated
+            else "schema up to date"
+        )
+        console.print(f"keys and the audit trail in {database.where} ({applied})")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +75,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
             await app.state.worlds.close()
             await app.state.scheduler.close()
             audit.close()
+            database.close()
 
     app = FastAPI(
         title="xrserve",
@@ -82,7 +92,8 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
         settings.model_repositories, builtin_configs if settings.builtins else list, settings.only_models
     )
     app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json")
-    app.state.guard = Guard(KeyStore(settings.keys_path), settings.anonymous_allowed, settings.lockout)
+    app.state.database = database
+    app.state.guard = Guard(database.key_store(), settings.anonymous_allowed, settings.lockout)
     app.state.rate_limits = RateLimits()  # per key, in this process (replicas need issue 13's shared store)
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)

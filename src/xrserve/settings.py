@@ -53,6 +53,9 @@ class Settings:
     tls_key: Path | None = None
     #: failed key attempts that lock a key id or an address, and for how long (env XRSERVE_LOCKOUT)
     lockout: LockoutPolicy = field(default_factory=lockout_from_env)
+    #: where keys and the audit trail live: None for SQLite files in data_dir, or a PostgreSQL URL that every
+    #: replica shares (`--database`, env XRSERVE_DATABASE)
+    database: str | None = None
 
     def __post_init__(self) -> None:
         roles = ("asr", "vad", "llm", "tts", "embeddings")
@@ -63,6 +66,9 @@ class Settings:
             raise ValueError(f"--frame-policy must be 'deadline' or 'fifo', not '{self.frame_policy}'")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together: the certificate and its private key (PEM files)")
+        from xrserve.security.storage import check_database_url  # not at import: `xrserve --help` stays fast
+
+        check_database_url(self.database)
         if self.dev and not is_loopback(self.host):
             raise ValueError(
                 f"--dev allows requests without an API key, so it only works on a loopback address; "

@@ -297,8 +297,8 @@ class AuditPage(BaseModel):
 async def audit_records(
     request: Request, limit: int = Query(100, ge=1, le=1000, description="how many records")
 ) -> AuditPage:
-    # SQLite reads block: off the event loop, so inference requests are not held up meanwhile
-    records = await asyncio.to_thread(tail, request.app.state.settings.audit_path, limit)
+    # reads block (SQLite, or PostgreSQL's round trips): off the event loop, so inference requests go on meanwhile
+    records = await asyncio.to_thread(tail, request.app.state.database.audit_source(), limit)
     return AuditPage(data=[AuditEntry(**asdict(r)) for r in reversed(records)])
 
 

@@ -24,11 +24,11 @@ AUDIT_DOWN = 503
 AUDIT_RETRY_S = "5"
 
 
-def audit_down_message(reason: str) -> str:
+def audit_down_message(reason: str, remedy: str = "free disk space (or lift the file-size limit) where the "
+                       "server keeps its data") -> str:  # fmt: skip
     return (
         f"the audit trail cannot be written: {reason}; requests are refused rather than served without one. "
-        "The operator must free disk space (or lift the file-size limit) where the server keeps its data; "
-        "requests are served again as soon as a record can be written"
+        f"The operator must {remedy}; requests are served again as soon as a record can be written"
     )
 
 
@@ -39,7 +39,8 @@ class _Refused(Exception):
 class AuditMiddleware:
     """Writes each request's record when its response starts, before passing the start on.
 
-    A response is sent only after its record is in the operating system (`AuditLog.record`).
+    A response is sent only after its record is in the operating system, or committed to the shared
+    database (`AuditLog.record_async`; the event loop is not blocked on a database's round trip).
     If the record cannot be written, the client gets a 503 saying so instead of the response,
     and every later request gets the same 503 (each one trying to write its refusal's record)
     until a write succeeds again. A request answered without a response start (the client left:
@@ -74,7 +75,7 @@ class AuditMiddleware:
                 status = message["status"]
                 written = (status, scope.get(NOTE_SCOPE))
                 try:
-                    self._record(scope, status, started)
+                    await self._record(scope, status, started)
                 except AuditUnavailable as exc:
                     replaced = True
                     status = AUDIT_DOWN
@@ -97,15 +98,15 @@ class AuditMiddleware:
             final = scope.get("xrserve.status", status)
             if not replaced and (written is None or written != (final, scope.get(NOTE_SCOPE))):
                 try:  # no response start (499, an exception), a WebSocket, or a stream that ended otherwise
-                    self._record(scope, final, started)
+                    await self._record(scope, final, started)
                 except AuditUnavailable:
                     pass  # nothing left to refuse; the next requests are refused
             self._count(scope, final)
 
-    def _record(self, scope: Scope, status: int, started: float) -> None:
+    async def _record(self, scope: Scope, status: int, started: float) -> None:
         params = scope.get("path_params") or {}
         client = scope.get("client")
-        self.audit.record(
+        await self.audit.record_async(
             AuditRecord(
                 time=time.time(),
                 key_id=scope.get(KEY_SCOPE),
@@ -136,7 +137,7 @@ class AuditMiddleware:
         reason = self.audit.failure or "unknown"
         scope[NOTE_SCOPE] = "refused: the audit trail could not be written"
         try:
-            self._record(scope, AUDIT_DOWN, started)
+            await self._record(scope, AUDIT_DOWN, started)
         except AuditUnavailable as exc:
             reason = str(exc)
         if scope["type"] == "websocket":
@@ -144,9 +145,9 @@ class AuditMiddleware:
         await self._send_refusal(scope, send, reason)
         self._count(scope, AUDIT_DOWN)
 
-    @staticmethod
-    async def _send_refusal(scope: Scope, send: Send, reason: str) -> None:
-        body = json.dumps(error_body(audit_down_message(reason), AUDIT_DOWN, scope.get("path", ""))).encode()
+    async def _send_refusal(self, scope: Scope, send: Send, reason: str) -> None:
+        message = audit_down_message(reason, self.audit.remedy)
+        body = json.dumps(error_body(message, AUDIT_DOWN, scope.get("path", ""))).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

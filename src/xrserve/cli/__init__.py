@@ -8,8 +8,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,6 +24,9 @@ try:  # typer >= 0.20 vendors click; older releases use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 from xrserve.settings import DEFAULT_MAX_BODY_BYTES, Settings, default_data_dir
+
+if TYPE_CHECKING:
+    from xrserve.security.storage import Database
 
 app = typer.Typer(
     help="xrserve: AI models as a service for VR and AR.",
@@ -47,6 +52,16 @@ DataDir = Annotated[
         file_okay=False,
     ),
 ]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        envvar="XRSERVE_DATABASE",
+        help="Keep keys and the audit trail in this PostgreSQL database, shared by every server and replica: "
+        "postgresql://USER@HOST:PORT/DB (password in ~/.pgpass or $PGPASSWORD). Default: SQLite files in --data-dir.",
+        show_default=False,
+    ),
+]
 Url = Annotated[str, typer.Option("--url", envvar="XRSERVE_URL", help="The server to talk to.")]
 Key = Annotated[str | None, typer.Option("--key", envvar="XRSERVE_API_KEY", help="API key (xrs_...).")]
 
@@ -54,6 +69,24 @@ Key = Annotated[str | None, typer.Option("--key", envvar="XRSERVE_API_KEY", help
 def fail(message: str) -> NoReturn:
     err.print(f"xrserve: error: {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+@contextmanager
+def _store(data_dir: Path, database: str | None) -> Iterator[Database]:
+    """The store keys and the audit trail live in (`--database`, else the data directory); errors end the command."""
+    from xrserve.core.errors import Unavailable
+    from xrserve.security.storage import StoreUnreachable, open_database
+
+    try:
+        store = open_database(database, data_dir)
+    except (ValueError, StoreUnreachable) as exc:
+        fail(str(exc))
+    try:
+        yield store
+    except Unavailable as exc:  # the database went away meanwhile
+        fail(exc.message)
+    finally:
+        store.close()
 
 
 @app.command()
@@ -122,6 +155,7 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.", exists=True, dir_okay=False)
     ] = None,
+    database: DatabaseUrl = None,
 ) -> None:
     """Start the server with the built-in models and any model repositories."""
     from xrserve.server import serve as run_server
@@ -145,6 +179,7 @@ def serve(
             worlds_keep_s=keep_worlds_h * 3600,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            database=database or None,
         )
         if moderation is not None:
             from xrserve.security.moderation import Moderator
@@ -152,7 +187,12 @@ def serve(
             Moderator.from_file(moderation)  # a broken list is a start-up error, not a surprise later
     except ValueError as exc:
         fail(str(exc))
-    run_server(settings)
+    from xrserve.security.storage import StoreUnreachable
+
+    try:
+        run_server(settings)
+    except StoreUnreachable as exc:
+        fail(str(exc))
 
 
 def _client(url: str, key: str | None, timeout: float = 60):  # noqa: ANN202 - httpx is imported lazily (fast --help)
@@ -306,16 +346,17 @@ def keys_create(
     max_sessions: MaxSessions = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the key.")] = False,
     data_dir: DataDir = default_data_dir(),
+    database: DatabaseUrl = None,
 ) -> None:
     """Create an API key. The key is printed once; only its hash is stored."""
-    from xrserve.security.keys import KeyStore, Limits
+    from xrserve.security.keys import Limits
 
     limits = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, fps=fps, max_sessions=max_sessions)
-    try:
-        store = KeyStore(data_dir / "keys.db")
-        token, record = store.create(name or "", scope, _duration(expires_in), Limits(**limits))
-    except ValueError as exc:
-        fail(str(exc))
+    with _store(data_dir, database) as db:
+        try:
+            token, record = db.key_store().create(name or "", scope, _duration(expires_in), Limits(**limits))
+        except ValueError as exc:
+            fail(str(exc))
     if quiet:
         print(token)
         return
@@ -328,13 +369,13 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(data_dir: DataDir = default_data_dir()) -> None:
+def keys_list(data_dir: DataDir = default_data_dir(), database: DatabaseUrl = None) -> None:
     """List API keys (never the secrets)."""
-    from xrserve.security.keys import KeyStore
-
     table = Table("id", "name", "scopes", "created", "expires", "status", "rotated")
     table.add_column("limits", overflow="fold")  # never cut short on a narrow terminal
-    for key in KeyStore(data_dir / "keys.db").list():
+    with _store(data_dir, database) as db:
+        keys = db.key_store().list()
+    for key in keys:
         table.add_row(
             key.id,
             key.name,
@@ -357,17 +398,17 @@ def keys_update(
     fps: Fps = None,
     max_sessions: MaxSessions = None,
     data_dir: DataDir = default_data_dir(),
+    database: DatabaseUrl = None,
 ) -> None:
     """Change a key's limits (only those given); a running server applies them within a second."""
-    from xrserve.security.keys import KeyStore
-
     changes = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, fps=fps, max_sessions=max_sessions)
     if not changes:
         fail("nothing to change: give at least one of --rpm, --tpm, --tpd, --fps, --max-sessions (0 = unlimited)")
-    try:
-        record = KeyStore(data_dir / "keys.db").update_limits(key_id, **changes)
-    except (LookupError, ValueError) as exc:
-        fail(str(exc))
+    with _store(data_dir, database) as db:
+        try:
+            record = db.key_store().update_limits(key_id, **changes)
+        except (LookupError, ValueError) as exc:
+            fail(str(exc))
     out.print(f"key id {record.id}: limits {record.limits.describe()}")
 
 
@@ -379,14 +420,14 @@ def keys_rotate(
     ] = "1h",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the new key.")] = False,
     data_dir: DataDir = default_data_dir(),
+    database: DatabaseUrl = None,
 ) -> None:
     """A new secret for a key: same id, name, scopes and expiry; the old secret works until the grace ends."""
-    from xrserve.security.keys import KeyStore
-
-    try:
-        token, record = KeyStore(data_dir / "keys.db").rotate(key_id, _duration(grace, "--grace", zero=True) or 0.0)
-    except (LookupError, ValueError) as exc:
-        fail(str(exc))
+    with _store(data_dir, database) as db:
+        try:
+            token, record = db.key_store().rotate(key_id, _duration(grace, "--grace", zero=True) or 0.0)
+        except (LookupError, ValueError) as exc:
+            fail(str(exc))
     if quiet:
         print(token)
         return
@@ -401,11 +442,12 @@ def keys_rotate(
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`.")],
     data_dir: DataDir = default_data_dir(),
+    database: DatabaseUrl = None,
 ) -> None:
-    """Revoke a key; a running server stops accepting it within a second."""
-    from xrserve.security.keys import KeyStore
-
-    if not KeyStore(data_dir / "keys.db").revoke(key_id):
+    """Revoke a key; every running server using the same keys stops accepting it within a second or two."""
+    with _store(data_dir, database) as db:
+        revoked = db.key_store().revoke(key_id)
+    if not revoked:
         fail(f"no active key with id '{key_id}' (see `xrserve keys list`)")
     out.print(f"revoked {key_id}")
 
@@ -416,14 +458,20 @@ def audit_tail(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     data_dir: DataDir = default_data_dir(),
+    database: DatabaseUrl = None,
 ) -> None:
     """Show the newest audit records: time, key, route, model, version, status, latency."""
+    with _store(data_dir, database) as db:
+        _audit_tail(db, data_dir, lines, follow, as_json)
+
+
+def _audit_tail(db: Database, data_dir: Path, lines: int, follow: bool, as_json: bool) -> None:
     from dataclasses import asdict
 
     from xrserve.security.audit import tail
 
-    path = data_dir / "audit.db"
-    if not path.exists() and not follow:
+    path = db.audit_source()
+    if not db.has_audit() and not follow:
         fail(f"no audit trail at {path}; has a server run with --data-dir {data_dir}?")
     records = tail(path, lines)
     while True:
@@ -444,17 +492,19 @@ def audit_tail(
 
 
 @audit_app.command("verify")
-def audit_verify(data_dir: DataDir = default_data_dir()) -> None:
+def audit_verify(data_dir: DataDir = default_data_dir(), database: DatabaseUrl = None) -> None:
     """Check the audit trail's hash chains and anchors: OK with counts, or the first altered or missing record."""
     from xrserve.security.audit import verify
 
-    path = data_dir / "audit.db"
-    if not path.exists():
-        fail(f"no audit trail at {path}; has a server run with --data-dir {data_dir}?")
-    result = verify(path)
+    with _store(data_dir, database) as db:
+        path = db.audit_source()
+        if not db.has_audit():
+            fail(f"no audit trail at {path}; has a server run with --data-dir {data_dir}?")
+        result = verify(path)
+        where = path if isinstance(path, Path) else db.where
     if result.problem:
         err.print(
-            f"audit trail {path} FAILED verification: {result.problem}", highlight=False, markup=False, soft_wrap=True
+            f"audit trail {where} FAILED verification: {result.problem}", highlight=False, markup=False, soft_wrap=True
         )
         raise typer.Exit(1)
     older = f"; {result.unchained} older records from before the chain (not verifiable)" if result.unchained else ""

@@ -1,0 +1,215 @@
+"""Shared state in PostgreSQL (issue 13): two servers and the CLI on one real, throwaway PostgreSQL.
+
+A key made by `xrserve keys create --database URL` works on both servers; rotated and then revoked,
+both refuse it within 2 s; both servers' audit records land in one trail that `xrserve audit verify
+--database URL` passes, and fails once a record is edited with psql; the schema migrations run once.
+When the database goes away, requests get the audit trail's 503 and are served again once it is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Server, cli, start_server, write_sleepy_model
+from tests.postgres import Cluster, start_cluster
+
+SQLITE_FILES = ("keys.db", "audit.db")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    cluster = start_cluster()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture(scope="module")
+def servers(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    tmp = tmp_path_factory.mktemp("shared")
+    repo = tmp / "repo"
+    write_sleepy_model(repo)
+    started: list[Server] = []
+    try:
+        for name in ("a", "b"):
+            (tmp / name).mkdir()
+            started.append(start_server(tmp / name, "--no-builtins", "--database", cluster.url(), repo=repo))
+        yield started[0], started[1]
+    finally:
+        for server in started:
+            server.stop()
+
+
+def infer(server: Server, key: str) -> httpx.Response:
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    return httpx.post(
+        f"{server.url}/v2/models/echo/infer", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+def until_refused(servers: tuple[Server, ...], key: str, within_s: float) -> float:
+    """Seconds until every server answers the key 401 (polled every 50 ms); fails after `within_s`."""
+    started = time.monotonic()
+    waiting = list(servers)
+    while waiting:
+        waiting = [server for server in waiting if infer(server, key).status_code != 401]
+        elapsed = time.monotonic() - started
+        assert elapsed <= within_s, f"{[s.url for s in waiting]} still accept the key after {elapsed:.2f} s"
+        if waiting:
+            time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def database(cluster: Cluster, tmp: Path, *args: str, check: bool = True):  # noqa: ANN201
+    """`xrserve ARGS --database URL`, with a data directory of its own that must stay empty."""
+    return cli(*args, "--database", cluster.url(), data_dir=tmp / "cli-data", check=check)
+
+
+def test_keys_and_the_audit_trail_are_shared_by_two_servers(
+    cluster: Cluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    a, b = servers
+    # the first server applied the migrations, the second found them applied
+    migrations = cluster.psql("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
+    assert [line.split("|")[1] for line in migrations.splitlines()] == ["api_keys", "audit"]
+    assert "schema migrations applied now: 0001_api_keys, 0002_audit" in a.log.read_text()
+    assert "schema up to date" in b.log.read_text()
+    for server in servers:  # keys and the trail are in the database, not in the data directory
+        assert not any((server.data_dir / name).exists() for name in SQLITE_FILES)
+
+    key = database(cluster, tmp_path, "keys", "create", "--scope", "echo", "--name", "shared", "-q").stdout.strip()
+    key_id = key.split("_")[1]
+    assert all(infer(server, key).status_code == 200 for server in servers)
+    listed = database(cluster, tmp_path, "keys", "list").stdout
+    assert key_id in listed and "shared" in listed and "active" in listed
+
+    # rotation with no grace: the new secret works at once on both, the old one stops within 2 s
+    new = database(cluster, tmp_path, "keys", "rotate", key_id, "--grace", "0", "-q").stdout.strip()
+    assert all(infer(server, new).status_code == 200 for server in servers)
+    until_refused(servers, key, within_s=2.0)
+
+    database(cluster, tmp_path, "keys", "revoke", key_id)
+    took = until_refused(servers, new, within_s=2.0)
+    print(f"revocation held on both servers after {took:.2f} s")
+    refused = infer(a, new).json()
+    assert "revoked" in refused["error"]
+    assert database(cluster, tmp_path, "keys", "list").stdout.count("revoked") == 1
+
+    # one trail: each server's chain, both with the revoked key's refusals
+    chains = cluster.psql(
+        "SELECT chain, count(*), count(*) FILTER (WHERE status = 401 AND note = 'revoked') FROM audit GROUP BY chain"
+    ).splitlines()
+    assert len(chains) == 2 and all(int(line.split("|")[2]) >= 1 for line in chains), chains
+    tail = database(cluster, tmp_path, "audit", "tail", "-n", "500", "--json").stdout
+    assert tail.count(f'"key_id": "{key_id}"') >= 6  # 2 accepted, 2 with the new secret, refusals
+    verified = database(cluster, tmp_path, "audit", "verify", check=False)
+    assert verified.returncode == 0, verified.stderr
+    assert " in 2 chains " in verified.stdout
+    assert not (tmp_path / "cli-data").exists() or not any((tmp_path / "cli-data").iterdir())
+
+    # an edited record: `audit verify` names it
+    edited = cluster.psql(
+        "UPDATE audit SET status = 200 WHERE id = (SELECT min(id) FROM audit WHERE note = 'revoked') "
+        "RETURNING chain, seq"
+    ).splitlines()[0]
+    chain, seq = edited.split("|")
+    tampered = database(cluster, tmp_path, "audit", "verify", check=False)
+    assert tampered.returncode == 1, tampered.stdout
+    assert f"record #{seq} of chain {chain}" in tampered.stderr and "altered" in tampered.stderr
+    cluster.psql(f"UPDATE audit SET status = 401 WHERE chain = '{chain}' AND seq = {seq}")
+    assert database(cluster, tmp_path, "audit", "verify").returncode == 0
+
+    # the CLI opened the database eight times meanwhile: every migration is still the one applied at first
+    assert cluster.psql("SELECT version, name, applied_at FROM schema_migrations ORDER BY version") == migrations
+
+
+def test_a_server_refuses_requests_while_the_database_is_down(
+    cluster: Cluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    a, b = servers
+    key = database(cluster, tmp_path, "keys", "create", "--scope", "admin", "-q").stdout.strip()
+    assert infer(a, key).status_code == 200
+    # /v1/audit on one server shows the other's records too: both refused the revoked key of the test before
+    page = httpx.get(f"{b.url}/v1/audit?limit=1000", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert page.status_code == 200, page.text
+    revoked = [r for r in page.json()["data"] if r["status"] == 401 and r["note"] == "revoked"]
+    assert len(revoked) >= 2, page.json()["data"][:5]
+    cluster.stop()
+    try:
+        down = infer(a, key)
+        assert down.status_code == 503, down.text
+        assert "audit trail cannot be written" in down.text or "cannot be reached" in down.text, down.text
+        failed = database(cluster, tmp_path, "keys", "list", check=False)
+        assert failed.returncode == 2 and "cannot use the database PostgreSQL postgres@127.0.0.1" in failed.stderr
+    finally:
+        cluster.start()
+    give_up = time.monotonic() + 15
+    while (answer := infer(a, key)).status_code != 200:
+        assert time.monotonic() < give_up, f"still {answer.status_code} after the database came back: {answer.text}"
+        time.sleep(0.2)
+    verified = database(cluster, tmp_path, "audit", "verify", check=False)
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_migrations_apply_once_each_in_a_transaction_and_are_never_edited(cluster: Cluster, tmp_path: Path) -> None:
+    import psycopg
+
+    from xrserve.security.migrations import migrate
+
+    cluster.psql("CREATE DATABASE migrations", database="postgres")
+    files = tmp_path / "migrations"
+    files.mkdir()
+    (files / "0001_first.sql").write_text("CREATE TABLE first (x integer);")
+    with psycopg.connect(cluster.url("migrations"), autocommit=True) as conn:
+        assert migrate(conn, files) == ["0001_first"]
+        assert migrate(conn, files) == []  # applied once
+        # a failing migration leaves nothing behind: neither its first statement nor its row
+        (files / "0002_broken.sql").write_text("CREATE TABLE second (x integer); SELECT 1 / 0;")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            migrate(conn, files)
+        assert conn.execute("SELECT to_regclass('second')").fetchone() == (None,)
+        (files / "0002_broken.sql").write_text("CREATE TABLE second (x integer);")
+        assert migrate(conn, files) == ["0002_broken"]
+        (files / "0001_first.sql").write_text("CREATE TABLE first (x bigint);")
+        with pytest.raises(RuntimeError, match="0001_first was changed after it was applied"):
+            migrate(conn, files)
+        versions = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    assert versions == [(1,), (2,)]
+
+
+def test_servers_can_run_as_a_role_that_may_only_add_audit_records(
+    cluster: Cluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    """docs/scaling.md's hardening: a migrated database needs no DDL, and servers no UPDATE or DELETE on the trail."""
+    import psycopg
+
+    from xrserve.security.audit import AuditRecord
+    from xrserve.security.storage import open_database
+
+    cluster.psql(
+        "CREATE ROLE xrserve_server LOGIN; GRANT SELECT ON schema_migrations, api_keys TO xrserve_server; "
+        "GRANT SELECT, INSERT ON audit, audit_anchor TO xrserve_server"
+    )
+    url = cluster.url().replace("postgres@", "xrserve_server@")
+    store = open_database(url, tmp_path)
+    try:
+        audit = store.audit_log()
+        audit.record(AuditRecord(time.time(), None, "GET", "/v2/health/ready", None, None, 200, 0.1))
+        audit.close()
+        store.key_store().list()  # reading keys is all a server does with them
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE audit SET status = 200")
+    finally:
+        store.close()
+    assert database(cluster, tmp_path, "audit", "verify").returncode == 0
+
+
+def test_a_database_that_is_not_postgresql_is_one_line(tmp_path: Path) -> None:
+    result = cli("keys", "list", "--database", "mysql://root:hunter2@db/x", data_dir=tmp_path, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "--database must be a PostgreSQL URL" in lines[0] and "hunter2" not in lines[0]
