@@ -11,6 +11,14 @@ if the silence lasts to `end_of_turn_ms` they are released at once, and if the u
 talking the speculative turn is cancelled unseen. The hang-over then overlaps recognition
 and the first sentence instead of preceding them.
 
+End of turn by meaning (`turn_end: "meaning"`, the default): the speculative turn's transcript
+is judged by `voice/turn_end.py` as soon as it is known. A finished sentence ("What do you
+sell?") is taken at once, after the speculation's silence; an unfinished one ("I was
+wondering if...", or no final punctuation) waits for `unfinished_turn_ms` of silence; an
+empty one (a cough) waits `end_of_turn_ms` as before. Until the transcript is known the turn waits for it (its
+answer could not go out sooner anyway). `turn_end: "silence"`: `end_of_turn_ms` of silence,
+whatever was said.
+
 Barge-in: speech that starts while the character is answering (generating, or its audio
 still playing at the client by the server's clock) cancels the turn (LLM stream, pending
 speech) and sends `interrupted`, so the client drops the audio it has queued.
@@ -32,6 +40,7 @@ from xrserve.pipelines.npc_camera import UserFace, watch_camera
 from xrserve.session.protocol import FrameHeader
 from xrserve.session.streams import SessionStream, stream_kind
 from xrserve.voice.audio import pcm16_to_float
+from xrserve.voice.turn_end import Verdict, verdict
 
 RATE = 16_000
 CHUNK = 512
@@ -71,6 +80,21 @@ class NpcOptions(TurnOptions):
             "min(200, end_of_turn_ms))"
         ),
     )
+    turn_end: Literal["meaning", "silence"] = Field(
+        "meaning",
+        description=(
+            "'meaning': the speculative transcript decides: a finished sentence is taken after speculate_ms of "
+            "silence, an unfinished one waits unfinished_turn_ms, an empty one end_of_turn_ms; "
+            "'silence': always end_of_turn_ms"
+        ),
+    )
+    unfinished_turn_ms: float = Field(
+        1200,
+        ge=100,
+        le=5000,
+        description="with turn_end 'meaning': silence that ends a turn whose transcript is unfinished (at least "
+        "end_of_turn_ms)",
+    )
     barge_in: bool = Field(True, description="speech while the character talks interrupts it")
     vad_threshold: float = Field(0.5, ge=0.1, le=0.95)
     min_speech_ms: float = Field(96, ge=32, le=1000)
@@ -107,6 +131,9 @@ class NpcStream(SessionStream):
         self.end_of_turn_ms = options.end_of_turn_ms
         self.speculate_ms = min(200, self.end_of_turn_ms) if options.speculate_ms is None else options.speculate_ms
         self.barge_in = options.barge_in
+        self.turn_end = options.turn_end
+        self.unfinished_turn_ms = max(options.unfinished_turn_ms, self.end_of_turn_ms)
+        self.verdict: Verdict | None = None  # the speculative turn's, once its transcript is known
         self.vad = VoiceActivity(options.vad_threshold, options.min_speech_ms)
         try:
             self.models = npc_models(self.session.app_state, options.models)
@@ -131,11 +158,14 @@ class NpcStream(SessionStream):
         self.turn: Turn | None = None
         self.turn_task: asyncio.Task | None = None
         self.confirmed: asyncio.Event | None = None
+        self.turn_ended_by: dict[int, str] = {}
         self.playing_until = 0.0  # monotonic time the client's playback of sent audio ends
         return {
             "sample_rate": RATE,
             "end_of_turn_ms": self.end_of_turn_ms,
             "speculate_ms": self.speculate_ms,
+            "turn_end": self.turn_end,
+            "unfinished_turn_ms": self.unfinished_turn_ms,
             "audio_out": {"encoding": "pcm16", "channels": 1, "sample_rate": 22050},
             "persona": self.persona.name,
         }
@@ -186,10 +216,33 @@ class NpcStream(SessionStream):
         silence_ms = vad.silent_run * CHUNK_MS
         if vad.silent_run and silence_ms >= self.speculate_ms and self.confirmed is None:
             self._start_turn()
-        if silence_ms >= self.end_of_turn_ms or len(self.utterance) * CHUNK_MS >= MAX_UTTERANCE_S * 1000:
+        if len(self.utterance) * CHUNK_MS >= MAX_UTTERANCE_S * 1000:
             if self.confirmed is None:
                 self._start_turn()
-            await self._confirm(silence_ms)
+            await self._confirm(silence_ms, "length")
+        elif vad.silent_run and silence_ms >= self._silence_needed():
+            if self.confirmed is None:
+                self._start_turn()
+            await self._confirm(silence_ms, "silence" if self.turn_end == "silence" else self.verdict or "timeout")
+
+    def _silence_needed(self) -> float:
+        """The silence that ends the turn now: by the rule, and with 'meaning' by the speculative transcript."""
+        if self.turn_end == "silence" or self.confirmed is None:
+            return self.end_of_turn_ms  # "meaning" without a speculative turn (speculate_ms = end_of_turn_ms)
+        if self.verdict == "finished":
+            return self.speculate_ms
+        if self.verdict == "unclear":
+            return self.end_of_turn_ms
+        return self.unfinished_turn_ms  # unfinished, or not transcribed yet: its answer could not go out anyway
+
+    async def _judge(self, confirmed: asyncio.Event, transcript: str) -> None:
+        """The speculative turn's transcript is known: it may end the turn right now."""
+        if self.confirmed is not confirmed:
+            return  # already taken (or a typed line, or cancelled)
+        self.verdict = verdict(transcript)
+        silence_ms = self.vad.silent_run * CHUNK_MS
+        if self.turn_end == "meaning" and self.vad.silent_run and silence_ms >= self._silence_needed():
+            await self._confirm(silence_ms, self.verdict)
 
     async def _speech_started(self) -> None:
         talking = (self.turn_task is not None and not self.turn_task.done()) or time.monotonic() < self.playing_until
@@ -207,14 +260,14 @@ class NpcStream(SessionStream):
                 if self.confirmed is None:
                     self.speech_end_ms = self.heard_ms
                     self._start_turn()
-                await self._confirm(self.vad.silent_run * CHUNK_MS)
+                await self._confirm(self.vad.silent_run * CHUNK_MS, "end_turn")
         elif kind == "say":  # a typed line instead of speech
             text = message.get("text")
             if not isinstance(text, str) or not text.strip() or len(text) > 2000:
                 raise BadRequest("'say' needs 'text': a non-empty string of at most 2000 characters")
             self._cancel_turn()
             self._start_turn(text=text.strip())
-            await self._confirm(0.0)
+            await self._confirm(0.0, "say")
         elif kind == "context":
             scene = message.get("scene")
             if not isinstance(scene, str) or len(scene) > 2000:
@@ -233,6 +286,7 @@ class NpcStream(SessionStream):
         self.session.check_tokens()  # a key whose LLM tokens are spent gets a 429 instead of a turn
         self.turn_count += 1
         self.confirmed = asyncio.Event()
+        self.verdict = None
         self.turn = Turn(self.turn_count, context=self.user_face.context() if self.user_face else [])
         audio = None
         if text is None:
@@ -243,8 +297,10 @@ class NpcStream(SessionStream):
             self._run(self.turn, self.confirmed, audio, text), name=f"npc-turn-{self.turn_count}"
         )
 
-    async def _confirm(self, silence_ms: float) -> None:
+    async def _confirm(self, silence_ms: float, by: str) -> None:
+        """Takes the turn; `by`: what ended it (finished, unfinished, unclear, timeout, silence, length, ...)."""
         assert self.confirmed is not None and self.turn is not None
+        self.turn_ended_by[self.turn.number] = by
         self.turn.timings["vad_hangover_ms"] = round(silence_ms, 1)
         self.turn.timings["speculative_lead_ms"] = round((time.monotonic() - self.turn_started) * 1000, 1)
         self.confirmed.set()
@@ -269,6 +325,8 @@ class NpcStream(SessionStream):
 
         async def emit(kind: str, **fields: Any) -> None:
             outbox.put_nowait((kind, fields))
+            if kind == "transcript" and audio is not None:
+                await self._judge(confirmed, fields["text"])
 
         async def deliver() -> None:
             await confirmed.wait()
@@ -307,9 +365,11 @@ class NpcStream(SessionStream):
                 audio_ms=round(turn.audio_ms, 1),
                 timings=turn.timings,
                 speech_end_ms=round(self.speech_end_ms, 1),
+                ended_by=self.turn_ended_by.pop(turn.number, None),
             )
         except asyncio.CancelledError:
             sender.cancel()
+            self.turn_ended_by.pop(turn.number, None)
             if confirmed.is_set() and turn.transcript:  # barged in: remember what was actually said
                 self.memory.add(turn.transcript, " ".join(turn.spoken) + " ...")
             raise

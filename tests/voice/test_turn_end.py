@@ -1,0 +1,119 @@
+"""The end of a turn by meaning (`turn_end: "meaning"`, the default), audio played in real time.
+
+A finished question is taken as soon as its speculative transcript is known, before
+`end_of_turn_ms` of silence; an unfinished phrase followed by a pause is not cut off.
+Barge-in is tested in test_npc.py (with this rule on, the default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+
+from tests.voice.conftest import pcm16_at_16k
+from tests.voice.test_npc import HEADER, PERSONA, connect
+from xrserve.voice.wer import normalise
+
+pytestmark = pytest.mark.timeout(300)
+STEP = 2 * 320  # 20 ms of 16 kHz PCM16 per message, as a microphone sends
+
+
+def speech_end_s(pcm: bytes) -> float:
+    """Where the speech in the audio ends: the last sample above 1% of full scale."""
+    samples = np.frombuffer(pcm, "<i2")
+    return float(np.nonzero(np.abs(samples) > 327)[0][-1] + 1) / 16000
+
+
+async def play(ws, channel: int, pcm: bytes, events: list[tuple[float, object]]) -> float:
+    """Sends `pcm` in real time while recording what arrives; waits for a `turn_end`; returns the start time."""
+    done = asyncio.get_running_loop().create_future()
+
+    async def receive() -> None:
+        while True:
+            message = await ws.recv()
+            event = message if isinstance(message, bytes) else json.loads(message)
+            events.append((time.monotonic(), event))
+            if isinstance(event, dict) and event["type"] in ("turn_end", "error") and not done.done():
+                done.set_result(event)
+
+    receiver = asyncio.create_task(receive())
+    start = time.monotonic()
+    for i, offset in enumerate(range(0, len(pcm), STEP)):
+        await asyncio.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+        await ws.send(HEADER.pack(1, 0, channel, i + 1, time.time() * 1000) + pcm[offset : offset + STEP])
+    while not done.done():  # a client keeps sending silence until it is answered
+        i += 1
+        await asyncio.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+        await ws.send(HEADER.pack(1, 0, channel, i + 1, time.time() * 1000) + bytes(STEP))
+    end = await asyncio.wait_for(done, 120)
+    await asyncio.sleep(0.3)  # anything that follows the turn_end
+    receiver.cancel()
+    assert end["type"] == "turn_end", end
+    return start
+
+
+def test_a_finished_question_is_answered_before_end_of_turn_ms(voice_server, espeak) -> None:
+    end_of_turn_ms = 1000  # a margin for a busy machine: the speculative ASR (~0.3 s) must end within 0.8 s
+
+    async def scenario():
+        ws, opened = await connect(voice_server, persona=PERSONA, max_tokens=8, seed=3, end_of_turn_ms=end_of_turn_ms)
+        assert opened["turn_end"] == "meaning"
+        pcm = pcm16_at_16k(espeak("What do you sell?", 160), tail_s=0.5)
+        events: list[tuple[float, object]] = []
+        async with ws:
+            start = await play(ws, opened["channel"], pcm, events)
+        return start + speech_end_s(pcm), events
+
+    speech_end, events = asyncio.run(scenario())
+    end = next(e for _, e in events if isinstance(e, dict) and e["type"] == "turn_end")
+    transcript_at = next(t for t, e in events if isinstance(e, dict) and e["type"] == "transcript")
+    print(
+        f"\nfinished question: ended_by {end['ended_by']}, timings {end['timings']}, transcript released "
+        f"{(transcript_at - speech_end) * 1000:.0f} ms after the end of speech"
+    )
+    assert {"what", "sell"} <= set(normalise(end["transcript"]))
+    assert end["ended_by"] == "finished"
+    assert end["timings"]["vad_hangover_ms"] < end_of_turn_ms
+    # the silence rule releases nothing before end_of_turn_ms of silence after the speech
+    assert transcript_at - speech_end < end_of_turn_ms / 1000
+    assert any(isinstance(e, bytes) for _, e in events)
+
+
+def test_an_unfinished_phrase_and_a_pause_are_not_cut_off(voice_server, espeak) -> None:
+    async def scenario():
+        ws, opened = await connect(voice_server, persona=PERSONA, max_tokens=8, seed=3)
+        first = pcm16_at_16k(espeak("I was wondering if", 150), lead_s=0.3, tail_s=0.0)
+        second = pcm16_at_16k(espeak("you could help me with my sword.", 150), lead_s=0.0, tail_s=0.5)
+        pause = bytes(2 * int(0.7 * 16000))
+        first = first[: 2 * int(16000 * speech_end_s(first))]  # espeak's own trailing silence off
+        events: list[tuple[float, object]] = []
+        async with ws:
+            await play(ws, opened["channel"], first + pause + second, events)
+        return events
+
+    events = asyncio.run(scenario())
+    kinds = [e["type"] for _, e in events if isinstance(e, dict)]
+    transcripts = [e["text"] for _, e in events if isinstance(e, dict) and e["type"] == "transcript"]
+    end = next(e for _, e in events if isinstance(e, dict) and e["type"] == "turn_end")
+    print(f"\nunfinished + 0.7 s pause: {transcripts}, ended_by {end['ended_by']}, timings {end['timings']}")
+    assert "interrupted" not in kinds and len(transcripts) == 1, transcripts
+    assert {"wondering", "help", "sword"} <= set(normalise(transcripts[0]))
+    assert end["turn"] == 1
+
+
+def test_silence_rule_on_request(voice_server, espeak) -> None:
+    async def scenario():
+        ws, opened = await connect(voice_server, persona=PERSONA, max_tokens=4, seed=3, turn_end="silence")
+        assert opened["turn_end"] == "silence"
+        events: list[tuple[float, object]] = []
+        async with ws:
+            await play(ws, opened["channel"], pcm16_at_16k(espeak("What do you sell?", 160), tail_s=0.5), events)
+        return events
+
+    events = asyncio.run(scenario())
+    end = next(e for _, e in events if isinstance(e, dict) and e["type"] == "turn_end")
+    assert end["ended_by"] == "silence" and end["timings"]["vad_hangover_ms"] >= 500
