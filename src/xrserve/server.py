@@ -94,7 +94,8 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json")
     app.state.database = database
     app.state.guard = Guard(database.key_store(), settings.anonymous_allowed, settings.lockout)
-    app.state.rate_limits = RateLimits()  # per key, in this process (replicas need issue 13's shared store)
+    # per key: in this process, or with --database in the database every replica shares
+    app.state.rate_limits = RateLimits(shared=database.rate_buckets())
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
     for router in (

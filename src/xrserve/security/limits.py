@@ -12,10 +12,14 @@ A key's limits (`keys.Limits`, set with `xrserve keys create|update --rpm --tpm 
 - sessions open at once: a count.
 
 The transports apply it: `api/ratelimit.py` for HTTP (the fast path included) and the LLM
-routes for tokens, the session for its messages, frames and its own count. The state is
-per process: replicas behind a load balancer each count on their own until they share a
-store (issue 13). Limits changed with `keys update` reach a running server with the key
-cache (a second), and a bucket keeps what it has used when its size changes.
+routes for tokens, the session for its messages, frames and its own count. Limits changed
+with `keys update` reach a running server with the key cache (a second), and a bucket keeps
+what it has used when its size changes.
+
+Where the buckets live: in the server process (`TokenBucket`), or, with `--database
+postgresql://...`, in the database every replica shares (`SharedBuckets`, security/postgres.py:
+each take, check or charge is one atomic statement there, so N replicas together let a key have
+its rpm, not N times it). The count of open sessions stays per process for now.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from xrserve.core.errors import TooManyRequests
 from xrserve.security.keys import ApiKey, Limits
@@ -83,6 +88,35 @@ class TokenBucket:
         self.capacity, self.per_s = capacity, per_s
 
 
+class Bucket(Protocol):
+    """What `RateLimits` asks of a bucket: `TokenBucket`, or one kept in a shared database."""
+
+    @property
+    def capacity(self) -> float: ...
+
+    def take(self, now: float, amount: float = 1.0) -> bool: ...
+
+    def positive(self, now: float) -> bool: ...
+
+    def charge(self, now: float, amount: float) -> None: ...
+
+    def remaining(self, now: float) -> int: ...
+
+    def wait_s(self, now: float, amount: float = 1.0) -> float: ...
+
+    def reset_s(self, now: float) -> float: ...
+
+    def resize(self, capacity: float, per_s: float, now: float) -> None: ...
+
+
+class SharedBuckets(Protocol):
+    """Buckets that every replica sharing a store counts in (security/postgres.py)."""
+
+    def bucket(self, key_id: str, kind: str, capacity: float, per_s: float, now: float) -> Bucket:
+        """The bucket `kind` ("requests", "tokens_minute", "tokens_day", "frames") of a key; made full if new."""
+        ...
+
+
 def duration(seconds: float) -> str:
     """OpenAI's format for x-ratelimit-reset-*: "1s", "6m0s", "1h2m3s", "20ms"."""
     if seconds < 1:
@@ -107,10 +141,10 @@ class RateLimited(TooManyRequests):
 @dataclass(slots=True)
 class _KeyState:
     limits: Limits
-    requests: TokenBucket | None = None
-    tokens_minute: TokenBucket | None = None
-    tokens_day: TokenBucket | None = None
-    frames: TokenBucket | None = None
+    requests: Bucket | None = None
+    tokens_minute: Bucket | None = None
+    tokens_day: Bucket | None = None
+    frames: Bucket | None = None
     sessions: int = 0
 
 
@@ -119,11 +153,20 @@ _LIMIT_OF = {"requests": "rpm", "tokens_minute": "tpm", "tokens_day": "tpd", "fr
 
 
 class RateLimits:
-    """The buckets of every key seen by this process. Keys without limits (and `--dev`'s anonymous) cost nothing."""
+    """The buckets of every key seen by this process. Keys without limits (and `--dev`'s anonymous) cost nothing.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    With `shared`, the buckets are kept there (one statement per take, check or charge) instead of here.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, shared: SharedBuckets | None = None) -> None:
         self.clock = clock
+        self.shared = shared
         self._keys: dict[str, _KeyState] = {}
+
+    def _bucket(self, key_id: str, kind: str, capacity: float, per_s: float, now: float) -> Bucket:
+        if self.shared is None:
+            return TokenBucket(capacity, per_s, now)
+        return self.shared.bucket(key_id, kind, capacity, per_s, now)
 
     def _state(self, key: ApiKey, now: float) -> _KeyState:
         state = self._keys.get(key.id)
@@ -134,12 +177,12 @@ class RateLimits:
         state.limits = key.limits  # new, or changed by `keys update`: resize, keeping what was used
         for name, attribute in _LIMIT_OF.items():
             limit = getattr(key.limits, attribute)
-            bucket: TokenBucket | None = getattr(state, name)
+            bucket: Bucket | None = getattr(state, name)
             if not limit:
                 if bucket is not None:
                     setattr(state, name, None)
             elif bucket is None:
-                setattr(state, name, TokenBucket(limit, limit / _PER_S[name], now))
+                setattr(state, name, self._bucket(key.id, name, limit, limit / _PER_S[name], now))
             elif bucket.capacity != limit:
                 bucket.resize(limit, limit / _PER_S[name], now)
         return state

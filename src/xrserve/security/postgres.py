@@ -22,6 +22,14 @@ loses no record of an answered request; a crash of the database server or its ma
 records of the last fraction of a second (as a power loss may with SQLite), never corrupt the trail.
 When a write fails (the database down, a full disk there), requests are refused with 503 until a
 record can be written again, as with SQLite; the writer connects again by itself.
+
+**Rate limits.** A key's buckets (requests per minute, LLM tokens per minute and per day, camera
+frames per second) are rows of `rate_buckets`. Taking a request, checking the token budget and
+charging tokens are each one INSERT ... ON CONFLICT DO UPDATE ... RETURNING on the key's row: the
+row lock makes concurrent replicas take one after the other, the refill uses the database's clock,
+and a key seen for the first time gets a full bucket in the same statement. It runs on the event
+loop, like the key lookup, and only for keys that have that limit. An unreachable database is a
+503, never an unlimited pass.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from xrserve.core.errors import Unavailable
 from xrserve.security.audit import AuditLog
 from xrserve.security.keys import _COLUMNS, KeyStore
+from xrserve.security.limits import TokenBucket
 from xrserve.security.migrations import migrate
 from xrserve.security.storage import StoreUnreachable
 
@@ -48,6 +57,8 @@ CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 3.0
 #: after a failed lookup, key lookups answer 503 at once for this long rather than each waiting on the network
 BACKOFF_S = 1.0
+#: the audit writer's connection, unused this long, is checked before a record is sent on it
+IDLE_CHECK_S = 1.0
 
 T = TypeVar("T")
 
@@ -66,6 +77,13 @@ def describe(url: str) -> str:
 def _reason(exc: BaseException) -> str:
     """psycopg's message on one line."""
     return re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
+
+
+def _commit_without_waiting(conn: psycopg.Connection[Any]) -> None:
+    """Pooled sessions commit without waiting for the disk (`synchronous_commit = off`): a rate-limit bucket's
+    update (one per request of a limited key) then costs a round trip, not an fsync (~2 ms measured here); a
+    crash of the database may forget the last fraction of a second of counting. Changes to keys opt back in."""
+    conn.execute("SET synchronous_commit TO off")
 
 
 class PostgresDatabase:
@@ -87,6 +105,7 @@ class PostgresDatabase:
             max_size=pool_size,
             timeout=POOL_TIMEOUT_S,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            configure=_commit_without_waiting,
             name="xrserve",
             open=False,
         )
@@ -95,14 +114,15 @@ class PostgresDatabase:
         self._down: str | None = None  # why the last call failed, while within BACKOFF_S
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T], what: str) -> T:
-        """`work` on a pooled connection; a connection found broken (the server restarted) is replaced once.
+        """`work` on a pooled connection; connections found broken (the server restarted meanwhile) are replaced.
 
         An unreachable database raises `Unavailable` (503) saying `what` cannot be reached; for
         `BACKOFF_S` after that, calls fail at once with the same answer.
         """
         if self._down is not None and time.monotonic() < self._down_until:
             raise Unavailable(self._down)
-        for attempt in (1, 2):
+        attempts = (self.pool.max_size or 1) + 1  # every pooled connection may have gone stale at once
+        for attempt in range(1, attempts + 1):
             broken = False
             try:
                 with self.pool.connection() as conn:
@@ -114,8 +134,8 @@ class PostgresDatabase:
                 self._down = None
                 return result
             except psycopg.OperationalError as exc:
-                if broken and attempt == 1 and not isinstance(exc, PoolTimeout):
-                    continue
+                if broken and attempt < attempts and not isinstance(exc, PoolTimeout):
+                    continue  # the pool drops it; a stale connection fails on sending, before the statement ran
                 self._down = (
                     f"{what} ({self.where}) cannot be reached: {_reason(exc)}; requests that need it are refused "
                     "until it can"
@@ -139,6 +159,9 @@ class PostgresDatabase:
     def has_audit(self) -> bool:
         return True  # the table exists once migrated; an empty trail verifies as OK with 0 records
 
+    def rate_buckets(self) -> PostgresBuckets:
+        return PostgresBuckets(self)
+
     def close(self) -> None:
         self.pool.close()
 
@@ -153,9 +176,19 @@ class PostgresKeyTable:
     def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         return self._db.run(work, "the key store")
 
+    def _write(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """A change to keys waits until it is on the database's disk (the pool's sessions do not, see there)."""
+
+        def durable(conn: psycopg.Connection[Any]) -> T:
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit TO on")
+                return work(conn)
+
+        return self._db.run(durable, "the key store")
+
     def insert(self, key_id: str, digest: str, name: str, scopes: str, created: float, expires: float | None,
                limits: tuple[int, ...]) -> None:  # fmt: skip
-        self._run(
+        self._write(
             lambda conn: conn.execute(
                 "INSERT INTO api_keys (id, secret_sha256, name, scopes, created, expires, rpm, tpm, tpd, fps, "
                 "max_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -175,7 +208,7 @@ class PostgresKeyTable:
                 return True, row
             return False, conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = %s", (key_id,)).fetchone()
 
-        return self._run(work)
+        return self._write(work)
 
     def update_limits(self, key_id: str, changes: dict[str, int]) -> tuple | None:
         params: tuple[object, ...] = (key_id,)
@@ -184,11 +217,11 @@ class PostgresKeyTable:
             assignments = ", ".join(f"{name} = %s" for name in changes)
             query = f"UPDATE api_keys SET {assignments} WHERE id = %s RETURNING {_COLUMNS}"
             params = (*changes.values(), key_id)
-        return self._run(lambda conn: conn.execute(query, params).fetchone())
+        return (self._write if changes else self._run)(lambda conn: conn.execute(query, params).fetchone())
 
     def revoke(self, key_id: str, now: float) -> bool:
         query = "UPDATE api_keys SET revoked = %s WHERE id = %s AND revoked IS NULL"
-        return self._run(lambda conn: conn.execute(query, (now, key_id)).rowcount == 1)
+        return self._write(lambda conn: conn.execute(query, (now, key_id)).rowcount == 1)
 
     def records(self) -> list[tuple]:
         return self._run(lambda conn: conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created").fetchall())
@@ -223,12 +256,24 @@ class PostgresAuditTable:
         self.where = database.where
         self.remedy = f"make the database {database.where} reachable and writable again"
         self._conn: psycopg.Connection[Any] | None = None
+        self._used = 0.0  # time.monotonic() of the connection's last use
         self._statements: dict[tuple[int, bool], str] = {}
         self._lock = threading.Lock()
         if writer:
             self._connection()  # at start: an unreachable database stops the server with a message
 
     def _connection(self) -> psycopg.Connection[Any]:
+        """The writer's connection; after a quiet spell, checked first (an empty query), and made anew if it died.
+
+        A connection whose server restarted while it was idle fails only when used: checked, it is replaced
+        before a record is sent on it, so the first request after a database restart is not refused.
+        """
+        now = time.monotonic()
+        if self._conn is not None and not self._conn.broken and now - self._used > IDLE_CHECK_S:
+            try:
+                self._conn.execute("")
+            except psycopg.OperationalError:
+                pass  # broken now: replaced below
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()
@@ -236,6 +281,7 @@ class PostgresAuditTable:
             conn = psycopg.connect(self._db.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
             conn.execute("SET synchronous_commit TO off")  # see the module's docstring
             self._conn = conn
+        self._used = now
         return self._conn
 
     def last_head(self) -> tuple[str, int, str] | None:
@@ -304,3 +350,83 @@ class PostgresAuditTable:
                 return rows, conn.execute(query).fetchall()
 
         return self._db.run(work, "the audit trail")
+
+
+# The old row's bucket refilled to the database's time now (excluded.stamp), then resized to the limit asked for
+# (a changed limit keeps what was used: a larger bucket gains the difference), as TokenBucket does in memory.
+_REFILLED = "least(b.capacity, b.tokens + greatest(0, excluded.stamp - b.stamp) * b.per_s)"
+_RESIZED = f"least(excluded.capacity, {_REFILLED} + greatest(0, excluded.capacity - b.capacity))"
+_BUCKET = f"""
+INSERT INTO rate_buckets AS b (key_id, kind, capacity, per_s, tokens, stamp, taken)
+VALUES (%(key)s, %(kind)s, %(capacity)s, %(per_s)s,
+        %(capacity)s - CASE WHEN %(capacity)s >= %(need)s THEN %(amount)s ELSE 0 END,
+        extract(epoch FROM clock_timestamp()), %(capacity)s >= %(need)s)
+ON CONFLICT (key_id, kind) DO UPDATE SET
+    tokens = {_RESIZED} - CASE WHEN {_RESIZED} >= %(need)s THEN %(amount)s ELSE 0 END,
+    taken = {_RESIZED} >= %(need)s,
+    capacity = excluded.capacity,
+    per_s = excluded.per_s,
+    stamp = greatest(b.stamp, excluded.stamp)
+RETURNING taken, tokens
+"""
+#: "positive" asks for at least this much and takes nothing
+_ANY = 1e-300
+
+
+class PostgresBuckets:
+    """Rate-limit buckets in `rate_buckets` (`security.limits.SharedBuckets`)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._db = database
+
+    def bucket(self, key_id: str, kind: str, capacity: float, per_s: float, now: float) -> PostgresBucket:
+        return PostgresBucket(self._db, key_id, kind, capacity, per_s, now)
+
+
+class PostgresBucket:
+    """One key's bucket of one kind: each take, check or charge is one statement on its row.
+
+    What the database answered last is kept in a local `TokenBucket` (refilled by the local clock),
+    for the `x-ratelimit-*` headers and Retry-After, which then cost no round trip.
+    """
+
+    __slots__ = ("_db", "_params", "_local")
+
+    def __init__(self, database: PostgresDatabase, key_id: str, kind: str, capacity: float, per_s: float,
+                 now: float) -> None:  # fmt: skip
+        self._db = database
+        self._params: dict[str, object] = {"key": key_id, "kind": kind}
+        self._local = TokenBucket(capacity, per_s, now)
+
+    @property
+    def capacity(self) -> float:
+        return self._local.capacity
+
+    def _apply(self, now: float, need: float, amount: float) -> bool:
+        params = {**self._params, "capacity": float(self._local.capacity), "per_s": float(self._local.per_s),
+                  "need": float(need), "amount": float(amount)}  # fmt: skip
+        row = self._db.run(lambda conn: conn.execute(_BUCKET, params).fetchone(), "the rate limits")
+        assert row is not None
+        self._local.tokens, self._local.stamp = row[1], now
+        return bool(row[0])
+
+    def take(self, now: float, amount: float = 1.0) -> bool:
+        return self._apply(now, amount, amount)
+
+    def positive(self, now: float) -> bool:
+        return self._apply(now, _ANY, 0.0)
+
+    def charge(self, now: float, amount: float) -> None:
+        self._apply(now, float("-inf"), amount)
+
+    def remaining(self, now: float) -> int:
+        return self._local.remaining(now)
+
+    def wait_s(self, now: float, amount: float = 1.0) -> float:
+        return self._local.wait_s(now, amount)
+
+    def reset_s(self, now: float) -> float:
+        return self._local.reset_s(now)
+
+    def resize(self, capacity: float, per_s: float, now: float) -> None:
+        self._local.resize(capacity, per_s, now)  # the row follows at its next statement

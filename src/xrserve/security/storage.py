@@ -7,9 +7,11 @@ rotated or revoked by `xrserve keys` on any machine holds on all of them within 
 (`KeyStore.CACHE_S`), and all their audit records land in one trail that `xrserve audit verify`
 checks. `xrserve serve|keys|audit --database URL` (or `$XRSERVE_DATABASE`) chooses.
 
-Both give the same three things: a `KeyStore` over a `KeyTable`, an `AuditLog` over an
-`AuditTable`, and what `tail` and `verify` read. The PostgreSQL side (security/postgres.py, psycopg
-3 with a connection pool, migrations in security/migrations/) is imported only when asked for.
+Both give the same things: a `KeyStore` over a `KeyTable`, an `AuditLog` over an `AuditTable`,
+what `tail` and `verify` read, and where rate-limit buckets are counted (PostgreSQL: in the
+database, for every replica; SQLite: in the server process, as before). The PostgreSQL side
+(security/postgres.py, psycopg 3 with a connection pool, migrations in security/migrations/) is
+imported only when asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Protocol
 
 from xrserve.security.audit import AuditLog, AuditSource
 from xrserve.security.keys import KeyStore
+from xrserve.security.limits import SharedBuckets
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -45,6 +48,10 @@ class Database(Protocol):
 
     def has_audit(self) -> bool:
         """Whether any server has written a trail here yet."""
+        ...
+
+    def rate_buckets(self) -> SharedBuckets | None:
+        """Where rate-limit buckets are kept for every replica; None: in each server process."""
         ...
 
     def close(self) -> None: ...
@@ -77,6 +84,9 @@ class SqliteDatabase:
 
     def has_audit(self) -> bool:
         return self.audit_path.exists()
+
+    def rate_buckets(self) -> None:
+        return None  # one process per data directory: the buckets stay in memory
 
     def close(self) -> None:
         pass
