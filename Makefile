@@ -12,6 +12,9 @@ APT_TOOLS := espeak-ng ffmpeg chromium
 # PostgreSQL: the shared-store tests (tests/postgres.py) start a throwaway server of their own. Debian's
 # package puts initdb and pg_ctl in /usr/lib/postgresql/<version>/bin, off PATH, so it is looked for there too
 PG_PROGRAMS := /usr/lib/postgresql/*/bin/pg_ctl
+# the server image (Dockerfile) needs neither the browser nor a database server: it runs
+# `make install APT_TOOLS="espeak-ng ffmpeg" WITH_POSTGRES=0`
+WITH_POSTGRES ?= 1
 # node and npm build the web client (three.js, bundled by esbuild) and run the test tools
 # (the Khronos glTF validator, the IWER headset emulator): all pinned in package-lock.json
 NODE_TOOLS := node npm
@@ -27,7 +30,7 @@ system:
 		echo "installing system packages:$$missing"; \
 		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@if ! command -v pg_ctl >/dev/null && ! ls $(PG_PROGRAMS) >/dev/null 2>&1; then \
+	@if [ "$(WITH_POSTGRES)" = 1 ] && ! command -v pg_ctl >/dev/null && ! ls $(PG_PROGRAMS) >/dev/null 2>&1; then \
 		echo "installing system packages: postgresql"; \
 		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
@@ -66,12 +69,13 @@ install: system $(STAMP) node_modules/.package-lock.json web
 run: install
 	$(VENV)/bin/xrserve serve --dev --host $(HOST) --port $(PORT)
 
-# the layering contract (import-linter), lint and format (ruff), types (mypy, strict on core)
+# the layering contract (import-linter), lint and format (ruff), types (mypy, strict on core), the Dockerfile (hadolint)
 lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
 
 test: install lint
 	mkdir -p artifacts
