@@ -19,7 +19,7 @@ max_batch_size = 8
 @pytest.mark.parametrize(
     "toml, field, words",
     [
-        ("runtime = 'tensorflow'", "runtime", "'onnx', 'torchscript', 'python' or 'gguf'"),
+        ("runtime = 'tensorflow'", "runtime", "'onnx', 'torchscript', 'python', 'gguf' or 'yolo'"),
         (GOOD + "max_batchsize = 3", "max_batchsize", "not a model.toml field"),
         (GOOD.replace('"FP32"', '"FLOAT32"'), "outputs.0.datatype", "'FLOAT32' is not a datatype"),
         (GOOD.replace("[-1, 384]", "[384]"), "(model)", "first dimension is the batch dimension"),
