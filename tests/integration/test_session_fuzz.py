@@ -31,7 +31,7 @@ FIELDS = [
     "model", "version", "models", "parameters", "budget_ms", "max_hands", "complexity", "redetect_every", "gestures",
     "intrinsics", "marker_length_m", "dictionary", "persona", "scene", "sample_rate", "end_of_turn_ms",
     "speculate_ms", "vad_threshold", "min_speech_ms", "barge_in", "max_tokens", "temperature", "seed", "speed",
-    "job", "inputs", "outputs", "id", "text", "t", "camera_stream",
+    "job", "inputs", "outputs", "id", "text", "t", "camera_stream", "turn_end", "unfinished_turn_ms",
 ]  # fmt: skip
 # models a fuzzed request may name: the real ones answer fast; none of them fails on valid input
 MODELS = ["tiny", "minilm", "hands", "face", "gesture", "nothing-here"]
