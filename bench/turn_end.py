@@ -173,14 +173,16 @@ async def play(ws, stream: str, channel: int, audio: bytes, speech_end_s: float)
 
 
 async def run(url: str, tmp: Path, args: argparse.Namespace, server_pid: int) -> dict[str, list[dict]]:
-    unfinished = UNFINISHED[: 8 if args.quick else None]
-    finished = FINISHED[: 6 if args.quick else None]
+    unfinished = UNFINISHED[: 8 if args.quick else None] if "unfinished" in args.sets else ()
+    finished = FINISHED[: 6 if args.quick else None] if "finished" in args.sets else ()
     results: dict[str, list[dict]] = {f"{kind} {mode}": [] for kind in ("unfinished", "finished") for mode in MODES}
     async with websockets.connect(url, max_size=None) as ws:
         await ws.recv()  # hello
         channels = {}
         for mode in MODES:
             options = {"persona": PERSONA, "max_tokens": args.max_tokens, "seed": 11, **MODES[mode]}
+            if mode == "meaning" and args.speculate_ms is not None:
+                options["speculate_ms"] = args.speculate_ms
             await ws.send(json.dumps({"type": "open", "stream": mode, "kind": "npc", **options}))
             opened = json.loads(await ws.recv())
             if opened["type"] != "opened":
@@ -220,7 +222,8 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
         values = sorted(r[key] for r in rows if r[key] is not None)
         return f"{values[min(len(values) - 1, int(0.9 * len(values)))]:.0f}" if values else "-"
 
-    print(f"\npause inside the unfinished utterances: {args.pause_ms} ms; max_tokens {args.max_tokens}")
+    print(f"\npause inside the unfinished utterances: {args.pause_ms} ms; max_tokens {args.max_tokens}; "
+          f"meaning's speculate_ms {args.speculate_ms or 'default'}")  # fmt: skip
     print(f"{'set':22} {'n':>3} {'cut':>5} {'released p50':>13} {'p90':>5} {'hang-over p50':>14} "
           f"{'1st audio p50':>14} {'foreign cores':>14}")  # fmt: skip
     for name, rows in results.items():
@@ -235,6 +238,10 @@ def main() -> None:
     parser.add_argument("--pause-ms", type=int, default=700, help="the pause inside an unfinished utterance")
     parser.add_argument("--max-tokens", type=int, default=8, help="the answer's length (shorter: a quicker run)")
     parser.add_argument("--quick", action="store_true", help="8 unfinished and 6 finished utterances")
+    parser.add_argument(
+        "--speculate-ms", type=float, default=None, help="the meaning stream's speculate_ms (default 200)"
+    )
+    parser.add_argument("--sets", nargs="+", choices=("unfinished", "finished"), default=["unfinished", "finished"])
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng is needed (make install installs it)")
@@ -256,7 +263,12 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     report(results, args)
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"pause_ms": args.pause_ms, "max_tokens": args.max_tokens, **results}, indent=1))
+    RESULTS.write_text(
+        json.dumps(
+            {"pause_ms": args.pause_ms, "max_tokens": args.max_tokens, "speculate_ms": args.speculate_ms, **results},
+            indent=1,
+        )
+    )
     print(f"results: {RESULTS}")
 
 
