@@ -28,7 +28,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -45,11 +44,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from llm_support import procs  # noqa: E402 - after the sys.path lines above
 
+from xrserve.session.protocol import HEADER  # noqa: E402 - the binary message header, as the server reads it
 from xrserve.voice.audio import decode_upload  # noqa: E402
 
 RESULTS = BENCH / "results" / "turn_end.json"
 MODELS = ("whisper-tiny-en", "silero-vad", "smollm2", "piper-joe", "minilm")
-HEADER = struct.Struct("<BBHId")
 RATE = 16_000
 STEP_S = 0.02
 SPEEDS = (130, 150, 175)

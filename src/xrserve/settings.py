@@ -84,13 +84,5 @@ class Settings:
         return self.dev and is_loopback(self.host)
 
     @property
-    def keys_path(self) -> Path:
-        return self.data_dir / "keys.db"
-
-    @property
     def worlds_dir(self) -> Path:
         return self.data_dir / "worlds"
-
-    @property
-    def audit_path(self) -> Path:
-        return self.data_dir / "audit.db"

@@ -136,14 +136,31 @@ def test_refusals_say_what_to_do(canary_server: Server) -> None:
     assert "--percent" in canary_cli(canary_server, "tiny", "2", check=False).stderr
 
 
-def test_a_failing_canary_is_rolled_back_by_itself(canary_server: Server) -> None:
-    canary_cli(canary_server, "flaky", "2", "--percent", "50")
-    with canary_server.client() as client:
+def through_a_canary(server: Server, model: str, body: dict, count: int) -> tuple[list[tuple[int, str]], dict]:
+    """Version 2 of `model` as a 50% canary, then `count` requests in a row: (status, version) of each,
+    and the canary's state after them."""
+    canary_cli(server, model, "2", "--percent", "50")
+    with server.client() as client:
         outcomes = [
             (r.status_code, r.json().get("model_version"))
-            for r in (client.post("/v2/models/flaky/infer", json=FLAKY_BODY) for _ in range(60))
+            for r in (client.post(f"/v2/models/{model}/infer", json=body) for _ in range(count))
         ]
-        state = client.get("/v2/repository/models/flaky/canary").json()
+        state = client.get(f"/v2/repository/models/{model}/canary").json()
+    return outcomes, state
+
+
+def rollback_record(server: Server, model: str) -> dict:
+    """The audit record of the automatic rollback of `model`'s canary."""
+
+    def is_rollback(record: dict) -> bool:
+        return record.get("model") == model and record["route"] == "canary rollback"
+
+    records = audit_records(server.data_dir, lambda rs: any(is_rollback(r) for r in rs))
+    return next(r for r in records if is_rollback(r))
+
+
+def test_a_failing_canary_is_rolled_back_by_itself(canary_server: Server) -> None:
+    outcomes, state = through_a_canary(canary_server, "flaky", FLAKY_BODY, 60)
     failed = [i for i, (status, _) in enumerate(outcomes) if status != 200]
     assert len(failed) == 10 and failed[-1] < 25, outcomes  # ten failures on the canary, then none
     assert all(outcome == (200, "1") for outcome in outcomes[25:]), outcomes
@@ -151,20 +168,13 @@ def test_a_failing_canary_is_rolled_back_by_itself(canary_server: Server) -> Non
     assert canary_server.metric("xrserve_canary_rollbacks_total", model="flaky", version="2") == 1
     assert canary_server.metric("xrserve_canary_percent", model="flaky", version="2") == 0
     assert canary_server.metric("xrserve_inference_failures_total", model="flaky", version="2") == 10
-    records = audit_records(canary_server.data_dir, lambda rs: any(r["route"] == "canary rollback" for r in rs))
-    rollback = next(r for r in records if r["route"] == "canary rollback")
+    rollback = rollback_record(canary_server, "flaky")
     assert rollback["model"] == "flaky" and rollback["version"] == "2"
     assert rollback["note"].startswith("error rate 1.00 vs 0.00 over 10 requests in 10 s"), rollback
 
 
 def test_a_slow_canary_is_rolled_back_by_itself(canary_server: Server) -> None:
-    canary_cli(canary_server, "slow", "2", "--percent", "50")
-    with canary_server.client() as client:
-        outcomes = [
-            (r.status_code, r.json().get("model_version"))
-            for r in (client.post("/v2/models/slow/infer", json=SLOW_BODY) for _ in range(50))
-        ]
-        state = client.get("/v2/repository/models/slow/canary").json()
+    outcomes, state = through_a_canary(canary_server, "slow", SLOW_BODY, 50)
     assert all(status == 200 for status, _ in outcomes), outcomes  # slow, not failing: every request answered
     on_canary = [i for i, (_, version) in enumerate(outcomes) if version == "2"]
     # judged once both versions have 8 requests in the window: the canary's p99 (~250 ms) is over
@@ -172,10 +182,7 @@ def test_a_slow_canary_is_rolled_back_by_itself(canary_server: Server) -> None:
     assert 8 <= len(on_canary) <= 12 and on_canary[-1] < 30, outcomes
     assert not state["active"] and state["default_version"] == "1"
     assert canary_server.metric("xrserve_canary_rollbacks_total", model="slow", version="2") == 1
-    records = audit_records(
-        canary_server.data_dir, lambda rs: any(r.get("model") == "slow" and r["route"] == "canary rollback" for r in rs)
-    )
-    rollback = next(r for r in records if r.get("model") == "slow" and r["route"] == "canary rollback")
+    rollback = rollback_record(canary_server, "slow")
     assert rollback["note"].startswith("p99 latency"), rollback
 
 
