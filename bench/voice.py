@@ -1,27 +1,34 @@
-"""Talking characters: end of the user's speech to the first byte of the character's audio.
+"""Talking characters: end of the user's speech to the first byte of the character's audio (issue 16).
 
 Starts `xrserve serve --dev` with the five models of a voice turn (whisper-tiny-en, silero-vad,
-smollm2, piper-joe, minilm), then plays spoken questions (espeak-ng, 20 by default) into an
-`npc` stream over the XR session WebSocket, in real time (32 ms chunks on a fixed schedule,
-as a microphone would), each followed by silence. For every turn:
+smollm2, piper-joe, minilm) and opens two `npc` streams on one XR session: `today` (the npc
+options as they were by default at commit fb346b1: turn_end "silence", end_of_turn_ms 500,
+speculate_ms 200) and `new` (the stream's defaults now, or --new). Both get the same questions,
+interleaved turn by turn (the stream that goes first alternates), `max_tokens` 48, memory
+reset before every turn (the same prompt length every time).
 
-  end of speech   taken from the audio itself: the end of the last 10 ms frame louder than
-                  -35 dB below the utterance's peak, on the sending schedule's clock
-  first audio     arrival of the first binary audio message of the turn at the client
-  latency         first audio - end of speech: what the user waits for
+The one metric (the issue's, also used by docs/voice.md):
 
-and the server's own breakdown from `turn_end`: VAD hang-over (silence waited before the turn
-is taken), ASR, LLM time to the first complete sentence (or clause), TTS of that first piece.
-Two variants side by side, turn by turn alternating: `speculative` (the default: the turn
-starts after 200 ms of silence, its output held until the 500 ms hang-over confirms it) and
-`plain` (speculate_ms = end_of_turn_ms: nothing starts before the hang-over ends).
+  speech          a question spoken by espeak-ng (150/160/170 wpm in turn), 16 kHz, with 0.5 s
+                  of silence before it; sent in real time in 20 ms PCM16 chunks, followed by
+                  silence (as a microphone sends) until the turn has ended
+  end of speech   the last sample whose amplitude exceeds 1% of full scale, on the sending clock
+  latency         end of speech -> arrival of the first binary audio message of the answer at
+                  the client (the answer: the turn whose transcript came last)
 
-Then the models alone through OIP (no pipeline): ASR real-time factor (compute / audio) with
-the short ("auto") and the full 30 s encoder window, and TTS real-time factor and time to
-first audio for one sentence.
+For each turn the server's `turn_end` timings give the breakdown: VAD lag (where the server's
+VAD put the end of speech, on the stream's audio clock, minus the true end), hang-over (the
+silence heard when the turn was taken), ASR, LLM to the first piece, TTS of that piece, and
+the server's turn start -> first audio. WER of each pipeline's transcripts against the text;
+`cut`: a question taken as two turns (its own pause taken for the end).
 
-    nice .venv/bin/python bench/voice.py                  # ~8 minutes on a quiet machine
+Then the models alone through OIP (no pipeline): ASR real-time factor with the short ("auto")
+and the full 30 s encoder window, TTS real-time factor and time for one sentence
+(--no-models-alone skips it).
+
+    nice .venv/bin/python bench/voice.py                  # 20 turns each, ~6 minutes
     nice .venv/bin/python bench/voice.py --turns 6        # a quick look
+    nice .venv/bin/python bench/voice.py --new '{"speculate_ms": 100}'   # try other options
 
 Each turn records the CPU other processes used meanwhile (`*` marks turns beside more than
 0.25 cores of foreign load: on 2 cores that alone can double a stage). Results:
@@ -36,24 +43,18 @@ import json
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import websockets
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
@@ -63,14 +64,19 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from llm_support import procs  # noqa: E402 - after the sys.path lines above
 
+from xrserve.session.protocol import HEADER  # noqa: E402 - the binary message header, as the server reads it
 from xrserve.voice.audio import decode_upload  # noqa: E402
+from xrserve.voice.wer import wer  # noqa: E402
 
 RESULTS = BENCH / "results" / "voice.json"
 MODELS = ("whisper-tiny-en", "silero-vad", "smollm2", "piper-joe", "minilm")
-HEADER = struct.Struct("<BBHId")
 RATE = 16_000
-CHUNK_S = 0.032
+STEP_S = 0.02  # 20 ms chunks
+LEAD_S = 0.5
+THRESHOLD = 0.01  # end of speech: the last sample above 1% of full scale
+SPEEDS = (150, 160, 170)
 DISTURBED_CORES = 0.25
+GOAL_P50_MS, GOAL_P90_MS, GOAL_RATIO = 500, 700, 1.3
 QUESTIONS = (
     "Hello, who are you?",
     "What do you sell here?",
@@ -94,119 +100,149 @@ QUESTIONS = (
     "What should I do next?",
 )
 PERSONA = {"name": "Bob", "description": "the blacksmith of a small mountain village", "style": "gruff but kind"}
-VARIANTS = {
-    "speculative": {"end_of_turn_ms": 500, "speculate_ms": 200},
-    "plain": {"end_of_turn_ms": 500, "speculate_ms": 500},
-}
-console = Console(width=None if sys.stdout.isatty() else 150)
+#: today's pipeline: the npc defaults of commit fb346b1, spelled out so that later defaults do not change it
+TODAY = {"turn_end": "silence", "end_of_turn_ms": 500, "speculate_ms": 200}
+#: the new pipeline: the stream's defaults now
+NEW: dict[str, Any] = {}
+STAGES = (
+    ("vad_lag_ms", "VAD lag"),
+    ("vad_hangover_ms", "hang-over"),
+    ("asr_ms", "ASR"),
+    ("llm_first_sentence_ms", "LLM 1st piece"),
+    ("tts_first_ms", "TTS 1st piece"),
+    ("first_audio_ms", "server 1st audio"),
+)
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-def speech(text: str, directory: Path) -> tuple[bytes, float]:
-    """16 kHz PCM16 of an espeak-ng question (0.3 s lead, 1.2 s tail) and where its speech ends, in s."""
-    path = directory / f"{abs(hash(text))}.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(path), text], check=True)
-    audio = decode_upload(path.read_bytes())
-    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
-    level = 20 * np.log10(np.sqrt((frames**2).mean(axis=1)) + 1e-9)
-    last = int(np.nonzero(level > level.max() - 35)[0][-1])
-    lead = 0.3
-    padded = np.concatenate([np.zeros(int(lead * RATE), np.float32), audio, np.zeros(int(1.2 * RATE), np.float32)])
-    return (padded * 32767).astype("<i2").tobytes(), lead + (last + 1) * 160 / RATE
+def speech(text: str, speed: int, directory: Path) -> tuple[bytes, float]:
+    """16 kHz PCM16 of an espeak-ng question after LEAD_S of silence, and where its speech ends, in s."""
+    path = directory / f"{abs(hash((text, speed)))}.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True)
+    audio = np.concatenate([np.zeros(int(LEAD_S * RATE), np.float32), decode_upload(path.read_bytes())])
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    end = int(np.nonzero(np.abs(pcm) > THRESHOLD * 32767)[0][-1]) + 1
+    return pcm.tobytes(), end / RATE
 
 
-async def turn(ws, channel: int, pcm: bytes, speech_end_s: float) -> dict:
-    """Play one utterance in real time; wait for the turn's end; return the client's and server's timings."""
-    step = int(CHUNK_S * RATE) * 2
-    first_audio: float | None = None
-    done = asyncio.get_running_loop().create_future()
+class Channel:
+    """One `npc` stream of the session: its channel and how much audio it has been sent (its clock)."""
+
+    def __init__(self, name: str, number: int) -> None:
+        self.name, self.number, self.sent_samples, self.sequence = name, number, 0, 0
+
+
+async def turn(ws, channel: Channel, pcm: bytes, speech_end_s: float) -> dict[str, Any]:
+    """Plays one question in real time, then silence until its turn has ended; what the client saw."""
+    step = int(STEP_S * RATE) * 2
+    events: list[tuple[float, dict | None]] = []  # None: a binary (audio) message of this stream
+    stream_clock_s = channel.sent_samples / RATE  # where this audio starts on the stream's own clock
 
     async def receive() -> None:
-        nonlocal first_audio
         while True:
             message = await ws.recv()
             if isinstance(message, bytes):
-                if first_audio is None:
-                    first_audio = time.monotonic()
+                if HEADER.unpack_from(message)[2] == channel.number:
+                    events.append((time.monotonic(), None))
                 continue
             event = json.loads(message)
-            if event["type"] in ("turn_end", "error"):
-                done.set_result(event)
-                return
+            if event.get("stream") == channel.name or event["type"] == "error":
+                events.append((time.monotonic(), event))
+            if event["type"] == "error":
+                raise RuntimeError(event)
+
+    def kinds(kind: str) -> list[dict]:
+        return [e for _, e in events if e is not None and e["type"] == kind]
 
     receiver = asyncio.create_task(receive())
-    start = time.monotonic()
-    for i, offset in enumerate(range(0, len(pcm), step)):
-        await asyncio.sleep(max(0.0, start + i * CHUNK_S - time.monotonic()))
-        await ws.send(HEADER.pack(1, 0, channel, i, time.time() * 1000) + pcm[offset : offset + step])
-    end = await asyncio.wait_for(done, 180)
-    await receiver
-    if end["type"] == "error" or first_audio is None:
-        raise RuntimeError(f"turn failed: {end}")
+    start, i = time.monotonic(), 0
+    audio_end = start + len(pcm) / 2 / RATE
+    while not receiver.done():
+        offset = i * step
+        if offset >= len(pcm):  # done when every turn taken has ended (or was interrupted), the last after the audio
+            ended = any(e is not None and e["type"] == "turn_end" and t > audio_end for t, e in events)
+            if ended and len(kinds("turn_end")) + len(kinds("interrupted")) >= len(kinds("transcript")):
+                break
+            if time.monotonic() > audio_end + 120:
+                raise RuntimeError(f"{channel.name}: no turn_end within 120 s")
+        await asyncio.sleep(max(0.0, start + i * STEP_S - time.monotonic()))
+        chunk = pcm[offset : offset + step] if offset < len(pcm) else bytes(step)
+        channel.sequence += 1
+        await ws.send(HEADER.pack(1, 0, channel.number, channel.sequence, time.time() * 1000) + chunk)
+        channel.sent_samples += len(chunk) // 2
+        i += 1
+    await asyncio.sleep(0.05)
+    if receiver.done():
+        receiver.result()  # its error
+    receiver.cancel()
+    try:
+        await receiver
+    except asyncio.CancelledError:
+        pass
+    transcripts = [(t, e) for t, e in events if e is not None and e["type"] == "transcript"]
+    if not transcripts:
+        raise RuntimeError(f"{channel.name}: no transcript")
+    last_at, last = transcripts[-1]
+    first_audio = next((t for t, e in events if e is None and t >= last_at), None)
+    end = next(e for e in reversed(kinds("turn_end")) if e["turn"] == last["turn"])
+    if first_audio is None:
+        raise RuntimeError(f"{channel.name}: the answer had no audio: {end}")
     timings = end["timings"]
+    speech_end = start + speech_end_s
     return {
-        "latency_ms": (first_audio - (start + speech_end_s)) * 1000,
-        "transcript": end["transcript"],
+        "latency_ms": (first_audio - speech_end) * 1000,
+        "released_ms": (last_at - speech_end) * 1000,
+        "transcript": " ".join(e["text"] for _, e in transcripts),
+        "turns": len(transcripts),
+        "ended_by": end.get("ended_by"),
         "answer": end["answer"],
-        **{
-            k: timings.get(k)
-            for k in (
-                "vad_hangover_ms",
-                "speculative_lead_ms",
-                "asr_ms",
-                "llm_first_sentence_ms",
-                "tts_first_ms",
-                "first_audio_ms",
-            )
-        },
-        "server_speech_end_ms": end.get("speech_end_ms"),
-        "audio_speech_end_ms": speech_end_s * 1000,
+        "vad_lag_ms": end["speech_end_ms"] - (stream_clock_s + speech_end_s) * 1000,
+        **{key: timings.get(key) for key, _ in STAGES if key != "vad_lag_ms"},
+        "speculative_lead_ms": timings.get("speculative_lead_ms"),
     }
 
 
 async def conversation(
-    url: str, utterances: list[tuple[bytes, float]], turns: int, server_pid: int, progress: Progress
+    url: str,
+    utterances: list[tuple[str, bytes, float]],
+    turns: int,
+    variants: dict[str, dict[str, Any]],
+    server_pid: int,
+    progress: Progress,
 ) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
-    task = progress.add_task("NPC turns", total=turns * len(VARIANTS))
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    task = progress.add_task("NPC turns", total=turns * len(variants))
     async with websockets.connect(url, max_size=None) as ws:
         await ws.recv()  # hello
         channels = {}
-        for name, options in VARIANTS.items():
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "open",
-                        "stream": name,
-                        "kind": "npc",
-                        "persona": PERSONA,
-                        "max_tokens": 48,
-                        "seed": 11,
-                        **options,
-                    }
-                )
-            )
+        for name, options in variants.items():
+            open_ = {"type": "open", "stream": name, "kind": "npc", "persona": PERSONA, "max_tokens": 48, "seed": 11}
+            await ws.send(json.dumps({**open_, **options}))
             opened = json.loads(await ws.recv())
             if opened["type"] != "opened":
                 raise RuntimeError(opened)
-            channels[name] = opened["channel"]
+            channels[name] = Channel(name, opened["channel"])
         for i in range(turns):
-            pcm, end_s = utterances[i % len(utterances)]
-            order = list(VARIANTS) if i % 2 == 0 else list(reversed(VARIANTS))  # alternate who goes first
+            text, pcm, end_s = utterances[i % len(utterances)]
+            order = list(variants) if i % 2 == 0 else list(reversed(variants))  # alternate who goes first
             for name in order:
                 await ws.send(json.dumps({"type": "reset", "stream": name}))  # same prompt length every turn
+                while not isinstance(message := await ws.recv(), str) or json.loads(message)["type"] != "reset_done":
+                    pass
                 window = procs.CpuWindow([server_pid], own=None)
                 result = await turn(ws, channels[name], pcm, end_s)
-                result["foreign_cores"] = window.close()["foreign_cores"]
+                result.update(question=text, foreign_cores=window.close()["foreign_cores"])
                 results[name].append(result)
                 progress.advance(task)
+                progress.update(task, description=f"NPC turns ({name} {result['latency_ms']:.0f} ms)")
     return results
 
 
-def models_alone(base: str, utterances: list[tuple[bytes, float]]) -> dict[str, float]:
+def models_alone(base: str, utterances: list[tuple[str, bytes, float]]) -> dict[str, float]:
     """ASR and TTS through OIP, no pipeline: real-time factors."""
     out: dict[str, list[float]] = {"asr_auto": [], "asr_full": [], "tts_rtf": [], "tts_first_s": []}
     with httpx.Client(base_url=base, timeout=120) as client:
-        for pcm, _ in utterances[:8]:
+        for _, pcm, _ in utterances[:6]:
             audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
             for window in ("auto", "full"):
                 body = {
@@ -234,129 +270,85 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def report(results: dict[str, list[dict]], alone: dict[str, float]) -> None:
-    table = Table(title="End of user speech -> first byte of NPC audio at the client (ms)")
-    for column in (
-        "variant",
-        "turns",
-        "p50",
-        "p90",
-        "VAD hang-over p50",
-        "speculative lead p50",
-        "ASR p50",
-        "LLM 1st sentence p50",
-        "TTS 1st piece p50",
-        "server 1st audio p50",
-        "disturbed",
-    ):
+def summary(rows: list[dict]) -> dict[str, Any]:
+    latencies = [r["latency_ms"] for r in rows]
+    stages = {}
+    for key, _ in STAGES:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        stages[key] = percentile(values, 50) if values else None
+    return {
+        "turns": len(rows),
+        "p50_ms": percentile(latencies, 50),
+        "p90_ms": percentile(latencies, 90),
+        "mean_ms": statistics.mean(latencies) if latencies else float("nan"),
+        "wer": wer([r["question"] for r in rows], [r["transcript"] for r in rows]),
+        "cut": sum(r["turns"] > 1 for r in rows),
+        "disturbed": sum(r["foreign_cores"] > DISTURBED_CORES for r in rows),
+        "foreign_cores": statistics.mean(r["foreign_cores"] for r in rows) if rows else 0.0,
+        "stages_p50_ms": stages,
+        "ended_by": {k: sum(r["ended_by"] == k for r in rows) for k in sorted({str(r["ended_by"]) for r in rows})},
+    }
+
+
+def report(summaries: dict[str, dict], alone: dict[str, float] | None) -> None:
+    table = Table(title="End of speech (last sample > 1% FS) -> first binary audio message at the client (ms)")
+    columns = ["pipeline", "turns", "p50", "p90", "mean", "WER", "cut"]
+    columns += [f"{label} p50" for _, label in STAGES] + ["foreign cores"]
+    for column in columns:
         table.add_column(column, justify="right")
-    for name, turns in results.items():
-
-        def p50(key: str, turns: list[dict] = turns) -> str:
-            values = [t[key] for t in turns if t.get(key) is not None]
-            return f"{percentile(values, 50):.0f}" if values else "-"
-
-        latencies = [t["latency_ms"] for t in turns]
-        disturbed = sum(t["foreign_cores"] > DISTURBED_CORES for t in turns)
+    for name, s in summaries.items():
+        stage_cells = [("-" if s["stages_p50_ms"][k] is None else f"{s['stages_p50_ms'][k]:.0f}") for k, _ in STAGES]
+        disturbed = f" ({s['disturbed']}*)" if s["disturbed"] else ""
         table.add_row(
             name,
-            str(len(turns)),
-            f"{percentile(latencies, 50):.0f}",
-            f"{percentile(latencies, 90):.0f}",
-            p50("vad_hangover_ms"),
-            p50("speculative_lead_ms"),
-            p50("asr_ms"),
-            p50("llm_first_sentence_ms"),
-            p50("tts_first_ms"),
-            p50("first_audio_ms"),
-            f"{disturbed}*" if disturbed else "0",
+            str(s["turns"]),
+            f"{s['p50_ms']:.0f}",
+            f"{s['p90_ms']:.0f}",
+            f"{s['mean_ms']:.0f}",
+            f"{s['wer']:.3f}",
+            str(s["cut"]),
+            *stage_cells,
+            f"{s['foreign_cores']:.2f}{disturbed}",
         )
     console.print(table)
-    if len(results) == 2:
-        a, b = (percentile([t["latency_ms"] for t in results[n]], 50) for n in VARIANTS)
-        console.print(f"plain / speculative p50: {b / a:.2f}x")
-    alone_table = Table(title="Models alone (OIP, median)")
-    for column in ("ASR RTF, auto window", "ASR RTF, full 30 s window", "TTS RTF", "TTS one sentence (s)"):
-        alone_table.add_column(column, justify="right")
-    alone_table.add_row(
-        f"{alone['asr_auto']:.3f}", f"{alone['asr_full']:.3f}", f"{alone['tts_rtf']:.3f}", f"{alone['tts_first_s']:.3f}"
-    )
-    console.print(alone_table)
-    goal = (
-        percentile([t["latency_ms"] for t in results["speculative"]], 50),
-        percentile([t["latency_ms"] for t in results["speculative"]], 90),
-    )
-    met = goal[0] < 800 and goal[1] < 1000
-    console.print(
-        f"goal p50 < 800 ms and p90 < 1000 ms: [{'green' if met else 'red'}]"
-        f"{'met' if met else 'not met'}[/] (p50 {goal[0]:.0f}, p90 {goal[1]:.0f})"
-    )
-
-
-def llm_override(tmp: Path, threads: int) -> Path:
-    """A repository whose `smollm2` is the same GGUF with another thread count; it replaces the built-in."""
-    from xrserve.models.llm.model import smollm2_path
-
-    version = tmp / "repo" / "smollm2" / "1"
-    version.mkdir(parents=True, exist_ok=True)
-    (version / "model.gguf").symlink_to(smollm2_path())
-    (version / "model.toml").write_text(
-        f'runtime = "gguf"\nmax_streams = 8\nthreads = {threads}\nparameters = {{ context = 2048 }}\n'
-    )
-    return tmp / "repo"
-
-
-def isolation_override(tmp: Path, isolation: str) -> None:
-    """Repository entries for the built-in ASR and TTS classes with another isolation; they replace the built-ins."""
-    from xrserve.models.asr import WhisperTinyEn
-    from xrserve.models.tts import PiperJoe
-
-    def tensors(decls) -> str:
-        return (
-            "["
-            + ", ".join(f'{{ name = "{t.name}", datatype = "{t.datatype}", shape = {t.shape} }}' for t in decls)
-            + "]"
+    if alone is not None:
+        alone_table = Table(title="Models alone (OIP, median)")
+        for column in ("ASR RTF, auto window", "ASR RTF, full 30 s window", "TTS RTF", "TTS one sentence (s)"):
+            alone_table.add_column(column, justify="right")
+        alone_table.add_row(
+            f"{alone['asr_auto']:.3f}",
+            f"{alone['asr_full']:.3f}",
+            f"{alone['tts_rtf']:.3f}",
+            f"{alone['tts_first_s']:.3f}",
         )
-
-    for config in (WhisperTinyEn.default_config(), PiperJoe.default_config()):
-        version = tmp / "repo" / config.name / "1"
-        version.mkdir(parents=True)
-        (version / "model.toml").write_text(
-            f'runtime = "python"\nentrypoint = "{config.entrypoint}"\nisolation = "{isolation}"\n'
-            f"threads = {config.threads}\nqueue_size = {config.queue_size}\n"
-            f"inputs = {tensors(config.inputs)}\noutputs = {tensors(config.outputs)}\n"
-        )
+        console.print(alone_table)
+    if {"today", "new"} <= set(summaries):
+        today, new = summaries["today"], summaries["new"]
+        ratio50, ratio90 = today["p50_ms"] / new["p50_ms"], today["p90_ms"] / new["p90_ms"]
+        console.print(f"today / new: p50 {ratio50:.2f}x, p90 {ratio90:.2f}x; ended_by new {new['ended_by']}")
+        checks = [
+            (f"new p50 < {GOAL_P50_MS} ms", new["p50_ms"] < GOAL_P50_MS, f"{new['p50_ms']:.0f}"),
+            (f"new p90 < {GOAL_P90_MS} ms", new["p90_ms"] < GOAL_P90_MS, f"{new['p90_ms']:.0f}"),
+            (f"p50 >= {GOAL_RATIO}x faster than today", ratio50 >= GOAL_RATIO, f"{ratio50:.2f}x"),
+            ("WER no worse than today", new["wer"] <= today["wer"], f"{new['wer']:.3f} vs {today['wer']:.3f}"),
+        ]
+        for label, met, value in checks:
+            console.print(f"goal {label}: [{'green' if met else 'red'}]{'met' if met else 'not met'}[/] ({value})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=20, help="turns per variant (at least 20 for p90)")
+    parser.add_argument("--turns", type=int, default=20, help="turns per pipeline (at least 20 for p90)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server log)")
-    parser.add_argument(
-        "--llm-threads",
-        type=int,
-        default=None,
-        help="serve smollm2 from a repository entry with this many llama.cpp threads (the "
-        "built-in uses every core; on a machine busy with other work 1 can be faster)",
-    )
-    parser.add_argument(
-        "--isolation",
-        choices=("process", "thread"),
-        default=None,
-        help="serve whisper-tiny-en and piper-joe from repository entries with this isolation "
-        "(the built-ins run in worker processes)",
-    )
+    parser.add_argument("--new", type=json.loads, default={}, help="npc options for the new pipeline (JSON object)")
+    parser.add_argument("--only-new", action="store_true", help="the new pipeline alone (a quick look)")
+    parser.add_argument("--no-models-alone", action="store_true", help="skip the ASR/TTS real-time factors")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng is needed to speak the questions (make install installs it)")
+    variants = {"new": {**NEW, **args.new}} if args.only_new else {"today": TODAY, "new": {**NEW, **args.new}}
     tmp = Path(tempfile.mkdtemp(prefix="xrserve-voice-bench-"))
     only = [a for m in MODELS for a in ("--only", m)]
-    if args.llm_threads is not None:
-        llm_override(tmp, args.llm_threads)
-    if args.isolation is not None:
-        isolation_override(tmp, args.isolation)
-    if (tmp / "repo").exists():
-        only += ["--model-repository", str(tmp / "repo")]
     try:
         server, base = procs.start_xrserve(
             ["--dev", "--data-dir", str(tmp / "data"), *only],
@@ -366,30 +358,34 @@ def main() -> None:
         )
     except RuntimeError as exc:
         sys.exit(f"the server did not start: {exc}")
+    alone = None
     try:
-        utterances = [speech(q, tmp) for q in QUESTIONS]
+        utterances = [(q, *speech(q, SPEEDS[n % len(SPEEDS)], tmp)) for n, q in enumerate(QUESTIONS)]
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
-            results = asyncio.run(
-                conversation(
-                    base.replace("http", "ws", 1) + "/v1/session", utterances, args.turns, server.pid, progress
-                )
-            )
-        alone = models_alone(base, utterances)
+            url = base.replace("http", "ws", 1) + "/v1/session"
+            results = asyncio.run(conversation(url, utterances, args.turns, variants, server.pid, progress))
+        if not args.no_models_alone:
+            alone = models_alone(base, utterances)
     finally:
         procs.end(server)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    report(results, alone)
+        else:
+            console.print(f"kept: {tmp}")
+    summaries = {name: summary(rows) for name, rows in results.items()}
+    report(summaries, alone)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
+                "metric": "end of speech (last sample > 1% of full scale) -> first binary audio message at the client",
+                "chunk_ms": STEP_S * 1000,
+                "variants": variants,
+                "summary": summaries,
                 "turns": results,
                 "models_alone": alone,
                 "cores": os.cpu_count(),
-                "llm_threads": args.llm_threads,
-                "isolation": args.isolation,
             },
             indent=1,
         )
