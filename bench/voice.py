@@ -101,7 +101,8 @@ QUESTIONS = (
 )
 PERSONA = {"name": "Bob", "description": "the blacksmith of a small mountain village", "style": "gruff but kind"}
 #: today's pipeline: the npc defaults of commit fb346b1, spelled out so that later defaults do not change it
-TODAY = {"turn_end": "silence", "end_of_turn_ms": 500, "speculate_ms": 200}
+#: (first_piece_words came later: 6 is what fb346b1's sentence splitter did)
+TODAY = {"turn_end": "silence", "end_of_turn_ms": 500, "speculate_ms": 200, "first_piece_words": 6}
 #: the new pipeline: the stream's defaults now
 NEW: dict[str, Any] = {}
 STAGES = (

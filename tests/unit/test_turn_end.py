@@ -22,9 +22,16 @@ WHISPER = [
     ("Goodbye.", "Good bye!", "finished"),
     ("I was wondering if", "I was one very good", "unfinished"),  # no final punctuation
     ("Tell me a story.", "Tell me a story", "unfinished"),  # so a finished one without it waits longer
+    # cut off before issue 16's stricter rule (bench/turn_end.py, 2026-11-30): now unfinished
+    ("Where is the", "Where is that?", "unfinished"),
+    ("Can you tell me about the", "Can you tell me about that?", "unfinished"),
+    ("Tell me more about the", "Tell me more about that.", "unfinished"),
+    ("Can I get some", "Can I get some?", "unfinished"),
+    ("If you could", "If you could.", "unfinished"),
     # the rule's known misses: an unfinished last word misheard as one that can end a sentence
-    ("Where is the", "Where is that?", "finished"),
-    ("If you could", "If you could.", "finished"),
+    ("My name is John and", "My name is Jardin.", "finished"),
+    ("The reason I ask is that", "The reason I ask is not.", "finished"),
+    ("Do you have any swords or", "Do you have any sword for it?", "finished"),
 ]
 
 
@@ -47,6 +54,15 @@ def test_whisper_transcripts(spoken: str, transcript: str, expected: str) -> Non
         ("Uh.", "unfinished"),
         ("AND.", "unfinished"),
         ("It's mine.", "finished"),
+        ("What is that?", "unfinished"),
+        ("Hello?", "unfinished"),  # "Hello, who are you?" cut at its comma's pause
+        ("Excuse me.", "unfinished"),
+        ("Hello, how are you?", "finished"),  # a real question ending in "that" waits longer: slower, never cut
+        ("If you could, open the gate.", "finished"),
+        ("Hello. Because I asked.", "unfinished"),
+        ("Because I asked. Thank you.", "finished"),
+        ("Why is the river frozen?", "finished"),
+        ("When does the market open?", "finished"),
     ],
 )
 def test_rule(text: str, expected: str) -> None:

@@ -167,6 +167,15 @@ class TurnOptions(BaseModel):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate")
     seed: int | None = Field(None, ge=0, lt=2**32)
+    first_piece_words: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description=(
+            "the answer's first spoken piece is cut after this many words (or at a clause from max(2, n - 2) "
+            "words): fewer words, sooner audio (6 before issue 16)"
+        ),
+    )
 
 
 @dataclass
@@ -300,7 +309,7 @@ class NpcPipeline:
         )
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.ensure_future(self._speak_pieces(turn, pieces, options, emit, session, models, affinity))
-        masker, splitter = StreamMasker(self.moderator), SentenceSplitter()
+        masker, splitter = StreamMasker(self.moderator), SentenceSplitter(first_words=options.first_piece_words)
         deltas = 0
         try:
             async for chunk in stream:

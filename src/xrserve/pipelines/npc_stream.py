@@ -48,6 +48,9 @@ CHUNK_MS = CHUNK / RATE * 1000  # 32 ms
 MAX_UTTERANCE_S = 30.0  # one Whisper window; longer speech ends the turn there
 PRE_ROLL_MS = 300  # audio kept from before the detected start, so the first sound is not clipped
 FLAG_FIRST_AUDIO = 1  # binary header flag: the first audio chunk of a turn
+# silence before the speculative turn starts, by turn_end: with "meaning" its transcript decides when the turn
+# is taken, so it starts sooner (issue 16: ~90 ms sooner first audio); with "silence" the 500 ms decide anyway
+SPECULATE_MS = {"meaning": 100.0, "silence": 200.0}
 
 
 class VoiceActivity:
@@ -76,8 +79,8 @@ class NpcOptions(TurnOptions):
         ge=0,
         le=5000,
         description=(
-            "silence after which the turn is already computed, held back until end_of_turn_ms (default "
-            "min(200, end_of_turn_ms))"
+            "silence after which the turn is already computed, held back until the turn is taken (default "
+            "min(100, end_of_turn_ms) with turn_end 'meaning', min(200, end_of_turn_ms) with 'silence')"
         ),
     )
     turn_end: Literal["meaning", "silence"] = Field(
@@ -129,7 +132,10 @@ class NpcStream(SessionStream):
         self.persona = Persona.from_options(options.persona, options.scene)
         self.turn_options = TurnOptions.model_validate(options.model_dump(include=set(TurnOptions.model_fields)))
         self.end_of_turn_ms = options.end_of_turn_ms
-        self.speculate_ms = min(200, self.end_of_turn_ms) if options.speculate_ms is None else options.speculate_ms
+        default_speculate_ms = SPECULATE_MS[options.turn_end]
+        self.speculate_ms = (
+            min(default_speculate_ms, self.end_of_turn_ms) if options.speculate_ms is None else options.speculate_ms
+        )
         self.barge_in = options.barge_in
         self.turn_end = options.turn_end
         self.unfinished_turn_ms = max(options.unfinished_turn_ms, self.end_of_turn_ms)

@@ -2,10 +2,13 @@
 
 Text to speech waits for whole sentences (prosody needs the sentence), but the first piece
 decides when the character starts talking: it may end at a clause (comma, colon,
-semicolon, dash) once it has a few words, or after `FIRST_PIECE_MAX_WORDS` words when no
-punctuation has come yet, so the first audio is short and comes soon. Piper's time grows
-with the text (on 2 cores ~75 ms for two words, ~320 ms for eight) and the rest of the
-answer is synthesised while the first piece plays, so only the first piece is cut early.
+semicolon, dash) once it has a few words, or after `first_words` words when no punctuation
+has come yet, so the first audio is short and comes soon. Piper's time grows with the text
+(on 2 cores ~75 ms for two words, ~320 ms for eight), the LLM's with the words it must write
+before the piece is complete, and the rest of the answer is synthesised while the first
+piece plays, so only the first piece is cut early. The `npc` stream's `first_piece_words`
+option (default 3) sets `first_words`; a clause may end the first piece from
+`max(2, first_words - 2)` words (at most 4).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ MAX_PIECE_CHARS = 300  # a run-on "sentence" is spoken in pieces rather than wai
 class SentenceSplitter:
     """Feed text deltas; get back the pieces that are complete. `flush()` returns the rest."""
 
-    def __init__(self, *, first_clause: bool = True) -> None:
+    def __init__(self, *, first_clause: bool = True, first_words: int = FIRST_PIECE_MAX_WORDS) -> None:
         self._buffer = ""
         self._first = first_clause
+        self._first_words = max(1, first_words)
+        self._first_clause_words = min(FIRST_CLAUSE_MIN_WORDS, max(2, first_words - 2))
 
     def feed(self, delta: str) -> list[str]:
         self._buffer += delta
@@ -45,12 +50,13 @@ class SentenceSplitter:
             for clause in _CLAUSE_END.finditer(self._buffer):
                 if cut is not None and clause.end() >= cut:
                     break
-                if len(self._buffer[: clause.start()].split()) >= FIRST_CLAUSE_MIN_WORDS:
+                if len(self._buffer[: clause.start()].split()) >= self._first_clause_words:
                     cut = clause.end()
                     break
             word_ends = [m.end() for m in _WORD_END.finditer(self._buffer)]
-            if len(word_ends) >= FIRST_PIECE_MAX_WORDS and (cut is None or word_ends[FIRST_PIECE_MAX_WORDS - 1] < cut):
-                cut = word_ends[FIRST_PIECE_MAX_WORDS - 1]  # still no punctuation: speak the first words
+            n = self._first_words
+            if len(word_ends) >= n and (cut is None or word_ends[n - 1] < cut):
+                cut = word_ends[n - 1]  # still no punctuation: speak the first words
         if cut is None and len(self._buffer) > MAX_PIECE_CHARS:
             space = self._buffer.rfind(" ", 0, MAX_PIECE_CHARS)
             cut = space + 1 if space > 0 else MAX_PIECE_CHARS

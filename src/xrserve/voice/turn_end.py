@@ -12,6 +12,14 @@ reads that transcript and says how long the silence must last before the turn is
   stopped mid-sentence ("I was wondering if" -> "I was one very good", "The reason I ask is
   that" -> "The reason I ask is not"; 4 of 48 unfinished phrases measured) and rarely on a
   finished one ("Tell me a story", 1 of 20): that one waits the longer silence.
+  Also unfinished (issue 16, from the cut-offs bench/turn_end.py measured): a last "that",
+  "some" or "any" (whisper-tiny-en writes a trailing "the" as "that": "Where is the" ->
+  "Where is that?", "Tell me more about the" -> "Tell me more about that."; "Can I get some"
+  -> "Can I get some?"), and a last sentence that opens with a subordinating conjunction and
+  has no comma ("If you could.": the main clause is still to come). Real questions that end
+  so ("What is that?") wait the longer silence: slower, never cut. And a lone greeting or
+  interjection ("Hello?", "Well.", "So."): what a comma's pause after "Hello, who are you?"
+  gives the speculative transcript; a user who only says "hello" waits the longer silence.
 - `finished`: it ends with ".", "?" or "!" and its last word can end a sentence.
   -> take the turn at once (after the 200 ms of speculation).
 - `unclear`: no text at all (a cough).  -> the plain silence rule (500 ms).
@@ -48,9 +56,16 @@ FILLERS = {"um", "uh", "erm", "er", "uhm", "hmm", "mm", "ah"}
 # "through", "like", "since", "once", "so", "when", "where", "while", "her" ("Come in.", "I think so.",
 # "Since when?"). Those on it that a question can still end with ("Where are you from?", "What is it
 # for?") make such a question wait the longer silence: a slower answer, never a cut-off.
-NON_FINAL = ARTICLES | PREPOSITIONS | CONJUNCTIONS | POSSESSIVES | FILLERS
+# determiners that end a sentence rarely and a misheard trailing "the" often (see above)
+MISHEARD = {"that", "some", "any"}
+NON_FINAL = ARTICLES | PREPOSITIONS | CONJUNCTIONS | POSSESSIVES | FILLERS | MISHEARD
+# a sentence opening with one of these is a subordinate clause until a comma brings the main one
+SUBORDINATORS = {"if", "because", "although", "though", "unless", "whereas"}
+# alone, these open an utterance more often than they are one
+OPENERS = {"hello", "hi", "hey", "well", "so", "okay", "ok", "oh", "now", "listen", "excuse", "sorry", "greetings"}
 
 _WORD = re.compile(r"[a-z']+")
+_SENTENCE = re.compile(r"[^.?!…]+[.?!…]*")
 
 
 def verdict(transcript: str) -> Verdict:
@@ -62,6 +77,13 @@ def verdict(transcript: str) -> Verdict:
         return "unfinished"
     words = _WORD.findall(text.lower())
     if words and words[-1] in NON_FINAL:
+        return "unfinished"
+    if 0 < len(words) <= 2 and all(w in OPENERS or w == "me" for w in words):  # "Hello?", "Excuse me."
+        return "unfinished"
+    sentences = [m.group().strip() for m in _SENTENCE.finditer(text) if m.group().strip(" .?!…")]
+    last = sentences[-1] if sentences else text
+    opening = _WORD.findall(last.lower())[:1]
+    if opening and opening[0] in SUBORDINATORS and "," not in last:
         return "unfinished"
     if text.endswith((".", "?", "!")):
         return "finished"
