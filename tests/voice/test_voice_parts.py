@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xrserve.pipelines.npc import CHARS_PER_TOKEN, HISTORY_TOKEN_BUDGET, Memory, Persona
+from xrserve.pipelines.npc import CHARS_PER_TOKEN, HISTORY_TOKEN_BUDGET, Memory, Persona, TurnOptions
 from xrserve.voice.sentences import SentenceSplitter, speakable, split_sentences
 from xrserve.voice.visemes import VISEMES, visemes_from_alignment
 from xrserve.voice.wer import normalise, wer
@@ -56,6 +56,18 @@ def test_first_piece_may_end_at_a_clause_later_ones_at_sentences() -> None:
     ]
     assert pieces == ["The old mill by the river", "has stood here for years."]
     assert split_sentences("One, two, three four five. Six!") == ["One, two, three four five.", "Six!"]
+
+    def pieces_of(text: str, first_words: int) -> list[str]:
+        splitter = SentenceSplitter(first_words=first_words)
+        return [p for word in text.split() for p in splitter.feed(word + " ")] + [splitter.flush()]
+
+    # the npc stream's default since issue 16 (first_piece_words 3): three words, or a clause from two
+    text = "Well, hello there young traveller, what brings you here? I am Bob."
+    assert pieces_of(text, 3) == ["Well, hello there", "young traveller, what brings you here?", "I am Bob.", ""]
+    assert pieces_of("Aye, lad, the mill is old.", 3) == ["Aye, lad,", "the mill is old.", ""]
+    assert pieces_of("Hi! The mill is old.", 3) == ["Hi!", "The mill is old.", ""]
+    assert pieces_of(text, 6)[0] == "Well, hello there young traveller,"  # fb346b1's rule
+    assert TurnOptions().first_piece_words == 3
     assert len(split_sentences("word " * 200)) >= 3  # run-on text is cut
 
 
