@@ -238,7 +238,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8, help="the answer's length (shorter: a quicker run)")
     parser.add_argument("--quick", action="store_true", help="8 unfinished and 6 finished utterances")
     parser.add_argument(
-        "--speculate-ms", type=float, default=None, help="the meaning stream's speculate_ms (default 200)"
+        "--speculate-ms",
+        type=float,
+        default=None,
+        help="the meaning stream's speculate_ms (default: the stream's, 100 since issue 16)",
     )
     parser.add_argument("--sets", nargs="+", choices=("unfinished", "finished"), default=["unfinished", "finished"])
     args = parser.parse_args()
