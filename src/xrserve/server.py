@@ -62,7 +62,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.scheduler = Scheduler(RUNTIMES, metrics, frame_policy=settings.frame_policy)
+        app.state.scheduler = await start_engine(settings, metrics, console)
         app.state.scheduler.defaults = app.state.promoted.current  # promoted versions (same dict)
         app.state.scheduler.canaries.on_end = lambda canary, reason: audit.record(canary_rollback(canary, reason))
         await load_all(app.state.scheduler, app.state.repository_source, app.state.repository, console)
@@ -117,6 +117,20 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     rated = RateLimitMiddleware(InferFastPath(app), app.state.rate_limits)
     limited = BodyLimitMiddleware(CancelOnDisconnect(rated), limit=settings.max_body_bytes)
     return AuditMiddleware(limited, audit=audit, metrics=metrics)
+
+
+async def start_engine(settings: Settings, metrics: Metrics, console: Console) -> Scheduler:
+    """Where the models compute: here (the embedded engine), or in Ray Serve replicas (`--engine ray`)."""
+    if settings.engine != "ray":
+        return Scheduler(RUNTIMES, metrics, frame_policy=settings.frame_policy)
+    from xrserve.engines.ray.engine import RayEngine  # ray is imported only when it is asked for
+
+    engine = RayEngine(RUNTIMES, metrics, frame_policy=settings.frame_policy, address=settings.ray_address)
+    where = f"joining the Ray cluster at {settings.ray_address}" if settings.ray_address else "starting a local Ray"
+    with console.status(f"{where} (Serve without its HTTP proxy: this server is the front)"):
+        await engine.start()
+    console.print(f"engine: Ray Serve ({settings.ray_address or 'local instance'}); one application per model version")
+    return engine
 
 
 def canary_rollback(canary: Canary, reason: str) -> AuditRecord:

@@ -56,12 +56,20 @@ class Settings:
     #: where keys and the audit trail live: None for SQLite files in data_dir, or a PostgreSQL URL that every
     #: replica shares (`--database`, env XRSERVE_DATABASE)
     database: str | None = None
+    #: where the models compute: "embedded" (this process and its workers) or "ray" (Ray Serve deployments)
+    engine: str = "embedded"
+    #: with engine "ray": the cluster to join (e.g. "auto", "ray://head:10001"); None starts a local instance
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         roles = ("asr", "vad", "llm", "tts", "embeddings")
         unknown = [role for role in self.npc_models if role not in roles]
         if unknown:
             raise ValueError(f"--npc-model: {unknown} is not a part of a character; the parts are {', '.join(roles)}")
+        if self.engine not in ("embedded", "ray"):
+            raise ValueError(f"--engine must be 'embedded' or 'ray', not '{self.engine}'")
+        if self.ray_address and self.engine != "ray":
+            raise ValueError("--ray-address needs --engine ray")
         if self.frame_policy not in ("deadline", "fifo"):
             raise ValueError(f"--frame-policy must be 'deadline' or 'fifo', not '{self.frame_policy}'")
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -312,4 +312,18 @@ async def audit_records(
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(request.app.state.scheduler.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    scheduler = request.app.state.scheduler
+    body = scheduler.metrics.render() + await scheduler.replica_metrics()  # the Ray engine's replicas' series
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/v1/engine",
+    dependencies=[Depends(require_admin)],
+    responses=OPENAI_ERRORS,
+    summary="Where the models compute: the embedded engine's versions, or the Ray Serve engine's "
+    "applications and replicas (state, process, node, last report)",
+)
+async def engine_status(request: Request) -> dict[str, Any]:
+    status: dict[str, Any] = await request.app.state.scheduler.engine_status()
+    return status

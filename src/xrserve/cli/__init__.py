@@ -40,6 +40,8 @@ models_app = typer.Typer(help="List the models of a running server.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(models_app, name="models")
+ray_app = typer.Typer(help="The Ray Serve engine of a running server (--engine ray).", no_args_is_help=True)
+app.add_typer(ray_app, name="ray")
 
 out = Console()
 err = Console(stderr=True)
@@ -156,6 +158,23 @@ def serve(
         Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.", exists=True, dir_okay=False)
     ] = None,
     database: DatabaseUrl = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Where the models compute: 'embedded' (this server's processes) or 'ray' (Ray Serve "
+            "deployments, one per model version; `pip install xrserve[ray]`).",
+        ),
+    ] = "embedded",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            envvar="XRSERVE_RAY_ADDRESS",
+            help="With --engine ray: the Ray cluster to join (e.g. auto). Default: start a local instance.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start the server with the built-in models and any model repositories."""
     from xrserve.server import serve as run_server
@@ -180,6 +199,8 @@ def serve(
             tls_cert=tls_cert,
             tls_key=tls_key,
             database=database or None,
+            engine=engine,
+            ray_address=ray_address or None,
         )
         if moderation is not None:
             from xrserve.security.moderation import Moderator
@@ -231,6 +252,31 @@ def models(ctx: typer.Context, url: Url = "http://127.0.0.1:8000", key: Key = No
     table = Table("model", "version", "state", "reason")
     for entry in entries:
         table.add_row(entry["name"], entry.get("version") or "-", entry["state"], entry.get("reason") or "")
+    out.print(table)
+
+
+@ray_app.command("status")
+def ray_status(url: Url = "http://127.0.0.1:8000", key: Key = None) -> None:
+    """Each model version's Serve application, its replicas by state, and what each replica last reported."""
+    status = _call(url, key, "GET", "/v1/engine").json()
+    if status["engine"] != "ray":
+        fail(f"the server at {url} runs the embedded engine (start it with --engine ray)")
+    table = Table("application", "status", "replicas", "message", title=f"Ray Serve at {status['address']}")
+    for name, app_status in sorted(status["applications"].items()):
+        counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(app_status["replicas"].items()))
+        table.add_row(name, app_status["status"], counts or "-", app_status["message"] or "")
+    out.print(table)
+    table = Table("model", "version", "replica", "state", "node", "pid", "last report")
+    for replica in status["replicas"]:
+        table.add_row(
+            replica["model"],
+            replica["version"],
+            replica["replica"],
+            replica["state"] + (f" ({replica['reason']})" if replica["reason"] else ""),
+            replica["node"],
+            str(replica["pid"]),
+            f"{replica['age_s']:.1f} s ago",
+        )
     out.print(table)
 
 

@@ -121,6 +121,39 @@ class CanaryDecl(BaseModel):
     min_p99_ms: float = Field(default=10.0, ge=0)
 
 
+class ScalingDecl(BaseModel):
+    """`[scaling]`: how the Ray Serve engine (`xrserve serve --engine ray`) runs this version.
+
+    The embedded engine ignores it. A fixed `replicas`, or autoscaling between `min_replicas` and
+    `max_replicas` towards `target_ongoing_requests` per replica. `cpus` is fractional by default:
+    a Serve replica reserves one whole CPU unless told otherwise, and on a 2-core machine three
+    deployments would then wait forever for a CPU that never frees.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int | None = Field(default=None, ge=1, le=1024, description="a fixed number of replicas")
+    min_replicas: int = Field(default=1, ge=0, le=1024)
+    max_replicas: int | None = Field(default=None, ge=1, le=1024, description="set it to autoscale")
+    target_ongoing_requests: float = Field(default=2.0, gt=0, le=10_000)
+    cpus: float = Field(default=0.25, ge=0, le=512, description="CPUs reserved per replica (Ray's num_cpus)")
+    gpus: float = Field(default=0.0, ge=0, le=64, description="GPUs reserved per replica (Ray's num_gpus)")
+    max_ongoing_requests: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="requests one replica holds at once (default: the model's queue_size plus its streams)",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScalingDecl:
+        if self.replicas is not None and self.max_replicas is not None:
+            raise ValueError("give either replicas (fixed) or max_replicas (autoscaling), not both")
+        if self.max_replicas is not None and self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} is below min_replicas {self.min_replicas}")
+        return self
+
+
 class ModelConfig(BaseModel):
     """Everything the server needs to know about one version of one model.
 
@@ -189,6 +222,9 @@ class ModelConfig(BaseModel):
     )
     canary: CanaryDecl = Field(
         default_factory=CanaryDecl, description="when a canary of this version is rolled back automatically"
+    )
+    scaling: ScalingDecl = Field(
+        default_factory=ScalingDecl, description="replicas and resources under the Ray Serve engine"
     )
     parameters: dict[str, Any] = Field(default_factory=dict)
     directory: str | None = Field(default=None, description="set by the repository, not by the file")

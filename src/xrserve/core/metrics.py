@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -69,3 +71,42 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+REPLICA_PREFIX = "xrserve_replica_"
+
+
+def replica_series(texts: dict[str, str]) -> bytes:
+    """Several replicas' series as one exposition: renamed `xrserve_replica_*`, labelled `replica`.
+
+    Renamed because the front's own families carry the same names, and a name may have only one
+    HELP/TYPE in an exposition; each family's samples from all replicas are listed together.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    for replica, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text):
+            name = family.name.replace("xrserve_", REPLICA_PREFIX, 1)
+            _, _, lines = families.setdefault(name, (family.type, family.documentation, []))
+            for sample in family.samples:
+                labels = {"replica": replica, **sample.labels}
+                rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+                lines.append(
+                    f"{sample.name.replace('xrserve_', REPLICA_PREFIX, 1)}{{{rendered}}} {_number(sample.value)}"
+                )
+    out = []
+    for name, (kind, documentation, lines) in families.items():
+        if lines:
+            out += [f"# HELP {name} {documentation}", f"# TYPE {name} {kind}", *lines]
+    return ("\n".join(out) + "\n").encode() if out else b""
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return ("+Inf" if value > 0 else "-Inf") if math.isinf(value) else repr(float(value))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

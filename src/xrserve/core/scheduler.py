@@ -61,15 +61,17 @@ class ModelVersion:
         )
         self._builtin_class = scheduler.runtimes.builtin_class(config)
         self.capabilities = Capabilities.of(config, self._builtin_class)
-        self.runners = [
-            make_runner(config, scheduler.runtimes, labels.restarts.labels(config.name, config.version).inc)
-            for _ in range(config.instances)
-        ]
+        self.runners = self._make_runners()
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0  # batches taken from the queue and not yet answered
         self._open_streams = 0
         self.compute_ema_s = 0.0
         self.row_ema_s = 0.0  # compute per batch row: how many rows still fit before a deadline
+
+    def _make_runners(self) -> list[Any]:
+        """Where this version computes: its instances here (another engine puts them elsewhere)."""
+        restarts = self.scheduler.metrics.restarts.labels(self.config.name, self.config.version).inc
+        return [make_runner(self.config, self.scheduler.runtimes, restarts) for _ in range(self.config.instances)]
 
     @property
     def name(self) -> str:
@@ -123,6 +125,17 @@ class ModelVersion:
 
     def admit(self, request: InferenceRequest) -> Pending:
         """Check the request against the declared tensors and queue it."""
+        pending = self.prepare(request)
+        self.queue.put(pending, retry_after_s=max(1.0, self.compute_ema_s * len(self.queue)))
+        self._m_requests.inc()
+        self._m_depth.set(len(self.queue))
+        if pending.interactive:
+            self.scheduler.interactive_started()
+            pending.future.add_done_callback(self.scheduler.interactive_finished)
+        return pending
+
+    def prepare(self, request: InferenceRequest) -> Pending:
+        """Check the request against the declared tensors (400 before it waits anywhere); not queued yet."""
         specs = self.config.input_specs
         capabilities = self.capabilities
         missing = [name for name in specs if name not in request.inputs and name not in capabilities.optional_inputs]
@@ -169,16 +182,7 @@ class ModelVersion:
             repr(sorted(parameters.items())) if parameters else "",
         )
         priority = request.priority or capabilities.priority
-        pending = Pending(
-            request, asyncio.get_running_loop().create_future(), batch_size, signature, priority, parameters
-        )
-        self.queue.put(pending, retry_after_s=max(1.0, self.compute_ema_s * len(self.queue)))
-        self._m_requests.inc()
-        self._m_depth.set(len(self.queue))
-        if pending.interactive:
-            self.scheduler.interactive_started()
-            pending.future.add_done_callback(self.scheduler.interactive_finished)
-        return pending
+        return Pending(request, asyncio.get_running_loop().create_future(), batch_size, signature, priority, parameters)
 
     def _superseded(self, pending: Pending) -> None:
         self.scheduler.metrics.failures.labels(self.name, self.version, "superseded").inc()
@@ -414,6 +418,9 @@ class ModelVersion:
 class Scheduler:
     """Owns every loaded model version and is the only way to reach one (an `InferenceClient`)."""
 
+    #: what a loaded version is; the Ray Serve engine's versions compute in Serve replicas instead
+    version_class: type[ModelVersion] = ModelVersion
+
     def __init__(self, runtimes: Runtimes, metrics: Metrics | None = None, frame_policy: str = "deadline") -> None:
         self.runtimes = runtimes
         self.metrics = metrics or Metrics()
@@ -429,7 +436,7 @@ class Scheduler:
     # -- model lifecycle -----------------------------------------------------------------
 
     async def load(self, config: ModelConfig) -> ModelVersion:
-        version = ModelVersion(config, self)
+        version = self.version_class(config, self)
         self.models.setdefault(config.name, {})[config.version] = version
         try:
             await version.load()
@@ -493,6 +500,20 @@ class Scheduler:
         if not ready:
             return max(versions.values(), key=lambda v: int(v.version))
         return max(ready, key=lambda v: int(v.version))
+
+    async def engine_status(self) -> dict[str, Any]:
+        """Where the models compute, for operators (`GET /v1/engine`, `xrserve ray status`)."""
+        return {
+            "engine": "embedded",
+            "versions": [
+                {"model": v.name, "version": v.version, "state": v.state, "instances": len(v.runners)}
+                for v in self.all_versions()
+            ],
+        }
+
+    async def replica_metrics(self) -> bytes:
+        """Series measured elsewhere (another engine's replicas), appended to `/metrics`; none here."""
+        return b""
 
     def all_versions(self) -> list[ModelVersion]:
         return [v for versions in self.models.values() for v in versions.values()]
