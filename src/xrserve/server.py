@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -68,9 +69,11 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
         await load_all(app.state.scheduler, app.state.repository_source, app.state.repository, console)
         app.state.worlds = WorldStore(settings.worlds_dir, ScenePipeline(app.state.scheduler), settings.worlds_keep_s)
         app.state.started = True
+        sharing = asyncio.create_task(follow_shared_state(app.state.promoted, app.state.rate_limits))
         try:
             yield
         finally:
+            sharing.cancel()
             app.state.started = False
             await app.state.worlds.close()
             await app.state.scheduler.close()
@@ -91,11 +94,11 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     app.state.repository_source = RepositorySource(
         settings.model_repositories, builtin_configs if settings.builtins else list, settings.only_models
     )
-    app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json")
+    app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json", database.promoted_store())
     app.state.database = database
     app.state.guard = Guard(database.key_store(), settings.anonymous_allowed, settings.lockout)
     # per key: in this process, or with --database in the database every replica shares
-    app.state.rate_limits = RateLimits(shared=database.rate_buckets())
+    app.state.rate_limits = RateLimits(shared=database.rate_buckets(), sessions=database.session_leases())
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
     install_error_handlers(app)
     for router in (
@@ -117,6 +120,29 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     rated = RateLimitMiddleware(InferFastPath(app), app.state.rate_limits)
     limited = BodyLimitMiddleware(CancelOnDisconnect(rated), limit=settings.max_body_bytes)
     return AuditMiddleware(limited, audit=audit, metrics=metrics)
+
+
+PROMOTED_READ_EVERY_S = 1.0
+LEASES_RENEWED_EVERY_S = 10.0
+
+
+async def follow_shared_state(promoted: PromotedVersions, limits: RateLimits) -> None:
+    """With a shared store: read what other replicas promoted, and keep this replica's session leases alive.
+
+    Off the event loop (each is a database round trip); a database that is away is tried again next time
+    (requests that need it get their own 503 meanwhile).
+    """
+    last_renewal = time.monotonic()
+    while True:
+        await asyncio.sleep(PROMOTED_READ_EVERY_S)
+        try:
+            if promoted.store is not None:
+                promoted.apply(await asyncio.to_thread(promoted.store.load))
+            if time.monotonic() - last_renewal >= LEASES_RENEWED_EVERY_S:
+                last_renewal = time.monotonic()
+                await asyncio.to_thread(limits.renew_sessions)
+        except Exception as exc:  # noqa: BLE001 - the database away: the next round tries again
+            log.warning("shared state not read this time: %s", exc)
 
 
 async def start_engine(settings: Settings, metrics: Metrics, console: Console) -> Scheduler:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, cli, start_server, write_sleepy_model
+from tests.session_client import SessionClient
 from tests.postgres import Cluster, start_cluster
 
 SQLITE_FILES = ("keys.db", "audit.db")
@@ -33,6 +34,7 @@ def servers(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tmp = tmp_path_factory.mktemp("shared")
     repo = tmp / "repo"
     write_sleepy_model(repo)
+    write_sleepy_model(repo, version="2")
     started: list[Server] = []
     try:
         for name in ("a", "b"):
@@ -75,8 +77,16 @@ def test_keys_and_the_audit_trail_are_shared_by_two_servers(
     a, b = servers
     # the first server applied the migrations, the second found them applied
     migrations = cluster.psql("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
-    assert [line.split("|")[1] for line in migrations.splitlines()] == ["api_keys", "audit", "rate_buckets"]
-    assert "schema migrations applied now: 0001_api_keys, 0002_audit, 0003_rate_buckets" in a.log.read_text()
+    assert [line.split("|")[1] for line in migrations.splitlines()] == [
+        "api_keys",
+        "audit",
+        "rate_buckets",
+        "sessions_and_versions",
+    ]
+    assert (
+        "schema migrations applied now: 0001_api_keys, 0002_audit, 0003_rate_buckets, 0004_sessions_and_versions"
+        in a.log.read_text()
+    )
     assert "schema up to date" in b.log.read_text()
     for server in servers:  # keys and the trail are in the database, not in the data directory
         assert not any((server.data_dir / name).exists() for name in SQLITE_FILES)
@@ -265,3 +275,54 @@ def test_shared_token_budgets_and_a_changed_limit(cluster: Cluster, servers: tup
             other.admit_request(bigger)
     finally:
         store.close()
+
+
+def test_a_keys_open_sessions_are_counted_over_both_servers(
+    cluster: Cluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    """--max-sessions 1: with a session open on one server, the other refuses the key's second one."""
+    key = database(cluster, tmp_path, "keys", "create", "--scope", "echo", "--max-sessions", "1", "-q").stdout.strip()
+    with SessionClient(servers[0].url, key) as first:
+        assert first.hello["type"] == "hello"
+        second = SessionClient(servers[1].url, key)
+        try:
+            assert second.hello["type"] == "error" and second.hello["status"] == 429
+            assert "already has 1 session(s) open" in second.hello["message"]
+        finally:
+            second.close()
+    give_up = time.monotonic() + 10  # closed on the first server: the second one may open it now
+    while True:
+        with SessionClient(servers[1].url, key) as third:
+            if third.hello["type"] == "hello":
+                break
+            assert time.monotonic() < give_up, third.hello
+
+
+def test_a_version_promoted_on_one_server_is_the_default_on_both(
+    cluster: Cluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    admin = database(cluster, tmp_path, "keys", "create", "--scope", "admin", "-q").stdout.strip()
+
+    def version_served(server: Server) -> str:
+        return infer(server, admin).json()["model_version"]
+
+    assert [version_served(s) for s in servers] == ["2", "2"]  # the newest ready, with nothing promoted
+    promoted = httpx.post(
+        f"{servers[0].url}/v2/repository/models/echo/promote",
+        json={"version": "1"},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert promoted.status_code == 200, promoted.text
+    give_up = time.monotonic() + 3  # the other server reads the promoted versions every second
+    while version_served(servers[1]) != "1":
+        assert time.monotonic() < give_up, "the other server still serves version 2"
+        time.sleep(0.1)
+    assert version_served(servers[0]) == "1"
+    rolled_back = httpx.post(
+        f"{servers[1].url}/v2/repository/models/echo/rollback", headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert rolled_back.status_code == 200, rolled_back.text
+    give_up = time.monotonic() + 3
+    while version_served(servers[0]) != "2":
+        assert time.monotonic() < give_up, "the rollback on the other server did not reach this one"
+        time.sleep(0.1)

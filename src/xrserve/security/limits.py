@@ -117,6 +117,20 @@ class SharedBuckets(Protocol):
         ...
 
 
+class SharedSessions(Protocol):
+    """Open-session counts that every replica sharing a store counts in (security/postgres.py)."""
+
+    def open(self, key_id: str, limit: int) -> tuple[str | None, int]:
+        """A lease for one more session of the key (None when `limit` are open), and how many are open."""
+        ...
+
+    def close(self, lease: str) -> None: ...
+
+    def renew(self, leases: list[str]) -> None:
+        """Keep these leases counting (a front's open sessions); leases not renewed expire."""
+        ...
+
+
 def duration(seconds: float) -> str:
     """OpenAI's format for x-ratelimit-reset-*: "1s", "6m0s", "1h2m3s", "20ms"."""
     if seconds < 1:
@@ -155,12 +169,20 @@ _LIMIT_OF = {"requests": "rpm", "tokens_minute": "tpm", "tokens_day": "tpd", "fr
 class RateLimits:
     """The buckets of every key seen by this process. Keys without limits (and `--dev`'s anonymous) cost nothing.
 
-    With `shared`, the buckets are kept there (one statement per take, check or charge) instead of here.
+    With `shared`, the buckets are kept there (one statement per take, check or charge) instead of here,
+    and with `sessions` a key's open sessions are counted there too.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, shared: SharedBuckets | None = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedBuckets | None = None,
+        sessions: SharedSessions | None = None,
+    ) -> None:
         self.clock = clock
         self.shared = shared
+        self._sessions = sessions  # with a shared store: open sessions are leases there (`--max-sessions`)
+        self._leases: set[str] = set()
         self._keys: dict[str, _KeyState] = {}
 
     def _bucket(self, key_id: str, kind: str, capacity: float, per_s: float, now: float) -> Bucket:
@@ -252,14 +274,19 @@ class RateLimits:
         """
         state = self._state(key, self.clock())
         limit = key.limits.max_sessions
-        if limit and state.sessions >= limit:
+        lease, open_now = None, state.sessions
+        if limit and self._sessions is not None:  # counted with every replica's sessions
+            lease, open_now = self._sessions.open(key.id, limit)
+        if limit and (lease is None if self._sessions is not None else state.sessions >= limit):
             raise RateLimited(
-                f"API key {key.id} already has {state.sessions} session(s) open, its limit is {limit}; close one "
+                f"API key {key.id} already has {open_now} session(s) open, its limit is {limit}; close one "
                 f"(or wait for it to end) before opening another, or ask for a higher limit "
                 f"(`xrserve keys update {key.id} --max-sessions N`)",
                 1.0,
             )
         state.sessions += 1
+        if lease is not None:
+            self._leases.add(lease)
         closed = False
 
         def close() -> None:
@@ -267,8 +294,16 @@ class RateLimits:
             if not closed:
                 closed = True
                 state.sessions -= 1
+                if lease is not None and self._sessions is not None:
+                    self._leases.discard(lease)
+                    self._sessions.close(lease)
 
         return close
+
+    def renew_sessions(self) -> None:
+        """Keep this process's open sessions counting in the shared store (called every few seconds)."""
+        if self._sessions is not None and self._leases:
+            self._sessions.renew(sorted(self._leases))
 
     # -- what clients are told ---------------------------------------------------------------
 

@@ -34,9 +34,11 @@ loop, like the key lookup, and only for keys that have that limit. An unreachabl
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -158,6 +160,12 @@ class PostgresDatabase:
 
     def has_audit(self) -> bool:
         return True  # the table exists once migrated; an empty trail verifies as OK with 0 records
+
+    def session_leases(self) -> PostgresSessions:
+        return PostgresSessions(self)
+
+    def promoted_store(self) -> PostgresPromoted:
+        return PostgresPromoted(self)
 
     def rate_buckets(self) -> PostgresBuckets:
         return PostgresBuckets(self)
@@ -430,3 +438,78 @@ class PostgresBucket:
 
     def resize(self, capacity: float, per_s: float, now: float) -> None:
         self._local.resize(capacity, per_s, now)  # the row follows at its next statement
+
+
+LEASE_TTL_S = 30.0  # a session lease not renewed for this long (its front died) stops counting
+
+
+class PostgresSessions:
+    """Open XR sessions of keys with `--max-sessions`, as leases in `session_leases` (`SharedSessions`).
+
+    Opening takes a transaction-scoped advisory lock on the key, so two replicas opening the key's last
+    free session at once are ordered: one gets it, the other counts it and refuses.
+    """
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._db = database
+
+    def open(self, key_id: str, limit: int) -> tuple[str | None, int]:
+        lease = f"{key_id}:{uuid.uuid4().hex}"
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[str | None, int]:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key_id,))
+                row = conn.execute(
+                    "SELECT count(*) FROM session_leases WHERE key_id = %s AND expires > extract(epoch FROM now())",
+                    (key_id,),
+                ).fetchone()
+                count = int(row[0]) if row else 0
+                if count >= limit:
+                    return None, count
+                conn.execute(
+                    "INSERT INTO session_leases (lease, key_id, expires) "
+                    "VALUES (%s, %s, extract(epoch FROM now()) + %s)",
+                    (lease, key_id, LEASE_TTL_S),
+                )
+                return lease, count + 1
+
+        return self._db.run(work, "the session counts")
+
+    def close(self, lease: str) -> None:
+        with contextlib.suppress(Unavailable):  # unreachable now: the lease expires by itself
+            self._db.run(lambda conn: conn.execute("DELETE FROM session_leases WHERE lease = %s", (lease,)), "sessions")
+
+    def renew(self, leases: list[str]) -> None:
+        self._db.run(
+            lambda conn: conn.execute(
+                "UPDATE session_leases SET expires = extract(epoch FROM now()) + %s WHERE lease = ANY(%s)",
+                (LEASE_TTL_S, leases),
+            ),
+            "the session counts",
+        )
+
+
+class PostgresPromoted:
+    """Promoted versions in `promoted_versions`, one row per model (`core.promoted.PromotedStore`)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._db = database
+
+    def load(self) -> dict[str, list[str]]:
+        rows = self._db.run(
+            lambda conn: conn.execute("SELECT model, history FROM promoted_versions").fetchall(), "promoted versions"
+        )
+        return {str(model): [str(v) for v in history] for model, history in rows if history}
+
+    def save(self, name: str, history: list[str]) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            if history:
+                conn.execute(
+                    "INSERT INTO promoted_versions (model, history) VALUES (%s, %s) "
+                    "ON CONFLICT (model) DO UPDATE SET history = EXCLUDED.history",
+                    (name, history),
+                )
+            else:
+                conn.execute("DELETE FROM promoted_versions WHERE model = %s", (name,))
+
+        self._db.run(work, "promoted versions")

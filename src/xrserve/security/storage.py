@@ -19,9 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from xrserve.core.promoted import PromotedStore
 from xrserve.security.audit import AuditLog, AuditSource
 from xrserve.security.keys import KeyStore
-from xrserve.security.limits import SharedBuckets
+from xrserve.security.limits import SharedBuckets, SharedSessions
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -52,6 +53,14 @@ class Database(Protocol):
 
     def rate_buckets(self) -> SharedBuckets | None:
         """Where rate-limit buckets are kept for every replica; None: in each server process."""
+        ...
+
+    def session_leases(self) -> SharedSessions | None:
+        """Where keys' open sessions are counted for every replica; None: in each server process."""
+        ...
+
+    def promoted_store(self) -> PromotedStore | None:
+        """Where promoted versions are kept for every replica; None: default_versions.json in the data directory."""
         ...
 
     def close(self) -> None: ...
@@ -87,6 +96,12 @@ class SqliteDatabase:
 
     def rate_buckets(self) -> None:
         return None  # one process per data directory: the buckets stay in memory
+
+    def session_leases(self) -> None:
+        return None
+
+    def promoted_store(self) -> None:
+        return None  # default_versions.json in the data directory
 
     def close(self) -> None:
         pass
