@@ -20,7 +20,11 @@ For each turn the server's `turn_end` timings give the breakdown: VAD lag (where
 VAD put the end of speech, on the stream's audio clock, minus the true end), hang-over (the
 silence heard when the turn was taken), ASR, LLM to the first piece, TTS of that piece, and
 the server's turn start -> first audio. WER of each pipeline's transcripts against the text;
-`cut`: a question taken as two turns (its own pause taken for the end).
+`cut`: a question taken as two turns (its own pause taken for the end); `gaps > 50 ms`: turns
+whose answer a client playing each audio message on arrival would have had to pause for
+more than 50 ms in all, waiting for the next piece (a first piece too short for the rest to
+be ready behind it). --extra NAME JSON adds more streams (the new options with JSON on top),
+interleaved with the others.
 
 Then the models alone through OIP (no pipeline): ASR real-time factor with the short ("auto")
 and the full 30 s encoder window, TTS real-time factor and time for one sentence
@@ -137,6 +141,7 @@ async def turn(ws, channel: Channel, pcm: bytes, speech_end_s: float) -> dict[st
     """Plays one question in real time, then silence until its turn has ended; what the client saw."""
     step = int(STEP_S * RATE) * 2
     events: list[tuple[float, dict | None]] = []  # None: a binary (audio) message of this stream
+    sizes: dict[float, int] = {}  # arrival -> bytes of PCM16 audio (22050 Hz)
     stream_clock_s = channel.sent_samples / RATE  # where this audio starts on the stream's own clock
 
     async def receive() -> None:
@@ -144,7 +149,9 @@ async def turn(ws, channel: Channel, pcm: bytes, speech_end_s: float) -> dict[st
             message = await ws.recv()
             if isinstance(message, bytes):
                 if HEADER.unpack_from(message)[2] == channel.number:
-                    events.append((time.monotonic(), None))
+                    arrived = time.monotonic()
+                    events.append((arrived, None))
+                    sizes[arrived] = len(message) - HEADER.size
                 continue
             event = json.loads(message)
             if event.get("stream") == channel.name or event["type"] == "error":
@@ -190,7 +197,13 @@ async def turn(ws, channel: Channel, pcm: bytes, speech_end_s: float) -> dict[st
         raise RuntimeError(f"{channel.name}: the answer had no audio: {end}")
     timings = end["timings"]
     speech_end = start + speech_end_s
+    # a client that plays each piece as it comes: silence while it waits for the next one (after the first)
+    playing_until, underrun = first_audio, 0.0
+    for at in sorted(t for t, e in events if e is None and t >= first_audio):
+        underrun += max(0.0, at - playing_until)
+        playing_until = max(playing_until, at) + sizes[at] / 2 / 22050
     return {
+        "underrun_ms": underrun * 1000,
         "latency_ms": (first_audio - speech_end) * 1000,
         "released_ms": (last_at - speech_end) * 1000,
         "transcript": " ".join(e["text"] for _, e in transcripts),
@@ -225,7 +238,8 @@ async def conversation(
             channels[name] = Channel(name, opened["channel"])
         for i in range(turns):
             text, pcm, end_s = utterances[i % len(utterances)]
-            order = list(variants) if i % 2 == 0 else list(reversed(variants))  # alternate who goes first
+            names = list(variants)
+            order = names[i % len(names) :] + names[: i % len(names)]  # who goes first rotates
             for name in order:
                 await ws.send(json.dumps({"type": "reset", "stream": name}))  # same prompt length every turn
                 while not isinstance(message := await ws.recv(), str) or json.loads(message)["type"] != "reset_done":
@@ -284,6 +298,8 @@ def summary(rows: list[dict]) -> dict[str, Any]:
         "mean_ms": statistics.mean(latencies) if latencies else float("nan"),
         "wer": wer([r["question"] for r in rows], [r["transcript"] for r in rows]),
         "cut": sum(r["turns"] > 1 for r in rows),
+        "underrun_p50_ms": percentile([r["underrun_ms"] for r in rows], 50),
+        "underrun_turns": sum(r["underrun_ms"] > 50 for r in rows),
         "disturbed": sum(r["foreign_cores"] > DISTURBED_CORES for r in rows),
         "foreign_cores": statistics.mean(r["foreign_cores"] for r in rows) if rows else 0.0,
         "stages_p50_ms": stages,
@@ -293,7 +309,7 @@ def summary(rows: list[dict]) -> dict[str, Any]:
 
 def report(summaries: dict[str, dict], alone: dict[str, float] | None) -> None:
     table = Table(title="End of speech (last sample > 1% FS) -> first binary audio message at the client (ms)")
-    columns = ["pipeline", "turns", "p50", "p90", "mean", "WER", "cut"]
+    columns = ["pipeline", "turns", "p50", "p90", "mean", "WER", "cut", "gaps > 50 ms"]
     columns += [f"{label} p50" for _, label in STAGES] + ["foreign cores"]
     for column in columns:
         table.add_column(column, justify="right")
@@ -308,6 +324,7 @@ def report(summaries: dict[str, dict], alone: dict[str, float] | None) -> None:
             f"{s['mean_ms']:.0f}",
             f"{s['wer']:.3f}",
             str(s["cut"]),
+            str(s["underrun_turns"]),
             *stage_cells,
             f"{s['foreign_cores']:.2f}{disturbed}",
         )
@@ -343,11 +360,21 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server log)")
     parser.add_argument("--new", type=json.loads, default={}, help="npc options for the new pipeline (JSON object)")
     parser.add_argument("--only-new", action="store_true", help="the new pipeline alone (a quick look)")
+    parser.add_argument(
+        "--extra",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON"),
+        help="another stream, interleaved with the others: the new pipeline's options with these on top",
+    )
     parser.add_argument("--no-models-alone", action="store_true", help="skip the ASR/TTS real-time factors")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng is needed to speak the questions (make install installs it)")
     variants = {"new": {**NEW, **args.new}} if args.only_new else {"today": TODAY, "new": {**NEW, **args.new}}
+    for name, options in args.extra:
+        variants[name] = {**NEW, **args.new, **json.loads(options)}
     tmp = Path(tempfile.mkdtemp(prefix="xrserve-voice-bench-"))
     only = [a for m in MODELS for a in ("--only", m)]
     try:
