@@ -1,6 +1,6 @@
 """Is a partial transcript a finished utterance? A rule on Whisper's text, for the end of a turn.
 
-The `npc` stream transcribes the utterance speculatively after 200 ms of silence; this rule
+The `npc` stream transcribes the utterance speculatively after 100 ms of silence; this rule
 reads that transcript and says how long the silence must last before the turn is taken:
 
 - `unfinished`: the text ends with "..." (Whisper's own mark for speech that trails off), or
@@ -21,7 +21,7 @@ reads that transcript and says how long the silence must last before the turn is
   interjection ("Hello?", "Well.", "So."): what a comma's pause after "Hello, who are you?"
   gives the speculative transcript; a user who only says "hello" waits the longer silence.
 - `finished`: it ends with ".", "?" or "!" and its last word can end a sentence.
-  -> take the turn at once (after the 200 ms of speculation).
+  -> take the turn at once (after the 100 ms of speculation).
 - `unclear`: no text at all (a cough).  -> the plain silence rule (500 ms).
 
 Limits, measured on espeak-ng speech with whisper-tiny-en (docs/voice.md): about half the
