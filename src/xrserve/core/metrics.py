@@ -65,6 +65,13 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
+        self.hop_time = Histogram(
+            "xrserve_hop_seconds",
+            "Ray engine: from the front sending a request to its replica receiving it (wall clocks)",
+            labels,
+            buckets=_SECONDS,
+            registry=r,
+        )
         self.http_requests = Counter(
             "xrserve_http_requests", "HTTP requests by route and status", ("route", "status"), registry=r
         )

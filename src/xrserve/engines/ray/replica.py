@@ -23,6 +23,7 @@ from ray import serve
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import Unavailable, XRServeError
 from xrserve.core.metrics import Metrics
+from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import Scheduler
 from xrserve.engines.ray.board import report_forever
 from xrserve.engines.ray.wire import Answer, WireRequest, error_answer, error_chunk
@@ -38,6 +39,7 @@ class ModelReplica:
             config = config.model_copy(update={"isolation": "thread"})
         self.scheduler = Scheduler(RUNTIMES, Metrics(), frame_policy=frame_policy)
         self.model = await self.scheduler.load(config)
+        self._hop = self.scheduler.metrics.hop_time.labels(config.name, config.version)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self._reporting = asyncio.create_task(report_forever(self.replica, self.describe))
 
@@ -59,7 +61,7 @@ class ModelReplica:
         metrics = self.scheduler.metrics
         metrics.in_server += 1  # a forming batch waits for company only while company is here
         try:
-            return ("ok", await self.scheduler.submit(wire.local()))
+            return ("ok", await self.scheduler.submit(self._received(wire)))
         except XRServeError as exc:
             return error_answer(exc)
         finally:
@@ -68,7 +70,7 @@ class ModelReplica:
     async def stream(self, wire: WireRequest) -> AsyncIterator[dict[str, Any]]:
         """The model's chunks as they come; a cancelled call (the client left) stops the model."""
         try:
-            stream = await self.scheduler.stream(wire.local())
+            stream = await self.scheduler.stream(self._received(wire))
         except XRServeError as exc:
             yield error_chunk(exc)
             return
@@ -79,6 +81,11 @@ class ModelReplica:
             yield error_chunk(exc)
         finally:
             stream.cancel()
+
+    def _received(self, wire: WireRequest) -> InferenceRequest:
+        request, hop = wire.local()
+        self._hop.observe(hop)
+        return request
 
     async def check_health(self) -> None:
         """Serve's periodic probe: a replica whose model cannot run any more is replaced."""

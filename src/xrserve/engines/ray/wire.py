@@ -33,12 +33,12 @@ class WireRequest:
         budget = None if request.deadline is None else request.deadline - now
         return cls(dataclasses.replace(request, deadline=None), budget, time.time())
 
-    def local(self) -> InferenceRequest:
-        """The request on this process's clock: arrival now, the deadline what is left of the budget."""
+    def local(self) -> tuple[InferenceRequest, float]:
+        """The request on this process's clock (arrival now, the deadline what is left of the budget), and the hop."""
         now = time.monotonic()
         hop = min(max(time.time() - self.sent_wall, 0.0), MAX_HOP_CREDIT_S)
         deadline = None if self.budget_s is None else now + self.budget_s - hop
-        return dataclasses.replace(self.request, arrival=now - hop, deadline=deadline)
+        return dataclasses.replace(self.request, arrival=now, deadline=deadline), hop
 
 
 #: a replica's answer: ("ok", response) or ("error", status, message, headers)

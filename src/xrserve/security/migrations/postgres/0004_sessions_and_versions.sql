@@ -1,0 +1,15 @@
+-- Shared by every replica (issue 13): the open XR sessions of keys with --max-sessions, and the versions
+-- operators promoted (`xrserve models promote`).
+-- A session is a lease: its front renews the leases of its open sessions every 10 s (`expires` in the
+-- database's clock, Unix seconds), so a front that dies stops counting against the key within 30 s.
+CREATE TABLE session_leases (
+    lease text PRIMARY KEY,
+    key_id text NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE INDEX session_leases_key ON session_leases (key_id, expires);
+-- One row per model: the promoted versions, oldest first (the last one is the default); `rollback` pops.
+CREATE TABLE promoted_versions (
+    model text PRIMARY KEY,
+    history text[] NOT NULL
+);
