@@ -86,9 +86,13 @@ def test_a_finished_question_is_answered_before_end_of_turn_ms(voice_server, esp
 # (first part, speed in wpm, the rest): the first part alone, after a pause, must not be taken as the turn
 UNFINISHED = [
     ("I was wondering if", 150, "you could help me with my sword.", {"wondering", "help", "sword"}),
-    # whisper-tiny-en writes the trailing "the" as "that": "Where is that?" was cut off before issue 16
-    ("Where is the", 130, "nearest inn?", {"where", "nearest"}),
-    # espeak's own pause at the comma: "Hello?" alone was a finished question, and the question was cut in two
+    # whisper-tiny-en writes the trailing "the" as "that": "Tell me more about that." was cut off before issue 16
+    ("Tell me more about the", 175, "castle on the hill.", {"tell", "castle", "hill"}),
+    # "Can I get some?" was cut off before issue 16
+    ("Can I get some", 130, "bread and water?", {"get", "water"}),
+    # espeak's own pause at the comma: "Hello?" alone is finished by the first rule, and the question was cut
+    # in two when the pause outlasted speculation + ASR (bench/turn_end.py, 15:08); here it may not, so this
+    # case guards the rule's result rather than proving it
     ("Hello, who are you?", 130, "", {"hello", "you"}),
     # a subordinate clause alone: "If you could." was cut off before issue 16
     ("If you could", 130, "open the gate, I would be grateful.", {"could", "gate", "grateful"}),
