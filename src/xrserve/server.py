@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -25,6 +26,7 @@ from xrserve.api.limits import BodyLimitMiddleware
 from xrserve.api.middleware import AuditMiddleware, CancelOnDisconnect
 from xrserve.api.ratelimit import RateLimitMiddleware
 from xrserve.core.canary import Canary
+from xrserve.core.config import CanaryDecl
 from xrserve.core.loader import RepositoryState, load_all
 from xrserve.core.metrics import Metrics
 from xrserve.core.promoted import PromotedVersions
@@ -66,10 +68,13 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
         app.state.scheduler = await start_engine(settings, metrics, console)
         app.state.scheduler.defaults = app.state.promoted.current  # promoted versions (same dict)
         app.state.scheduler.canaries.on_end = lambda canary, reason: audit.record(canary_rollback(canary, reason))
+        app.state.scheduler.canaries.store = database.canary_store()
         await load_all(app.state.scheduler, app.state.repository_source, app.state.repository, console)
         app.state.worlds = WorldStore(settings.worlds_dir, ScenePipeline(app.state.scheduler), settings.worlds_keep_s)
         app.state.started = True
-        sharing = asyncio.create_task(follow_shared_state(app.state.promoted, app.state.rate_limits))
+        sharing = asyncio.create_task(
+            follow_shared_state(app.state.promoted, app.state.rate_limits, app.state.scheduler)
+        )
         try:
             yield
         finally:
@@ -126,8 +131,9 @@ PROMOTED_READ_EVERY_S = 1.0
 LEASES_RENEWED_EVERY_S = 10.0
 
 
-async def follow_shared_state(promoted: PromotedVersions, limits: RateLimits) -> None:
-    """With a shared store: read what other replicas promoted, and keep this replica's session leases alive.
+async def follow_shared_state(promoted: PromotedVersions, limits: RateLimits, scheduler: Scheduler) -> None:
+    """With a shared store: follow what other replicas promoted and the canaries they run or ended, and keep
+    this replica's session leases alive.
 
     Off the event loop (each is a database round trip); a database that is away is tried again next time
     (requests that need it get their own 503 meanwhile).
@@ -138,11 +144,20 @@ async def follow_shared_state(promoted: PromotedVersions, limits: RateLimits) ->
         try:
             if promoted.store is not None:
                 promoted.apply(await asyncio.to_thread(promoted.store.load))
+            canaries = scheduler.canaries
+            if canaries.store is not None:
+                canaries.follow(await asyncio.to_thread(canaries.store.load), partial(canary_policy, scheduler))
             if time.monotonic() - last_renewal >= LEASES_RENEWED_EVERY_S:
                 last_renewal = time.monotonic()
                 await asyncio.to_thread(limits.renew_sessions)
         except Exception as exc:  # noqa: BLE001 - the database away: the next round tries again
             log.warning("shared state not read this time: %s", exc)
+
+
+def canary_policy(scheduler: Scheduler, name: str, version: str) -> CanaryDecl | None:
+    """The `[canary]` table of a loaded version; None where this replica does not have the version."""
+    model = scheduler.models.get(name, {}).get(version)
+    return model.config.canary if model is not None else None
 
 
 async def start_engine(settings: Settings, metrics: Metrics, console: Console) -> Scheduler:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.conftest import Server, cli, start_server, write_sleepy_model
-from tests.session_client import SessionClient
 from tests.postgres import Cluster, start_cluster
+from tests.session_client import SessionClient
 
 SQLITE_FILES = ("keys.db", "audit.db")
 
@@ -326,3 +326,32 @@ def test_a_version_promoted_on_one_server_is_the_default_on_both(
     while version_served(servers[0]) != "2":
         assert time.monotonic() < give_up, "the rollback on the other server did not reach this one"
         time.sleep(0.1)
+
+
+def test_a_canary_started_on_one_server_runs_on_both_and_ends_on_both(
+    cluster: Cluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    admin = database(cluster, tmp_path, "keys", "create", "--scope", "admin", "-q").stdout.strip()
+    headers = {"Authorization": f"Bearer {admin}"}
+    canary = "/v2/repository/models/echo/canary"
+    httpx.post(f"{servers[0].url}/v2/repository/models/echo/promote", json={"version": "1"}, headers=headers)
+    started = httpx.post(f"{servers[0].url}{canary}", json={"version": "2", "percent": 50}, headers=headers)
+    assert started.status_code == 200, started.text
+
+    def state_on(server: Server) -> dict:
+        return httpx.get(f"{server.url}{canary}", headers=headers).json()
+
+    give_up = time.monotonic() + 3  # the other server follows the canaries table every second
+    while not state_on(servers[1])["active"]:
+        assert time.monotonic() < give_up, "the canary did not reach the other server"
+        time.sleep(0.1)
+    assert (state_on(servers[1])["version"], state_on(servers[1])["percent"]) == ("2", 50)
+    served = {infer(servers[1], admin).json()["model_version"] for _ in range(10)}
+    assert served == {"1", "2"}  # half of the requests without a version go to the canary there too
+    ended = httpx.delete(f"{servers[1].url}{canary}", headers=headers)
+    assert ended.status_code == 200, ended.text
+    give_up = time.monotonic() + 3
+    while state_on(servers[0])["active"]:
+        assert time.monotonic() < give_up, "ending the canary on one server did not end it on the other"
+        time.sleep(0.1)
+    assert {infer(servers[0], admin).json()["model_version"] for _ in range(6)} == {"1"}

@@ -17,8 +17,12 @@ canary is ended automatically when its error rate exceeds the stable version's b
 times the stable version's (the `[canary]` table of the canary version's model.toml).
 `on_end` is told why (the server writes the audit record).
 
-The state is in memory: a restart ends every canary (traffic goes back to the stable version,
-which starting a canary promoted). Issue 13's shared store is to hold it across replicas.
+Without a shared store the state is in memory: a restart ends every canary (traffic goes back
+to the stable version, which starting a canary promoted). With one (`--database`: a PostgreSQL
+table, `CanaryStore`) every replica runs the same canaries: a start, an end by an operator and an
+automatic rollback are written through, and each replica follows the table every second
+(`follow`). Each replica judges the canary on the requests it serves itself, and the first to
+see it worse than stable rolls it back for all of them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from xrserve.core.config import CanaryDecl
 from xrserve.core.metrics import Metrics
@@ -130,6 +135,20 @@ class Canary:
         }
 
 
+#: a running canary as the shared store keeps it: (version, stable version, percent)
+CanaryRow = tuple[str, str, float]
+
+
+class CanaryStore(Protocol):
+    """Canaries kept where every replica reads them (security/postgres.py)."""
+
+    def load(self) -> dict[str, CanaryRow]: ...
+
+    def save(self, name: str, row: CanaryRow) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+
 class Canaries:
     """At most one canary per model; `on_end(canary, reason)` hears of every automatic rollback."""
 
@@ -137,8 +156,31 @@ class Canaries:
         self.metrics = metrics
         self.active: dict[str, Canary] = {}  # read on the hot path: empty unless a canary runs
         self.on_end: Callable[[Canary, str], None] | None = None
+        self.store: CanaryStore | None = None  # set by the server with --database
 
     def start(self, name: str, version: str, stable: str, percent: float, policy: CanaryDecl) -> Canary:
+        canary = self._start(name, version, stable, percent, policy)
+        if self.store is not None:
+            self.store.save(name, (version, stable, percent))
+        return canary
+
+    def follow(self, rows: dict[str, CanaryRow], policy_of: Callable[[str, str], CanaryDecl | None]) -> None:
+        """Run the canaries the shared store lists, and no others (on the event loop, between requests).
+
+        `policy_of(name, version)` is the canary version's `[canary]` table, None where that version
+        is not loaded here (its canary then waits until it is).
+        """
+        for name in [n for n in self.active if n not in rows]:
+            self._end(name)  # ended elsewhere: by an operator or another replica's rollback
+        for name, (version, stable, percent) in rows.items():
+            current = self.active.get(name)
+            if current is not None and (current.version, current.stable, current.percent) == (version, stable, percent):
+                continue
+            policy = policy_of(name, version)
+            if policy is not None:
+                self._start(name, version, stable, percent, policy)
+
+    def _start(self, name: str, version: str, stable: str, percent: float, policy: CanaryDecl) -> Canary:
         previous = self.active.get(name)
         if previous is not None:
             self._clear_gauge(previous)
@@ -150,6 +192,12 @@ class Canaries:
 
     def end(self, name: str) -> Canary | None:
         """Stop splitting NAME's traffic; every request without a version goes to the default again."""
+        canary = self._end(name)
+        if self.store is not None:
+            self.store.delete(name)
+        return canary
+
+    def _end(self, name: str) -> Canary | None:
         canary = self.active.pop(name, None)
         if canary is not None:
             self._clear_gauge(canary)

@@ -167,6 +167,9 @@ class PostgresDatabase:
     def promoted_store(self) -> PostgresPromoted:
         return PostgresPromoted(self)
 
+    def canary_store(self) -> PostgresCanaries:
+        return PostgresCanaries(self)
+
     def rate_buckets(self) -> PostgresBuckets:
         return PostgresBuckets(self)
 
@@ -513,3 +516,30 @@ class PostgresPromoted:
                 conn.execute("DELETE FROM promoted_versions WHERE model = %s", (name,))
 
         self._db.run(work, "promoted versions")
+
+
+class PostgresCanaries:
+    """Running canaries in `canaries`, one row per model (`core.canary.CanaryStore`)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._db = database
+
+    def load(self) -> dict[str, tuple[str, str, float]]:
+        rows = self._db.run(
+            lambda conn: conn.execute("SELECT model, version, stable, percent FROM canaries").fetchall(), "canaries"
+        )
+        return {str(model): (str(version), str(stable), float(percent)) for model, version, stable, percent in rows}
+
+    def save(self, name: str, row: tuple[str, str, float]) -> None:
+        self._db.run(
+            lambda conn: conn.execute(
+                "INSERT INTO canaries (model, version, stable, percent) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (model) DO UPDATE SET version = EXCLUDED.version, stable = EXCLUDED.stable, "
+                "percent = EXCLUDED.percent",
+                (name, *row),
+            ),
+            "canaries",
+        )
+
+    def delete(self, name: str) -> None:
+        self._db.run(lambda conn: conn.execute("DELETE FROM canaries WHERE model = %s", (name,)), "canaries")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from xrserve.core.canary import CanaryStore
 from xrserve.core.promoted import PromotedStore
 from xrserve.security.audit import AuditLog, AuditSource
 from xrserve.security.keys import KeyStore
@@ -63,6 +64,10 @@ class Database(Protocol):
         """Where promoted versions are kept for every replica; None: default_versions.json in the data directory."""
         ...
 
+    def canary_store(self) -> CanaryStore | None:
+        """Where running canaries are kept for every replica; None: in each server process."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -102,6 +107,9 @@ class SqliteDatabase:
 
     def promoted_store(self) -> None:
         return None  # default_versions.json in the data directory
+
+    def canary_store(self) -> None:
+        return None
 
     def close(self) -> None:
         pass

@@ -1,5 +1,5 @@
--- Shared by every replica (issue 13): the open XR sessions of keys with --max-sessions, and the versions
--- operators promoted (`xrserve models promote`).
+-- Shared by every replica (issue 13): the open XR sessions of keys with --max-sessions, the versions
+-- operators promoted (`xrserve models promote`) and the running canaries (`xrserve models canary`).
 -- A session is a lease: its front renews the leases of its open sessions every 10 s (`expires` in the
 -- database's clock, Unix seconds), so a front that dies stops counting against the key within 30 s.
 CREATE TABLE session_leases (
@@ -12,4 +12,11 @@ CREATE INDEX session_leases_key ON session_leases (key_id, expires);
 CREATE TABLE promoted_versions (
     model text PRIMARY KEY,
     history text[] NOT NULL
+);
+-- One row per model with a canary running: its version, the stable version and the canary's share.
+CREATE TABLE canaries (
+    model text PRIMARY KEY,
+    version text NOT NULL,
+    stable text NOT NULL,
+    percent double precision NOT NULL
 );
