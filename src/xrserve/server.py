@@ -38,6 +38,7 @@ from xrserve.security.audit import AuditRecord
 from xrserve.security.files import private_dir
 from xrserve.security.guard import Guard
 from xrserve.security.limits import RateLimits
+from xrserve.security.lockout import Lockouts
 from xrserve.security.moderation import Moderator
 from xrserve.security.storage import open_database
 from xrserve.settings import Settings, is_loopback
@@ -73,7 +74,9 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
         app.state.worlds = WorldStore(settings.worlds_dir, ScenePipeline(app.state.scheduler), settings.worlds_keep_s)
         app.state.started = True
         sharing = asyncio.create_task(
-            follow_shared_state(app.state.promoted, app.state.rate_limits, app.state.scheduler)
+            follow_shared_state(
+                app.state.promoted, app.state.rate_limits, app.state.scheduler, app.state.guard.lockouts
+            )
         )
         try:
             yield
@@ -101,7 +104,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     )
     app.state.promoted = PromotedVersions(settings.data_dir / "default_versions.json", database.promoted_store())
     app.state.database = database
-    app.state.guard = Guard(database.key_store(), settings.anonymous_allowed, settings.lockout)
+    app.state.guard = Guard(database.key_store(), settings.anonymous_allowed, settings.lockout, database.lockouts())
     # per key: in this process, or with --database in the database every replica shares
     app.state.rate_limits = RateLimits(shared=database.rate_buckets(), sessions=database.session_leases())
     app.state.moderator = Moderator.from_file(settings.moderation) if settings.moderation else Moderator.from_file()
@@ -131,9 +134,11 @@ PROMOTED_READ_EVERY_S = 1.0
 LEASES_RENEWED_EVERY_S = 10.0
 
 
-async def follow_shared_state(promoted: PromotedVersions, limits: RateLimits, scheduler: Scheduler) -> None:
-    """With a shared store: follow what other replicas promoted and the canaries they run or ended, and keep
-    this replica's session leases alive.
+async def follow_shared_state(
+    promoted: PromotedVersions, limits: RateLimits, scheduler: Scheduler, lockouts: Lockouts
+) -> None:
+    """With a shared store: follow what other replicas promoted, the canaries they run or ended and the
+    key lockouts they made, and keep this replica's session leases alive.
 
     Off the event loop (each is a database round trip); a database that is away is tried again next time
     (requests that need it get their own 503 meanwhile).
@@ -144,6 +149,8 @@ async def follow_shared_state(promoted: PromotedVersions, limits: RateLimits, sc
         try:
             if promoted.store is not None:
                 promoted.apply(await asyncio.to_thread(promoted.store.load))
+            if lockouts.shared is not None:
+                lockouts.follow(await asyncio.to_thread(lockouts.shared.locked))
             canaries = scheduler.canaries
             if canaries.store is not None:
                 canaries.follow(await asyncio.to_thread(canaries.store.load), partial(canary_policy, scheduler))

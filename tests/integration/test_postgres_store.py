@@ -355,3 +355,31 @@ def test_a_canary_started_on_one_server_runs_on_both_and_ends_on_both(
         assert time.monotonic() < give_up, "ending the canary on one server did not end it on the other"
         time.sleep(0.1)
     assert {infer(servers[0], admin).json()["model_version"] for _ in range(6)} == {"1"}
+
+
+def test_failed_key_attempts_lock_a_key_id_on_every_replica(cluster: Cluster) -> None:
+    """Two replicas' lockouts on one database: failures on both count together, and the lock made on one
+    holds on the other once it has read the locks in force (the server does that every second)."""
+    from xrserve.security.lockout import LockedOut, LockoutPolicy, Lockouts
+    from xrserve.security.storage import open_database
+
+    store = open_database(cluster.url(), Path("/nonexistent"))
+    try:
+        policy = LockoutPolicy(key_failures=3, address_failures=1000, first_lock_s=30)
+        one, other = Lockouts(policy, shared=store.lockouts()), Lockouts(policy, shared=store.lockouts())
+        one.failed("guess001", "10.0.0.1")
+        one.failed("guess001", "10.0.0.2")
+        one.check("guess001", "10.0.0.1")  # two failures: not locked yet
+        other.failed("guess001", "10.0.0.3")  # the third, on the other replica
+        with pytest.raises(LockedOut, match="guess001: locked for 30 s more"):
+            other.check("guess001", None)
+        one.check("guess001", None)  # not read yet
+        one.follow(store.lockouts().locked())
+        with pytest.raises(LockedOut, match="locked for 30 s more") as locked:
+            one.check("guess001", "10.0.0.9")
+        assert locked.value.subject == "key id guess001"
+        one.failed("other002", None)
+        one.succeeded("other002")  # the right secret: its failures are forgotten in the shared row too
+        assert cluster.psql("SELECT count(*) FROM lockouts WHERE name = 'other002'").strip() == "0"
+    finally:
+        store.close()

@@ -27,7 +27,7 @@ from starlette.requests import HTTPConnection
 
 from xrserve.core.errors import Forbidden, TooManyRequests, Unauthorized
 from xrserve.security.keys import ANONYMOUS, ApiKey, KeyRejected, KeyStore, claimed_key_id, looks_like_key
-from xrserve.security.lockout import LockedOut, LockoutPolicy, Lockouts
+from xrserve.security.lockout import LockedOut, LockoutPolicy, Lockouts, SharedLockouts
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `xrserve keys create`: xrs_<id>_<secret>")
 
@@ -41,10 +41,16 @@ ADMIT_SCOPE = "xrserve.admit"
 
 
 class Guard:
-    def __init__(self, keys: KeyStore, anonymous_allowed: bool, lockout: LockoutPolicy | None = None) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        anonymous_allowed: bool,
+        lockout: LockoutPolicy | None = None,
+        shared_lockouts: SharedLockouts | None = None,
+    ) -> None:
         self.keys = keys
         self.anonymous_allowed = anonymous_allowed
-        self.lockouts = Lockouts(lockout or LockoutPolicy())
+        self.lockouts = Lockouts(lockout or LockoutPolicy(), shared=shared_lockouts)
 
     def authorize(self, request: HTTPConnection, model: str | None = None, *, admin: bool = False) -> ApiKey:
         key = self.identify(request)

@@ -9,8 +9,11 @@ Each lock of the same subject lasts twice the one before (`first_lock_s`, 2x, 4x
 `max_lock_s`); a success with the key id forgets its failures, and a subject with no failure
 for `window_s + max_lock_s` is forgotten.
 
-The state is in memory, per server process: replicas behind a load balancer each count on
-their own until they share a store (issue 13).
+Without a shared store the state is in memory, per server process. With one (`--database`:
+`SharedLockouts`, a PostgreSQL table) every replica counts a subject's failures in the same row
+and a lock made on one replica holds on all: each replica reads the locks in force every second
+(`follow`), so `check` stays a dictionary look-up with no round trip per request. A success
+forgets a key id's failures where they were seen on this replica.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from xrserve.core.errors import TooManyRequests
 
@@ -89,13 +93,39 @@ class _Subject:
     last: float = 0.0  # the newest failure
 
 
+class SharedLockouts(Protocol):
+    """Failed attempts and locks that every replica sharing a store counts in (security/postgres.py)."""
+
+    def failed(self, kind: str, name: str, threshold: int, policy: LockoutPolicy) -> float:
+        """Count one failure of the subject; the seconds it is now locked for (0: not locked)."""
+        ...
+
+    def forget(self, kind: str, name: str) -> None: ...
+
+    def locked(self) -> dict[tuple[str, str], float]:
+        """Every subject locked now, with the seconds its lock has left."""
+        ...
+
+
 class Lockouts:
     """Failed attempts per key id and per client address; `check` raises the 429 of a locked one."""
 
-    def __init__(self, policy: LockoutPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, policy: LockoutPolicy, clock: Callable[[], float] = time.monotonic, shared: SharedLockouts | None = None
+    ) -> None:
         self.policy = policy
         self.clock = clock
+        self.shared = shared
         self._subjects: dict[tuple[str, str], _Subject] = {}
+
+    def follow(self, locked: dict[tuple[str, str], float]) -> None:
+        """Take the locks in force in the shared store (read off the event loop every second)."""
+        now = self.clock()
+        for subject_name, left in locked.items():
+            subject = self._subjects.get(subject_name)
+            if subject is None:
+                subject = self._subjects[subject_name] = _Subject(last=now)
+            subject.locked_until = max(subject.locked_until, now + left)
 
     def check(self, key_id: str | None, address: str | None) -> None:
         """429 if the key id or the address is locked now."""
@@ -122,6 +152,15 @@ class Lockouts:
         ):
             if not name:
                 continue
+            if self.shared is not None:  # counted in the row every replica shares, by the database's clock
+                left = self.shared.failed(kind, name, threshold, policy)
+                if len(self._subjects) >= MAX_SUBJECTS:
+                    self._prune(now)
+                seen = self._subjects.setdefault((kind, name), _Subject())
+                seen.last = now
+                if left > 0:
+                    seen.locked_until = now + left
+                continue
             subject = self._subjects.get((kind, name))
             if subject is None:
                 if len(self._subjects) >= MAX_SUBJECTS:
@@ -142,7 +181,8 @@ class Lockouts:
 
     def succeeded(self, key_id: str) -> None:
         """The right secret for a key id (not locked): its failures are forgotten. An address's are not."""
-        self._subjects.pop(("key", key_id), None)
+        if self._subjects.pop(("key", key_id), None) is not None and self.shared is not None:
+            self.shared.forget("key", key_id)  # only where failures were seen here: no round trip per request
 
     def _prune(self, now: float) -> None:
         quiet = self.policy.window_s + self.policy.max_lock_s

@@ -50,6 +50,7 @@ from xrserve.core.errors import Unavailable
 from xrserve.security.audit import AuditLog
 from xrserve.security.keys import _COLUMNS, KeyStore
 from xrserve.security.limits import TokenBucket
+from xrserve.security.lockout import LockoutPolicy
 from xrserve.security.migrations import migrate
 from xrserve.security.storage import StoreUnreachable
 
@@ -169,6 +170,9 @@ class PostgresDatabase:
 
     def canary_store(self) -> PostgresCanaries:
         return PostgresCanaries(self)
+
+    def lockouts(self) -> PostgresLockouts:
+        return PostgresLockouts(self)
 
     def rate_buckets(self) -> PostgresBuckets:
         return PostgresBuckets(self)
@@ -543,3 +547,62 @@ class PostgresCanaries:
 
     def delete(self, name: str) -> None:
         self._db.run(lambda conn: conn.execute("DELETE FROM canaries WHERE model = %s", (name,)), "canaries")
+
+
+class PostgresLockouts:
+    """Failed key attempts and locks in `lockouts` (`security.lockout.SharedLockouts`).
+
+    A failure locks the subject's row (FOR UPDATE), so replicas counting failures of one key id at once
+    are ordered; the rule is `Lockouts.failed`'s, on the database's clock.
+    """
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._db = database
+
+    def failed(self, kind: str, name: str, threshold: int, policy: LockoutPolicy) -> float:
+        def work(conn: psycopg.Connection[Any]) -> float:
+            with conn.transaction():
+                now_row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+                now = float(now_row[0]) if now_row else time.time()
+                conn.execute(
+                    "INSERT INTO lockouts (kind, name, failures, locked_until, locks, last) "
+                    "VALUES (%s, %s, '{}', 0, 0, %s) ON CONFLICT DO NOTHING",
+                    (kind, name, now),
+                )
+                row = conn.execute(
+                    "SELECT failures, locked_until, locks, last FROM lockouts WHERE kind = %s AND name = %s FOR UPDATE",
+                    (kind, name),
+                ).fetchone()
+                assert row is not None
+                failures, locked_until, locks, last = list(row[0]), float(row[1]), int(row[2]), float(row[3])
+                if now - last > policy.window_s + policy.max_lock_s and locked_until <= now:
+                    locks = 0  # quiet long enough: a fresh start
+                failures = [t for t in failures if t > now - policy.window_s] + [now]
+                if len(failures) >= threshold:
+                    locked_until = now + min(policy.max_lock_s, policy.first_lock_s * 2**locks)
+                    locks += 1
+                    failures = []
+                conn.execute(
+                    "UPDATE lockouts SET failures = %s, locked_until = %s, locks = %s, last = %s "
+                    "WHERE kind = %s AND name = %s",
+                    (failures, locked_until, locks, now, kind, name),
+                )
+                return max(0.0, locked_until - now)
+
+        return self._db.run(work, "the key lockouts")
+
+    def forget(self, kind: str, name: str) -> None:
+        self._db.run(
+            lambda conn: conn.execute("DELETE FROM lockouts WHERE kind = %s AND name = %s", (kind, name)),
+            "the key lockouts",
+        )
+
+    def locked(self) -> dict[tuple[str, str], float]:
+        rows = self._db.run(
+            lambda conn: conn.execute(
+                "SELECT kind, name, locked_until - extract(epoch FROM clock_timestamp())::float8 FROM lockouts "
+                "WHERE locked_until > extract(epoch FROM clock_timestamp())::float8"
+            ).fetchall(),
+            "the key lockouts",
+        )
+        return {(str(kind), str(name)): float(left) for kind, name, left in rows}

@@ -24,6 +24,7 @@ from xrserve.core.promoted import PromotedStore
 from xrserve.security.audit import AuditLog, AuditSource
 from xrserve.security.keys import KeyStore
 from xrserve.security.limits import SharedBuckets, SharedSessions
+from xrserve.security.lockout import SharedLockouts
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -68,6 +69,10 @@ class Database(Protocol):
         """Where running canaries are kept for every replica; None: in each server process."""
         ...
 
+    def lockouts(self) -> SharedLockouts | None:
+        """Where failed key attempts and locks are counted for every replica; None: in each server process."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -109,6 +114,9 @@ class SqliteDatabase:
         return None  # default_versions.json in the data directory
 
     def canary_store(self) -> None:
+        return None
+
+    def lockouts(self) -> None:
         return None
 
     def close(self) -> None:
