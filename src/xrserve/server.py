@@ -130,7 +130,7 @@ def create_app(settings: Settings, console: Console | None = None) -> ASGIApp:
     return AuditMiddleware(limited, audit=audit, metrics=metrics)
 
 
-PROMOTED_READ_EVERY_S = 1.0
+SHARED_STATE_READ_EVERY_S = 1.0
 LEASES_RENEWED_EVERY_S = 10.0
 
 
@@ -145,7 +145,7 @@ async def follow_shared_state(
     """
     last_renewal = time.monotonic()
     while True:
-        await asyncio.sleep(PROMOTED_READ_EVERY_S)
+        await asyncio.sleep(SHARED_STATE_READ_EVERY_S)
         try:
             if promoted.store is not None:
                 promoted.apply(await asyncio.to_thread(promoted.store.load))

@@ -64,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         """,
         {"sleepy.py": MODELS_DIR / "sleepy.py"},
     )
-    only = [arg for name in MODELS for arg in ("--only", name)]
+    only = [arg for name in (*MODELS, "bad") for arg in ("--only", name)]  # bad: written later, by its test
     srv = start_server(tmp, "--engine", "ray", *only, repo=repo, admin_key=True, timeout=300)
     yield srv
     srv.stop()
@@ -250,6 +250,23 @@ def test_ray_status_lists_applications_and_replicas(server: Server) -> None:
     assert "RUNNING" in shown and "READY" in shown
     status = httpx.get(f"{server.url}/v1/engine", headers={"Authorization": f"Bearer {server.admin_key}"}).json()
     assert {r["model"] for r in status["replicas"]} == set(MODELS)
+
+
+def test_a_version_that_cannot_load_says_why(server: Server) -> None:
+    """Its replica fails in its constructor; Serve gives up on the application and the load route names the
+    model's own error (not Serve's "Failed to update the deployments"); the other models serve on."""
+    directory = server.repo / "bad" / "1"
+    directory.mkdir(parents=True)
+    (directory / "model.onnx").write_bytes(b"not an onnx file")
+    (directory / "model.toml").write_text('runtime = "onnx"\n')
+    with server.client() as client:
+        entries = client.post("/v2/repository/models/bad/load", timeout=300).json()
+        (entry,) = [e for e in entries if e["version"] == "1"]
+        assert entry["state"] == "UNAVAILABLE" and "INVALID_PROTOBUF" in entry["reason"], entries
+        body = infer_body("x", np.ones((1, 64), np.float32))
+        assert client.post("/v2/models/tiny/infer", json=body).status_code == 200
+        refused = client.post("/v2/models/bad/infer", json=body)
+        assert refused.status_code == 503 and "not ready" in refused.json()["error"]
 
 
 def test_killing_a_replica_under_load_fails_its_requests_with_503_and_serve_replaces_it(server: Server) -> None:

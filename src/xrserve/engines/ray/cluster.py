@@ -100,7 +100,20 @@ def deploy(config: ModelConfig, frame_policy: str) -> Any:
     if running is not None and running.status == "RUNNING":
         return serve.get_app_handle(name)
     app = serve.deployment(ModelReplica).options(**deployment_options(config))  # type: ignore[attr-defined]
-    return serve.run(app.bind(config.model_dump_json(), frame_policy), name=name, route_prefix=None)
+    try:
+        return serve.run(app.bind(config.model_dump_json(), frame_policy), name=name, route_prefix=None)
+    except RuntimeError as exc:  # Serve says only that the deployment failed: the replica's error says why
+        failed = serve.status().applications.get(name)
+        deployment = failed.deployments.get(DEPLOYMENT) if failed is not None else None
+        if deployment is None or not deployment.message:
+            raise
+        raise RuntimeError(_replica_error(deployment.message)) from exc
+
+
+def _replica_error(message: str) -> str:
+    """The last line of the replica's traceback (the model's own error), not Serve's preamble."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else message
 
 
 def delete(name: str, version: str) -> None:

@@ -53,6 +53,12 @@ class _FrameSlot:
 class RemoteModelVersion(ModelVersion):
     scheduler: RayEngine
 
+    def __init__(self, config: ModelConfig, scheduler: Scheduler) -> None:
+        super().__init__(config, scheduler)
+        self.handle: Any = None  # the Serve application's handle, once deployed
+        self._frames: dict[str, _FrameSlot] = {}
+        self._tasks_running: set[asyncio.Task[None]] = set()
+
     def _make_runners(self) -> list[Any]:
         return []  # its instances are the Serve replicas
 
@@ -65,8 +71,6 @@ class RemoteModelVersion(ModelVersion):
             raise RuntimeError(self.reason) from exc
         self.config = ModelConfig.model_validate_json(report["config"])
         self.capabilities = Capabilities.of(self.config, self._builtin_class)
-        self._frames: dict[str, _FrameSlot] = {}
-        self._tasks_running: set[asyncio.Task[None]] = set()
         self.state = "READY"
 
     async def unload(self, drain_s: float = UNLOAD_DRAIN_S) -> None:
@@ -76,10 +80,10 @@ class RemoteModelVersion(ModelVersion):
             await asyncio.sleep(0.01)
         self.state, self.reason = "UNAVAILABLE", "unloaded"
         gone = Unavailable(f"model '{self.name}' version {self.version} was unloaded")
-        for slot in getattr(self, "_frames", {}).values():
+        for slot in self._frames.values():
             if slot.waiting is not None:
                 slot.waiting.finish(error=gone)
-        for task in list(getattr(self, "_tasks_running", ())):
+        for task in list(self._tasks_running):
             task.cancel()
         if not self.scheduler.closing:  # unloaded by the admin API: its application goes too
             await asyncio.to_thread(cluster.delete, self.name, self.version)
@@ -121,7 +125,9 @@ class RemoteModelVersion(ModelVersion):
                 self._expired(pending)
                 pending.finish(error=DeadlineExceeded(f"deadline exceeded before the request reached '{self.name}'"))
             elif self.config.streaming:
-                pending.finish(self._open_stream(pending))
+                stream = self._open_stream(pending)
+                if not pending.finish(stream) or pending.future.cancelled():
+                    stream.cancel()  # the caller left meanwhile
             else:
                 await self._infer(pending)
         finally:
