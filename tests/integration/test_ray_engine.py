@@ -252,6 +252,40 @@ def test_ray_status_lists_applications_and_replicas(server: Server) -> None:
     assert {r["model"] for r in status["replicas"]} == set(MODELS)
 
 
+def test_a_second_front_joins_the_cluster_and_uses_its_applications(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`--ray-address` of the first front's cluster: the second front finds `tiny.v1` running and uses its
+    replica rather than deploying another; when it stops, the application stays for the first front."""
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    first = httpx.get(f"{server.url}/v1/engine", headers=headers).json()
+    assert first["started_here"]
+    tmp = tmp_path_factory.mktemp("second-front")
+    second = start_server(
+        tmp, "--engine", "ray", "--ray-address", first["address"], "--only", "tiny", repo=server.repo, admin_key=True
+    )
+    try:
+        x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+        answers = [
+            httpx.post(
+                f"{s.url}/v2/models/tiny/infer",
+                json=infer_body("x", x),
+                headers={"Authorization": f"Bearer {s.admin_key}"},
+            )
+            for s in (server, second)
+        ]
+        assert [a.status_code for a in answers] == [200, 200]
+        assert answers[0].json()["outputs"] == answers[1].json()["outputs"]
+        status = httpx.get(f"{second.url}/v1/engine", headers={"Authorization": f"Bearer {second.admin_key}"}).json()
+        assert not status["started_here"] and status["address"] == first["address"]
+        tiny = {r["replica"] for r in status["replicas"] if r["model"] == "tiny" and r["state"] == "READY"}
+        assert tiny == {r["replica"] for r in first["replicas"] if r["model"] == "tiny" and r["state"] == "READY"}
+    finally:
+        second.stop()
+    after = httpx.post(f"{server.url}/v2/models/tiny/infer", json=infer_body("x", x), headers=headers)
+    assert after.status_code == 200
+
+
 def test_a_version_that_cannot_load_says_why(server: Server) -> None:
     """Its replica fails in its constructor; Serve gives up on the application and the load route names the
     model's own error (not Serve's "Failed to update the deployments"); the other models serve on."""

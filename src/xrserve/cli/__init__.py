@@ -261,7 +261,8 @@ def ray_status(url: Url = "http://127.0.0.1:8000", key: Key = None) -> None:
     status = _call(url, key, "GET", "/v1/engine").json()
     if status["engine"] != "ray":
         fail(f"the server at {url} runs the embedded engine (start it with --engine ray)")
-    table = Table("application", "status", "replicas", "message", title=f"Ray Serve at {status['address']}")
+    title = f"Ray Serve at {status['address']}" + (" (started by this server)" if status["started_here"] else "")
+    table = Table("application", "status", "replicas", "message", title=title)
     for name, app_status in sorted(status["applications"].items()):
         counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(app_status["replicas"].items()))
         table.add_row(name, app_status["status"], counts or "-", app_status["message"] or "")

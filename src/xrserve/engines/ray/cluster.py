@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from xrserve.core.config import ModelConfig
@@ -39,6 +40,10 @@ def object_store_bytes() -> int:
 def connect(address: str | None) -> bool:
     """Join the cluster at `address`, or start a local instance; True when this process started it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # set before ray is imported: no usage reports
+    if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
+        # Ray enables token authentication by itself only for a cluster it starts; joining one with a token
+        # at hand (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) must send it
+        os.environ["RAY_AUTH_MODE"] = "token"
     for name, value in SERVE_TUNING.items():  # a local instance's processes inherit them; set them on other nodes
         os.environ.setdefault(name, value)
     import ray
@@ -62,6 +67,19 @@ def connect(address: str | None) -> bool:
             started = True
     serve.start(http_options={"location": "NoServer"})
     return started
+
+
+def gcs_address() -> str:
+    """The cluster's address, as another front or `ray start --address` joins it (host:port of its GCS)."""
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()
 
 
 def deployment_options(config: ModelConfig) -> dict[str, Any]:

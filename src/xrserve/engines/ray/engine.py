@@ -30,7 +30,6 @@ from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import UNLOAD_DRAIN_S, ModelVersion, Scheduler
 from xrserve.core.stream import Stream
 from xrserve.engines.ray import cluster
-from xrserve.engines.ray.board import board
 from xrserve.engines.ray.wire import WireRequest, error_chunk, unpack
 
 log = logging.getLogger("xrserve.ray")
@@ -241,6 +240,8 @@ class RayEngine(Scheduler):
 
     async def replicas(self) -> list[dict[str, Any]]:
         """What every replica last reported (model, version, state, pid, node, series), newest first."""
+        from xrserve.engines.ray.board import board  # imports ray: only once connect() has set its environment
+
         reports: list[dict[str, Any]] = await board().read.remote()
         for report in reports:
             if report["age_s"] > LOST_AFTER_S:
@@ -254,4 +255,10 @@ class RayEngine(Scheduler):
         """For `xrserve ray status`: applications with their replica counts, and each replica."""
         applications = await asyncio.to_thread(cluster.deployment_status)
         replicas = [{k: v for k, v in r.items() if k not in ("config", "metrics")} for r in await self.replicas()]
-        return {"engine": "ray", "address": self.address or "local", "applications": applications, "replicas": replicas}
+        return {
+            "engine": "ray",
+            "address": cluster.gcs_address(),  # what another front passes as --ray-address
+            "started_here": self.started_here,
+            "applications": applications,
+            "replicas": replicas,
+        }

@@ -7,8 +7,10 @@ sessions for camera frames, stream slots. So Serve's router hands each request s
 `max_ongoing_requests` is the queue's size, not Serve's default of 5), and the scheduling
 happens here, where the model is.
 
-The model computes in this process (thread isolation): the replica's process is the boundary a
-crash takes down, and Serve restarts it. A worker process inside it would only add a hop.
+The model computes in this process, on a thread of its own (whatever `isolation` says): the
+replica's process is the boundary a crash takes down, and Serve restarts it; a worker process
+inside it would only add a hop, and computing on the replica's event loop ("inline") would hold
+up Serve's health probes and the queue's deadline timers while the model runs.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class ModelReplica:
 
     async def __init__(self, config_json: str, frame_policy: str) -> None:  # type: ignore[misc]  # Serve awaits it
         config = ModelConfig.model_validate_json(config_json)
-        if config.isolation == "process":
-            config = config.model_copy(update={"isolation": "thread"})
+        if config.isolation != "thread":  # not "inline" either: a blocked loop would hold Serve's probes and
+            config = config.model_copy(update={"isolation": "thread"})  # the queue's deadline timers
         self.scheduler = Scheduler(RUNTIMES, Metrics(), frame_policy=frame_policy)
         self.model = await self.scheduler.load(config)
         self._hop = self.scheduler.metrics.hop_time.labels(config.name, config.version)
