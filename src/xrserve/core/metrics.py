@@ -105,7 +105,8 @@ def replica_series(texts: dict[str, str]) -> bytes:
     out = []
     for name, (kind, documentation, lines) in families.items():
         if lines:
-            out += [f"# HELP {name} {documentation}", f"# TYPE {name} {kind}", *lines]
+            header = f"{name}_total" if kind == "counter" else name  # text format 0.0.4 names a counter so
+            out += [f"# HELP {header} {documentation}", f"# TYPE {header} {kind}", *lines]
     return ("\n".join(out) + "\n").encode() if out else b""
 
 
