@@ -383,3 +383,24 @@ def test_failed_key_attempts_lock_a_key_id_on_every_replica(cluster: Cluster) ->
         assert cluster.psql("SELECT count(*) FROM lockouts WHERE name = 'other002'").strip() == "0"
     finally:
         store.close()
+
+
+def test_keys_of_a_data_directory_are_imported_as_they_are(
+    cluster: Cluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    """`xrserve keys import --from-data-dir`: the same secrets work against the shared database; a revoked key
+    stays revoked; importing again adds nothing."""
+    old = tmp_path / "old-data"
+    kept = cli("keys", "create", "--scope", "echo", "--rpm", "100", "-q", data_dir=old).stdout.strip()
+    gone = cli("keys", "create", "--scope", "echo", "-q", data_dir=old).stdout.strip()
+    cli("keys", "revoke", gone.split("_")[1], data_dir=old)
+    imported = database(cluster, tmp_path, "keys", "import", "--from-data-dir", str(old)).stdout
+    assert "2 of 2 keys copied" in imported
+    assert infer(servers[0], kept).status_code == 200
+    assert infer(servers[1], gone).status_code == 401
+    listed = database(cluster, tmp_path, "keys", "list").stdout
+    assert kept.split("_")[1] in listed and "rpm 100" in listed
+    again = database(cluster, tmp_path, "keys", "import", "--from-data-dir", str(old)).stdout
+    assert "0 of 2 keys copied" in again
+    refused = database(cluster, tmp_path, "keys", "import", "--from-data-dir", str(tmp_path), check=False)
+    assert refused.returncode == 2 and "keys.db does not exist" in refused.stderr

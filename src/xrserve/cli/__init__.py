@@ -436,6 +436,40 @@ def keys_list(data_dir: DataDir = default_data_dir(), database: DatabaseUrl = No
     out.print(table)
 
 
+@keys_app.command("import")
+def keys_import(
+    from_data_dir: Annotated[
+        Path,
+        typer.Option("--from-data-dir", help="The data directory whose keys.db to copy.", exists=True, file_okay=False),
+    ],
+    database: DatabaseUrl = None,
+    data_dir: DataDir = default_data_dir(),
+) -> None:
+    """Copy the keys of a data directory's keys.db into the --database PostgreSQL database, as they are.
+
+    Digests only travel (the secrets were never stored): every key keeps working with the same secret,
+    revoked and expired keys stay so. Keys already in the database are left alone; run it again safely.
+    """
+    from xrserve.security.keys import SqliteKeyTable
+    from xrserve.security.postgres import PostgresKeyTable
+
+    if not database:
+        fail("give the PostgreSQL database to copy into: --database postgresql://... (or $XRSERVE_DATABASE)")
+    source = from_data_dir / "keys.db"
+    if not source.is_file():
+        fail(f"{source} does not exist: nothing to import")
+    sqlite = SqliteKeyTable(source)
+    try:
+        rows = [sqlite.credentials(record[0]) for record in sqlite.records()]
+    finally:
+        sqlite.close()
+    with _store(data_dir, database) as db:
+        table = db.key_store().table
+        assert isinstance(table, PostgresKeyTable)
+        added = table.copy_in([row for row in rows if row is not None])
+    out.print(f"{added} of {len(rows)} keys copied into {db.where} ({len(rows) - added} were there already)")
+
+
 @keys_app.command("update")
 def keys_update(
     key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`.")],

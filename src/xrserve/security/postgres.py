@@ -238,6 +238,25 @@ class PostgresKeyTable:
         query = "UPDATE api_keys SET revoked = %s WHERE id = %s AND revoked IS NULL"
         return self._write(lambda conn: conn.execute(query, (now, key_id)).rowcount == 1)
 
+    def copy_in(self, rows: list[tuple]) -> int:
+        """Rows of another key table (`_COLUMNS`, then the two digests) that are not here yet; how many were new.
+
+        Everything is kept as it is: revoked and expired keys stay so, a rotation's grace goes on.
+        """
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            added = 0
+            for row in rows:
+                cursor = conn.execute(
+                    f"INSERT INTO api_keys ({_COLUMNS}, secret_sha256, previous_sha256) "
+                    f"VALUES ({', '.join(['%s'] * len(row))}) ON CONFLICT (id) DO NOTHING",
+                    row,
+                )
+                added += cursor.rowcount
+            return added
+
+        return self._write(work)
+
     def records(self) -> list[tuple]:
         return self._run(lambda conn: conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created").fetchall())
 
