@@ -286,6 +286,24 @@ def test_a_second_front_joins_the_cluster_and_uses_its_applications(
     assert after.status_code == 200
 
 
+def test_unloading_a_model_deletes_its_application_after_its_requests(server: Server) -> None:
+    """An unload waits for the request in flight, then the application goes; the other models stay."""
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    with server.client() as client, ThreadPoolExecutor(2) as pool:
+        running = pool.submit(
+            client.post,
+            "/v2/models/echo/infer",
+            json=infer_body("x", np.ones((1, 4), np.float32)),
+        )
+        unloaded = client.post("/v2/repository/models/echo/unload")
+        assert unloaded.status_code == 200, unloaded.text
+        assert running.result().status_code == 200  # the request in flight was answered first
+        gone = client.post("/v2/models/echo/infer", json=infer_body("x", np.ones((1, 4), np.float32)))
+        assert gone.status_code == 404 and "unknown model 'echo'" in gone.json()["error"]
+    applications = httpx.get(f"{server.url}/v1/engine", headers=headers).json()["applications"]
+    assert "echo.v1" not in applications and "tiny.v1" in applications
+
+
 def test_a_version_that_cannot_load_says_why(server: Server) -> None:
     """Its replica fails in its constructor; Serve gives up on the application and the load route names the
     model's own error (not Serve's "Failed to update the deployments"); the other models serve on."""

@@ -78,7 +78,7 @@ class RemoteModelVersion(ModelVersion):
         while self.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self.state, self.reason = "UNAVAILABLE", "unloaded"
-        gone = Unavailable(f"model '{self.name}' version {self.version} was unloaded")
+        gone = self._unloaded()
         for slot in self._frames.values():
             if slot.waiting is not None:
                 slot.waiting.finish(error=gone)
@@ -129,6 +129,9 @@ class RemoteModelVersion(ModelVersion):
                     stream.cancel()  # the caller left meanwhile
             else:
                 await self._infer(pending)
+        except asyncio.CancelledError:  # the caller left (nothing to answer), or the version was unloaded
+            pending.finish(error=self._unloaded())
+            raise
         finally:
             self._in_flight -= 1
             if request.frame_key is not None:
@@ -179,8 +182,9 @@ class RemoteModelVersion(ModelVersion):
             try:
                 async for chunk in generator:
                     stream.deliver(chunk)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError:  # the version was unloaded under it
                 generator.cancel()
+                stream.deliver(error_chunk(self._unloaded()))
                 raise
             except Exception as exc:  # noqa: BLE001 - cancelled by the client, or the replica died
                 stream.deliver(error_chunk(Unavailable(self._lost(exc))))
@@ -199,6 +203,9 @@ class RemoteModelVersion(ModelVersion):
             del self._frames[key]
         else:
             self._send(waiting)
+
+    def _unloaded(self) -> Unavailable:
+        return Unavailable(f"model '{self.name}' version {self.version} was unloaded")
 
     def _lost(self, exc: BaseException) -> str:
         return (
