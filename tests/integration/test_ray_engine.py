@@ -300,8 +300,9 @@ def test_unloading_a_model_deletes_its_application_after_its_requests(server: Se
         assert running.result().status_code == 200  # the request in flight was answered first
         gone = client.post("/v2/models/echo/infer", json=infer_body("x", np.ones((1, 4), np.float32)))
         assert gone.status_code == 404 and "unknown model 'echo'" in gone.json()["error"]
-    applications = httpx.get(f"{server.url}/v1/engine", headers=headers).json()["applications"]
-    assert "echo.v1" not in applications and "tiny.v1" in applications
+    status = httpx.get(f"{server.url}/v1/engine", headers=headers).json()
+    assert "echo.v1" not in status["applications"] and "tiny.v1" in status["applications"]
+    assert "echo" not in {r["model"] for r in status["replicas"]}  # its replica left the board when it stopped
 
 
 def test_a_version_that_cannot_load_says_why(server: Server) -> None:

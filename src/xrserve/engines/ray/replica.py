@@ -16,6 +16,7 @@ up Serve's health probes and the queue's deadline timers while the model runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,7 +28,7 @@ from xrserve.core.errors import Unavailable, XRServeError
 from xrserve.core.metrics import Metrics
 from xrserve.core.request import InferenceRequest
 from xrserve.core.scheduler import Scheduler
-from xrserve.engines.ray.board import report_forever
+from xrserve.engines.ray.board import board, report_forever
 from xrserve.engines.ray.wire import Answer, WireRequest, error_answer, error_chunk
 from xrserve.runtimes import RUNTIMES
 
@@ -88,6 +89,13 @@ class ModelReplica:
         request, hop = wire.local()
         self._hop.observe(hop)
         return request
+
+    async def __del__(self) -> None:
+        """Serve's graceful stop (an unload, a scale-down): leave the board and stop the model."""
+        self._reporting.cancel()
+        with contextlib.suppress(Exception):
+            await board().leave.remote(self.replica)
+        await self.scheduler.close()
 
     async def check_health(self) -> None:
         """Serve's periodic probe: a replica whose model cannot run any more is replaced."""
