@@ -52,6 +52,11 @@ __all__ = [
 ]
 
 MAX_TOP_LOGPROBS = 20  # alternatives per token, OpenAI's limit
+# While streams are generating, the prompt tokens a step may add are sized so that the step
+# takes about this long (its measured cost per prompt token), at least _MIN_PREFILL_ROWS
+_STEP_TARGET_S = 0.075
+_MIN_PREFILL_ROWS = 16
+_COST_SMOOTHING = 0.3  # weight of the newest step in the running cost estimates
 
 
 @dataclass
@@ -312,13 +317,20 @@ class Engine:
         n_threads: int | None = None,
         n_batch: int = 512,
         prefill_chunk: int = 64,
+        step_target_s: float | None = _STEP_TARGET_S,
     ) -> None:
         self._ll = _llama()
-        self._check_settings(n_ctx_per_seq, n_seq_max, n_batch, prefill_chunk, n_threads)
+        self._check_settings(n_ctx_per_seq, n_seq_max, n_batch, prefill_chunk, n_threads, step_target_s)
         self.n_seq_max = n_seq_max
         self.n_ctx_per_seq = n_ctx_per_seq
         self._n_batch = n_batch
         self._prefill_chunk = prefill_chunk
+        # None: newcomers' prompts may fill the whole batch even while others generate
+        self._step_target_s = step_target_s
+        # decode thread only: running estimates of a step with only generating rows, and of
+        # what each prompt row adds to it (seconds); None until a step has measured them
+        self._base_step_s: float | None = None
+        self._prompt_row_s: float | None = None
         self._threads = n_threads or _default_threads()
 
         self._model: Any = None
@@ -359,7 +371,13 @@ class Engine:
     # ---- construction ---------------------------------------------------------------
 
     def _check_settings(
-        self, n_ctx_per_seq: int, n_seq_max: int, n_batch: int, prefill_chunk: int, n_threads: int | None
+        self,
+        n_ctx_per_seq: int,
+        n_seq_max: int,
+        n_batch: int,
+        prefill_chunk: int,
+        n_threads: int | None,
+        step_target_s: float | None,
     ) -> None:
         """Reject settings llama.cpp would crash on or silently change."""
         most = int(self._ll.llama_max_parallel_sequences())
@@ -374,6 +392,8 @@ class Engine:
             )
         if prefill_chunk < 1:
             raise EngineError(f"prefill_chunk is {prefill_chunk}; it must be at least 1")
+        if step_target_s is not None and not (math.isfinite(step_target_s) and step_target_s > 0):
+            raise EngineError(f"step_target_s is {step_target_s!r}; use a positive number of seconds, or None")
         if n_threads is not None and n_threads < 1:
             raise EngineError(f"n_threads is {n_threads}; leave it None for half the cores this process may use")
 
@@ -698,12 +718,15 @@ class Engine:
 
     def _step(self) -> None:
         """One llama_decode for every running sequence, then sample whoever has logits."""
-        rows = self._fill_generating()
-        rows = self._fill_prefill(rows)
+        generating = self._fill_generating()
+        rows = self._fill_prefill(generating, self._prefill_room(generating))
         if rows == 0:  # cannot happen while anyone runs; an empty batch would be an "invalid batch"
             return
         self._batch.n_tokens = rows
+        started = time.perf_counter()
         status = self._ll.llama_decode(self._ctx, self._batch)
+        if status == 0:
+            self._learn_step_cost(generating, rows - generating, time.perf_counter() - started)
         if status != 0:
             reason = {1: "no room left in the KV cache", 2: "aborted", -1: "invalid batch"}.get(status, "fatal error")
             for sequence in list(self._running):
@@ -736,10 +759,42 @@ class Engine:
                 rows += 1
         return rows
 
-    def _fill_prefill(self, rows: int) -> int:
-        """A prompt chunk for each sequence still reading its prompt, round-robin, within n_batch.
+    def _prefill_room(self, generating: int) -> int:
+        """How many prompt rows this step may take after `generating` rows.
 
-        The starting sequence rotates every step so that, when n_batch runs out, a
+        Nobody generating: the whole batch (no stream waits on the step). Otherwise as many
+        as keep the step near `step_target_s` by the measured costs, at least
+        _MIN_PREFILL_ROWS so prompts always advance: a full 512-row batch costs ~16x a
+        step of eight generating rows, and every running stream would wait that long for
+        its next token (measured: gaps of 2.6 s on this machine).
+        """
+        room = self._n_batch - generating
+        if generating == 0 or self._step_target_s is None:
+            return room
+        if self._prompt_row_s is None:  # no cost known yet: one chunk, which measures it
+            budget = self._prefill_chunk
+        else:
+            spare = self._step_target_s - (self._base_step_s or 0.0)
+            budget = int(spare / self._prompt_row_s) if self._prompt_row_s > 0 else room
+        return max(min(_MIN_PREFILL_ROWS, room), min(budget, room))
+
+    def _learn_step_cost(self, generating: int, prompt_rows: int, seconds: float) -> None:
+        """Update the running estimates of a generating step's cost and of a prompt row's."""
+
+        def smooth(old: float | None, new: float) -> float:
+            return new if old is None else old + _COST_SMOOTHING * (new - old)
+
+        if prompt_rows == 0:
+            self._base_step_s = smooth(self._base_step_s, seconds)
+        elif self._base_step_s is not None and generating > 0:
+            self._prompt_row_s = smooth(self._prompt_row_s, max(seconds - self._base_step_s, 0.0) / prompt_rows)
+        else:  # no baseline yet: charge the whole step to its rows (an overestimate, so safe)
+            self._prompt_row_s = smooth(self._prompt_row_s, seconds / (generating + prompt_rows))
+
+    def _fill_prefill(self, rows: int, room: int) -> int:
+        """Prompt chunks after `rows` generating rows: at most `room` rows, round-robin.
+
+        The starting sequence rotates every step so that, when room runs out, a
         different newcomer waits each time. Only a prompt's last token asks for logits.
         """
         readers = [s for s in self._running if s.prefilling]
@@ -747,11 +802,11 @@ class Engine:
             return rows
         start = self._round_robin % len(readers)
         self._round_robin += 1
+        limit = min(rows + room, self._n_batch)
         for sequence in readers[start:] + readers[:start]:
-            room = self._n_batch - rows
-            if room <= 0:
+            if limit - rows <= 0:
                 break
-            take = min(self._prefill_chunk, len(sequence.prompt) - sequence.n_prefilled, room)
+            take = min(self._prefill_chunk, len(sequence.prompt) - sequence.n_prefilled, limit - rows)
             for token in sequence.prompt[sequence.n_prefilled : sequence.n_prefilled + take]:
                 self._put(rows, token, sequence.pos, sequence.slot, False)
                 sequence.pos += 1
