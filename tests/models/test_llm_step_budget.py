@@ -54,8 +54,9 @@ def test_the_prompt_room_follows_the_measured_costs() -> None:
         assert engine._base_step_s == pytest.approx(0.04)
         engine._learn_step_cost(8, 20, 0.06)
         assert engine._prompt_row_s == pytest.approx(0.005 + engine_module._COST_SMOOTHING * (0.001 - 0.005))
-    with make_engine(step_target_s=None) as engine:
-        assert engine._prefill_room(8) == engine._n_batch - 8  # None: the old behaviour
+    with make_engine() as engine:  # off by default: prompts may fill the batch, as before
+        assert engine._step_target_s is None
+        assert engine._prefill_room(8) == engine._n_batch - 8
 
 
 def test_newcomers_prompts_go_in_small_pieces_while_a_stream_generates() -> None:

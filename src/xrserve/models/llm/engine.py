@@ -52,8 +52,8 @@ __all__ = [
 ]
 
 MAX_TOP_LOGPROBS = 20  # alternatives per token, OpenAI's limit
-# While streams are generating, the prompt tokens a step may add are sized so that the step
-# takes about this long (its measured cost per prompt token), at least _MIN_PREFILL_ROWS
+# step_target_s (opt-in): while streams are generating, the prompt tokens a step may add are
+# sized so that the step takes about this long by its measured costs, at least _MIN_PREFILL_ROWS
 _STEP_TARGET_S = 0.075
 _MIN_PREFILL_ROWS = 16
 _COST_SMOOTHING = 0.3  # weight of the newest step in the running cost estimates
@@ -317,7 +317,7 @@ class Engine:
         n_threads: int | None = None,
         n_batch: int = 512,
         prefill_chunk: int = 64,
-        step_target_s: float | None = _STEP_TARGET_S,
+        step_target_s: float | None = None,
     ) -> None:
         self._ll = _llama()
         self._check_settings(n_ctx_per_seq, n_seq_max, n_batch, prefill_chunk, n_threads, step_target_s)

@@ -94,6 +94,8 @@ class LlamaModel(StreamingModel):
             n_ctx_per_seq=int(self.config.parameters.get("context", 2048)),
             n_seq_max=self.config.max_streams,
             n_threads=self.config.threads,
+            # opt-in: cap newcomers' prompt tokens per step while others generate (docs/llm.md)
+            step_target_s=_optional_seconds(self.config.parameters.get("step_target_s")),
         )
 
     def weights(self) -> Path:
@@ -301,3 +303,8 @@ class SmolLM2(LlamaModel):
 
     def weights(self) -> Path:
         return smollm2_path()
+
+
+def _optional_seconds(value: Any) -> float | None:
+    """A model.toml number of seconds, or None when unset (the engine checks it is positive)."""
+    return None if value is None else float(value)
