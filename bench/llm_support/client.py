@@ -130,8 +130,13 @@ class StreamResult:
         return self.completion_tokens / (self.chunk_times[-1] - self.chunk_times[0])
 
     @property
+    def gaps(self) -> list[float]:
+        """Seconds between consecutive content chunks."""
+        return [b - a for a, b in zip(self.chunk_times, self.chunk_times[1:])]
+
+    @property
     def worst_gap(self) -> float | None:
-        gaps = [b - a for a, b in zip(self.chunk_times, self.chunk_times[1:])]
+        gaps = self.gaps
         return max(gaps) if gaps else None
 
     def to_json(self) -> dict[str, Any]:
