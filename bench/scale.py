@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from llm_support import procs  # noqa: E402 - bench/ is on sys.path as this script's folder
 
-from tests.conftest import export_tiny_onnx, write_model  # noqa: E402
+from tests.conftest import write_model, write_tiny_model  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 PHOTO = ROOT / "tests" / "data" / "hand_images"
@@ -86,19 +86,7 @@ def export_mlp(path: Path) -> None:
 
 def build_repository(repo: Path, engine: str) -> None:
     """The same models for both engines; `mlp2` is two instances in one process (embedded) or two replicas (ray)."""
-    tiny = write_model(
-        repo,
-        "tiny",
-        "1",
-        """
-        runtime = "onnx"
-        max_batch_size = 16
-        max_queue_delay_ms = 1
-        inputs = [{ name = "x", datatype = "FP32", shape = [-1, 64] }]
-        outputs = [{ name = "y", datatype = "FP32", shape = [-1, 16] }]
-        """,
-    )
-    export_tiny_onnx(tiny / "model.onnx")
+    write_tiny_model(repo)
     for replicas in (1, 2):
         directory = write_model(
             repo,

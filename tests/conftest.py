@@ -153,7 +153,8 @@ def write_colour_model(repo: Path) -> Path:
     return directory
 
 
-def build_repository(repo: Path) -> None:
+def write_tiny_model(repo: Path) -> Path:
+    """`tiny`: the user ONNX model most tests and benches use (Linear 64 -> 16, batching up to 16)."""
     tiny = write_model(
         repo,
         "tiny",
@@ -167,6 +168,11 @@ def build_repository(repo: Path) -> None:
     """,
     )
     export_tiny_onnx(tiny / "model.onnx")
+    return tiny
+
+
+def build_repository(repo: Path) -> None:
+    write_tiny_model(repo)
     write_model(
         repo,
         "crashy",
