@@ -286,25 +286,6 @@ def test_a_second_front_joins_the_cluster_and_uses_its_applications(
     assert after.status_code == 200
 
 
-def test_unloading_a_model_deletes_its_application_after_its_requests(server: Server) -> None:
-    """An unload waits for the request in flight, then the application goes; the other models stay."""
-    headers = {"Authorization": f"Bearer {server.admin_key}"}
-    with server.client() as client, ThreadPoolExecutor(2) as pool:
-        running = pool.submit(
-            client.post,
-            "/v2/models/echo/infer",
-            json=infer_body("x", np.ones((1, 4), np.float32)),
-        )
-        unloaded = client.post("/v2/repository/models/echo/unload")
-        assert unloaded.status_code == 200, unloaded.text
-        assert running.result().status_code == 200  # the request in flight was answered first
-        gone = client.post("/v2/models/echo/infer", json=infer_body("x", np.ones((1, 4), np.float32)))
-        assert gone.status_code == 404 and "unknown model 'echo'" in gone.json()["error"]
-    status = httpx.get(f"{server.url}/v1/engine", headers=headers).json()
-    assert "echo.v1" not in status["applications"] and "tiny.v1" in status["applications"]
-    assert "echo" not in {r["model"] for r in status["replicas"]}  # its replica left the board when it stopped
-
-
 def test_a_version_that_cannot_load_says_why(server: Server) -> None:
     """Its replica fails in its constructor; Serve gives up on the application and the load route names the
     model's own error (not Serve's "Failed to update the deployments"); the other models serve on."""
@@ -366,3 +347,24 @@ def test_killing_a_replica_under_load_fails_its_requests_with_503_and_serve_repl
         f"kill -9 of the slow replica: {len(failed)} of {len(outcomes)} requests failed (503); the first request "
         f"sent after the kill answered {min(back) - killed_at:.1f} s after it"
     )
+
+
+def test_unloading_a_model_deletes_its_application_after_its_requests(server: Server) -> None:
+    """An unload waits for the request in flight (300 ms at `slow`'s replica), then the application goes;
+    the other models stay. Last in the module: `slow` is gone after it."""
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    body = infer_body("x", np.ones((1, 4), np.float32))
+    replicas = httpx.get(f"{server.url}/v1/engine", headers=headers).json()["replicas"]
+    serving = {r["replica"] for r in replicas if r["model"] == "slow" and r["age_s"] < 3}
+    assert serving
+    with server.client() as client, ThreadPoolExecutor(2) as pool:
+        running = pool.submit(client.post, "/v2/models/slow/infer", json=body)
+        time.sleep(0.15)  # it is at the replica now: the hop takes milliseconds, the model 300 ms
+        unloaded = client.post("/v2/repository/models/slow/unload")
+        assert unloaded.status_code == 200, unloaded.text
+        assert running.result().status_code == 200  # the request in flight was answered first
+        gone = client.post("/v2/models/slow/infer", json=body)
+        assert gone.status_code == 404 and "unknown model 'slow'" in gone.json()["error"]
+    status = httpx.get(f"{server.url}/v1/engine", headers=headers).json()
+    assert "slow.v1" not in status["applications"] and "tiny.v1" in status["applications"]
+    assert not serving & {r["replica"] for r in status["replicas"]}  # its replica left the board when it stopped
