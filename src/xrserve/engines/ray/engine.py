@@ -261,7 +261,7 @@ class RayEngine(Scheduler):
     async def engine_status(self) -> dict[str, Any]:
         """For `xrserve ray status`: applications with their replica counts, and each replica."""
         applications = await asyncio.to_thread(cluster.deployment_status)
-        replicas = [{k: v for k, v in r.items() if k not in ("config", "metrics")} for r in await self.replicas()]
+        replicas = [{k: v for k, v in r.items() if k != "metrics"} for r in await self.replicas()]
         return {
             "engine": "ray",
             "address": cluster.gcs_address(),  # what another front passes as --ray-address

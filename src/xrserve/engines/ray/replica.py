@@ -44,10 +44,14 @@ class ModelReplica:
         self.model = await self.scheduler.load(config)
         self._hop = self.scheduler.metrics.hop_time.labels(config.name, config.version)
         self.replica = serve.get_replica_context().replica_id.unique_id
-        self._reporting = asyncio.create_task(report_forever(self.replica, self.describe))
+        self._reporting = asyncio.create_task(report_forever(self.replica, self.report))
 
     def describe(self) -> dict[str, Any]:
-        """Who this replica is, its loaded config (a runtime may fill in what the file left out), its series."""
+        """What the front asks once, at load: the loaded config (a runtime may fill in what the file left out)."""
+        return {**self.report(), "config": self.model.config.model_dump_json()}
+
+    def report(self) -> dict[str, Any]:
+        """What goes to the board every 2 s: who this replica is, its state and its series."""
         return {
             "replica": self.replica,
             "model": self.model.name,
@@ -56,7 +60,6 @@ class ModelReplica:
             "reason": self.model.reason,
             "node": os.uname().nodename,
             "pid": os.getpid(),
-            "config": self.model.config.model_dump_json(),
             "metrics": self.scheduler.metrics.render().decode(),
         }
 
