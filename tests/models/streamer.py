@@ -1,6 +1,7 @@
 """A streaming model that counts: one "delta" per tick from its own thread, like an LLM's decode loop.
 
 Input `text_input` BYTES [1]: the number of ticks; "crash" segfaults the worker mid-stream.
+`hold(seconds)` pauses the ticks, as the LLM engine pauses its decode steps.
 """
 
 import ctypes
@@ -13,6 +14,7 @@ from xrserve.core.model import StreamingModel
 class Streamer(StreamingModel):
     def load(self):
         self.cancelled: set[int] = set()
+        self.hold_until = 0.0
         self.tick_s = self.config.parameters.get("tick_ms", 10) / 1000
 
     def start_stream(self, stream_id, inputs, parameters, emit):
@@ -33,8 +35,13 @@ class Streamer(StreamingModel):
                 emit({"kind": "done", "finish_reason": "cancelled"})
                 return
             time.sleep(self.tick_s)
+            while time.monotonic() < self.hold_until:
+                time.sleep(0.002)
             emit({"kind": "delta", "text": f"{i} "})
         emit({"kind": "done", "finish_reason": "stop", "completion_tokens": ticks})
 
     def cancel_stream(self, stream_id):
         self.cancelled.add(stream_id)
+
+    def hold(self, seconds):
+        self.hold_until = time.monotonic() + seconds

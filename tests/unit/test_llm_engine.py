@@ -377,3 +377,33 @@ def test_logprobs_are_per_stream_in_a_shared_batch(engine):
         assert "".join(entry.text for entry in entries) == stream.text == single.text
         assert [e.piece for e in entries] == [e.piece for e in logprob_entries(single)]
         assert [e.logprob for e in entries] == pytest.approx([e.logprob for e in logprob_entries(single)], abs=1e-2)
+
+
+def test_hold_pauses_decode_steps_until_released_or_run_out(engine):
+    stream = start(engine, chat(engine, "Count from 1 to 500."), max_tokens=300, temperature=0)
+    assert stream.has_delta.wait(30)
+    engine.hold(5.0)
+    held = time.monotonic()
+    time.sleep(0.5)
+    engine.hold(0)  # released long before the 5 s run out
+    released = time.monotonic()
+    time.sleep(0.5)
+    engine.hold(0.3)  # this one runs out by itself
+    second = time.monotonic()
+    time.sleep(0.8)
+    engine.cancel(stream.request_id)  # a cancel still goes through during a hold
+    engine.hold(5.0)
+    cancelled = time.monotonic()
+    assert stream.wait(5).last.finish_reason == "cancelled"
+    assert time.monotonic() - cancelled < 2  # not after the hold
+    engine.hold(0)
+
+    deltas = stream.times_of("delta")
+
+    def between(a: float, b: float) -> int:
+        return sum(a < t < b for t in deltas)
+
+    assert between(held + 0.15, released) == 0  # a step begun before the hold may still finish
+    assert between(released, released + 0.5) >= 3
+    assert between(second + 0.15, second + 0.28) == 0
+    assert between(second + 0.35, second + 0.8) >= 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from tests.conftest import MODELS
 from tests.conftest import run_scheduler as run
 from xrserve.core.config import ModelConfig
 from xrserve.core.errors import BadRequest, Unavailable
-from xrserve.core.request import InferenceRequest
+from xrserve.core.request import InferenceRequest, Priority
 from xrserve.core.scheduler import Scheduler
 
 
@@ -112,3 +113,50 @@ def test_cancel_holds_the_slot_until_the_model_confirms() -> None:
 
     held, after = run(streamer(), scenario)
     assert held == 1 and after == 0
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_first_spoken_piece_pauses_the_streams_of_a_model_that_yields_to_speech(isolation: str) -> None:
+    """The scheduler holds a `yields_to_speech` model while a FIRST_SPEECH request computes, and only then."""
+    from tests.unit.test_scheduler import request, sleepy
+
+    async def scenario(s: Scheduler):
+        await s.load(
+            sleepy(
+                parameters={"sleep_ms": 300},
+                max_batch_size=0,
+                inputs=[{"name": "x", "datatype": "FP32", "shape": [4]}],
+                outputs=[{"name": "y", "datatype": "FP32", "shape": [4]}],
+            )
+        )
+        stream = await s.stream(ask("150"))  # 10 ms ticks: 1.5 s
+        times: list[float] = []
+
+        async def read() -> None:
+            async for chunk in stream:
+                if chunk.get("kind") == "delta":
+                    times.append(time.monotonic())
+
+        reader = asyncio.ensure_future(read())
+        await asyncio.sleep(0.1)
+        spans = {}
+        for priority in (Priority.INTERACTIVE, Priority.FIRST_SPEECH):
+            started = time.monotonic()
+            await s.submit(InferenceRequest("sleepy", {"x": np.zeros(4, np.float32)}, priority=priority))
+            spans[priority] = (started, time.monotonic())
+            await asyncio.sleep(0.1)
+        stream.cancel()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+        def ticks(priority: Priority) -> int:  # ticks inside the 300 ms compute, past a tick begun before it
+            start, end = spans[priority]
+            return sum(start + 0.06 < t < end - 0.01 for t in times)
+
+        resumed = sum(spans[Priority.FIRST_SPEECH][1] < t < spans[Priority.FIRST_SPEECH][1] + 0.1 for t in times)
+        return ticks(Priority.INTERACTIVE), ticks(Priority.FIRST_SPEECH), resumed
+
+    beside_other_work, beside_speech, after_speech = run(streamer(isolation, yields_to_speech=True), scenario)
+    assert beside_other_work >= 5  # 10 ms ticks go on beside other interactive work
+    assert beside_speech == 0  # and pause while the first spoken piece computes
+    assert after_speech >= 2  # then go on at once, not when the 0.5 s hold would have run out

@@ -106,9 +106,9 @@ def test_a_spoken_question_gets_a_spoken_answer_with_visemes_and_emotion(voice_s
     assert len({v["viseme"] for s in sentences for v in s["visemes"]}) >= 4
     emotion = client.of("emotion")[0]
     assert emotion["emotion"] in EMOTIONS and end["emotion"] in EMOTIONS
-    # order: transcript, then the emotion before the first audio
+    # order: transcript, the first audio, then the first piece's emotion (computed after its speech: issue 16)
     kinds = [e["type"] if isinstance(e, dict) else "audio" for _, e in client.events]
-    assert kinds.index("transcript") < kinds.index("emotion") < kinds.index("audio")
+    assert kinds.index("transcript") < kinds.index("audio") < kinds.index("emotion") < kinds.index("turn_end")
     assert {"asr_ms", "llm_first_sentence_ms", "tts_first_ms", "vad_hangover_ms"} <= set(end["timings"])
     print(f"\nNPC turn timings (ms): {end['timings']}")
 

@@ -196,6 +196,14 @@ class ModelConfig(BaseModel):
         ),
     )
     streaming: bool = Field(default=False, description="answers stream (LLM tokens, audio); set by the runtime")
+    yields_to_speech: bool = Field(
+        default=False,
+        description=(
+            "a streaming model whose steps pause while the first spoken piece of an answer is synthesised on "
+            "this server (at most 0.5 s per piece): on a few cores its threads slowed that speech by a third, "
+            "and its streams are mostly seconds ahead of what is being spoken"
+        ),
+    )
     max_streams: int = Field(default=8, ge=1, le=256, description="streams one instance runs at once")
     optional_inputs: list[str] = Field(default_factory=list, description="inputs a request may leave out")
     camera: bool | None = Field(

@@ -100,5 +100,8 @@ class StreamingModel(Model):
     def cancel_stream(self, stream_id: int) -> None:
         """Stop a stream now and free what it holds; it should still emit a final "done"."""
 
+    def hold(self, seconds: float) -> None:
+        """Pause computing for up to `seconds` (0: go on now); see `ModelConfig.yields_to_speech`."""
+
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         raise NotImplementedError("streaming models answer through start_stream")

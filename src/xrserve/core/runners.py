@@ -81,6 +81,10 @@ class ThreadRunner:
             stream.deliver({"kind": "error", "status": error.status_code, "message": error.message})
         return stream
 
+    def hold(self, seconds: float) -> None:
+        if isinstance(getattr(self, "model", None), StreamingModel):
+            self.model.hold(seconds)
+
     async def stop(self) -> None:
         close = getattr(self.model, "close", None) if hasattr(self, "model") else None
         if callable(close):
@@ -200,6 +204,10 @@ class ProcessRunner:
     def _cancel_stream(self, stream_id: int) -> None:
         if self._conn is not None and self._ready.is_set():
             self._send(worker.CANCEL, stream_id, None)
+
+    def hold(self, seconds: float) -> None:
+        if self._conn is not None and self._ready.is_set():
+            self._send(worker.HOLD, 0, seconds)
 
     def _forget(self, stream_id: int, on_close: Callable[[], None]) -> None:
         self._streams.pop(stream_id, None)

@@ -25,7 +25,7 @@ from xrserve.core.errors import BadRequest, DeadlineExceeded, ModelFailed, NotFo
 from xrserve.core.images import check_images
 from xrserve.core.metrics import Metrics
 from xrserve.core.queue import Pending, RequestQueue
-from xrserve.core.request import InferenceRequest, InferenceResponse, Usage
+from xrserve.core.request import InferenceRequest, InferenceResponse, Priority, Usage
 from xrserve.core.runners import make_runner
 from xrserve.core.stream import Stream
 from xrserve.core.tensors import NUMPY_DTYPES, datatype_of
@@ -34,6 +34,7 @@ log = logging.getLogger("xrserve.scheduler")
 
 BULK_YIELD_MAX_S = 0.05  # longest a bulk batch waits for interactive work to drain
 UNLOAD_DRAIN_S = 30.0  # longest an unloading version waits for its queued and running requests
+SPEECH_HOLD_MAX_S = 0.5  # longest a model with yields_to_speech pauses for one first spoken piece
 DEADLINE_MARGIN_S = 0.002  # a forming batch closes this long before the usual compute would miss a deadline
 
 
@@ -346,6 +347,9 @@ class ModelVersion:
         else:
             inputs = {name: np.concatenate([p.request.inputs[name] for p in live]) for name in live[0].request.inputs}
         started = time.monotonic()
+        speech = any(p.priority == Priority.FIRST_SPEECH for p in live)
+        if speech:
+            self.scheduler.first_speech_started()
         try:
             outputs = await runner.run(inputs, live[0].parameters)
         except XRServeError as exc:
@@ -354,6 +358,9 @@ class ModelVersion:
             for pending in live:
                 pending.finish(error=exc)
             return
+        finally:
+            if speech:
+                self.scheduler.first_speech_finished()
         compute_s = time.monotonic() - started
         self.compute_ema_s = compute_s if not self.compute_ema_s else 0.8 * self.compute_ema_s + 0.2 * compute_s
         row_s = compute_s / sum(p.batch_size for p in live)
@@ -432,6 +439,9 @@ class Scheduler:
         self._interactive_pending = 0
         self._interactive_idle = asyncio.Event()
         self._interactive_idle.set()
+        self._first_speech_running = 0
+        self._held_since: float | None = None  # when the yielding models were last told to pause
+        self._hold_allowed_at = 0.0  # after a pause of d seconds they run at least d before the next
 
     # -- model lifecycle -----------------------------------------------------------------
 
@@ -603,6 +613,37 @@ class Scheduler:
         if self._interactive_pending <= 0:
             self._interactive_pending = 0
             self._interactive_idle.set()
+
+    # -- the first words of an answer before other streams' next tokens ------------------
+
+    def first_speech_started(self) -> None:
+        """A first spoken piece computes: models with `yields_to_speech` pause (see its description).
+
+        Why here: only the scheduler sees both the speech request and the LLM's instances. Each
+        pause is bounded (SPEECH_HOLD_MAX_S: a lost release costs a pause, never a stall), and
+        they take at most half the time: many characters' first pieces back to back must not
+        starve the streams that are still writing the next characters' first words.
+        """
+        self._first_speech_running += 1
+        now = time.monotonic()
+        if self._first_speech_running == 1 and self._held_since is None and now >= self._hold_allowed_at:
+            self._held_since = now
+            self._hold_yielding(SPEECH_HOLD_MAX_S)
+
+    def first_speech_finished(self) -> None:
+        self._first_speech_running = max(0, self._first_speech_running - 1)
+        if self._first_speech_running == 0 and self._held_since is not None:
+            now = time.monotonic()
+            self._hold_allowed_at = now + min(now - self._held_since, SPEECH_HOLD_MAX_S)
+            self._held_since = None
+            self._hold_yielding(0.0)
+
+    def _hold_yielding(self, seconds: float) -> None:
+        for versions in self.models.values():
+            for version in versions.values():
+                if version.config.yields_to_speech and version.ready:
+                    for runner in version.runners:
+                        runner.hold(seconds)
 
     async def yield_to_interactive(self) -> None:
         if not self._interactive_idle.is_set():

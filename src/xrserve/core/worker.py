@@ -6,7 +6,7 @@ fails what was in flight with a 503 and starts a new one.
 
 Messages are pickled tuples `(tag, id, payload)`.
 Parent to child: ("infer", seq, (inputs, parameters)), ("start", stream_id, (inputs, parameters)),
-("cancel", stream_id, None). Child to parent: ("ready", 0, config), ("load_failed", 0, message),
+("cancel", stream_id, None), ("hold", 0, seconds). Child to parent: ("ready", 0, config), ("load_failed", 0, message),
 ("reply", seq, (True, outputs) or (False, (status, message, headers))), ("chunk", stream_id, chunk).
 An error crosses the pipe as its status and message (`errors.model_error` here, `errors.error_for`
 there), the same mapping the in-server runners use, so isolation never changes what a client sees.
@@ -28,7 +28,7 @@ from xrserve.core.images import decode_inputs
 from xrserve.core.model import Model, StreamingModel
 
 READY, LOAD_FAILED, REPLY, CHUNK = "ready", "load_failed", "reply", "chunk"
-INFER, START, CANCEL = "infer", "start", "cancel"
+INFER, START, CANCEL, HOLD = "infer", "start", "cancel", "hold"
 
 
 class _Sender:
@@ -72,6 +72,8 @@ def serve(conn: Connection, config_data: dict[str, Any], create: Callable[[Model
                 _start(model, send, ident, payload)
             elif tag == CANCEL and isinstance(model, StreamingModel):
                 model.cancel_stream(ident)
+            elif tag == HOLD and isinstance(model, StreamingModel):
+                model.hold(payload)
         except (BrokenPipeError, OSError):
             return
 

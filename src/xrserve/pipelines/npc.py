@@ -219,7 +219,9 @@ class NpcPipeline:
         request = InferenceRequest(
             models.asr,
             {"audio": audio.astype(np.float32, copy=False)},
-            parameters={"window": "auto", "beam_size": 5, "no_speech_filter": not speech_found},
+            # no_repeat_ngram 4: the short window's repeated sentence cost most of the errors (issue 16: WER
+            # 0.113 -> 0.071 on bench/voice.py's questions at 150 and 170 wpm, same time)
+            parameters={"window": "auto", "beam_size": 5, "no_speech_filter": not speech_found, "no_repeat_ngram": 4},
             session=session,
             affinity=affinity,
             priority=Priority.INTERACTIVE,
@@ -363,18 +365,20 @@ class NpcPipeline:
         models: NpcModels,
         affinity: str | None,
     ) -> None:
-        """Speaks the pieces in order while the LLM goes on writing; the first one also sets the emotion."""
+        """Speaks the pieces in order while the LLM goes on writing; the first one also sets the emotion.
+
+        The first piece's emotion is classified after its speech is sent, not beside it: on two
+        cores the embedding model and Piper slowed each other, and the first audio came ~85 ms
+        later (issue 16; TTS of a 3-word piece 207 -> 120 ms). The face then turns ~50 ms after
+        the first sound, while that piece plays for about a second.
+        """
         index = 0
         while (piece := await pieces.get()) is not None:
             speaking = time.monotonic()
-            if index == 0:
-                feeling = asyncio.ensure_future(self.emotions(models).classify(piece, session))
             first = Priority.FIRST_SPEECH if index == 0 else Priority.INTERACTIVE
             pcm, rate, visemes = await self.speak(piece, options.speed, session, turn.audio_ms, models, first, affinity)
             if index == 0:
                 turn.timings["tts_first_ms"] = _ms(speaking)
-                turn.emotion, scores = await feeling
-                await emit("emotion", turn=turn.number, emotion=turn.emotion, scores=scores)
                 turn.timings["first_audio_ms"] = _ms(turn.started)
             duration_ms = len(pcm) / 2 / rate * 1000
             await emit(
@@ -390,6 +394,9 @@ class NpcPipeline:
             )
             turn.spoken.append(piece)
             turn.audio_ms += duration_ms
+            if index == 0:
+                turn.emotion, scores = await self.emotions(models).classify(piece, session)
+                await emit("emotion", turn=turn.number, emotion=turn.emotion, scores=scores)
             index += 1
 
 

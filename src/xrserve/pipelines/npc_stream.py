@@ -49,8 +49,11 @@ MAX_UTTERANCE_S = 30.0  # one Whisper window; longer speech ends the turn there
 PRE_ROLL_MS = 300  # audio kept from before the detected start, so the first sound is not clipped
 FLAG_FIRST_AUDIO = 1  # binary header flag: the first audio chunk of a turn
 # silence before the speculative turn starts, by turn_end: with "meaning" its transcript decides when the turn
-# is taken, so it starts sooner (issue 16: ~90 ms sooner first audio); with "silence" the 500 ms decide anyway
-SPECULATE_MS = {"meaning": 100.0, "silence": 200.0}
+# is taken, so it starts at the first silent VAD step (issue 16: 200 -> 100 -> 32 ms, each step that much
+# sooner first audio); a pause inside a sentence then costs a cancelled ASR run (~0.25 s of CPU), and a finished
+# verdict still waits for the transcript (~0.3 s of silence), so shorter pauses are never cut; with "silence"
+# the 500 ms decide anyway
+SPECULATE_MS = {"meaning": 32.0, "silence": 200.0}
 
 
 class VoiceActivity:
@@ -80,7 +83,7 @@ class NpcOptions(TurnOptions):
         le=5000,
         description=(
             "silence after which the turn is already computed, held back until the turn is taken (default "
-            "min(100, end_of_turn_ms) with turn_end 'meaning', min(200, end_of_turn_ms) with 'silence')"
+            "min(32, end_of_turn_ms) with turn_end 'meaning', min(200, end_of_turn_ms) with 'silence')"
         ),
     )
     turn_end: Literal["meaning", "silence"] = Field(

@@ -21,7 +21,7 @@ reads that transcript and says how long the silence must last before the turn is
   interjection ("Hello?", "Well.", "So."): what a comma's pause after "Hello, who are you?"
   gives the speculative transcript; a user who only says "hello" waits the longer silence.
 - `finished`: it ends with ".", "?" or "!" and its last word can end a sentence.
-  -> take the turn at once (after the 100 ms of speculation).
+  -> take the turn at once (the transcript exists only ~0.3 s into the silence: speculation + ASR).
 - `unclear`: no text at all (a cough).  -> the plain silence rule (500 ms).
 
 Limits, measured on espeak-ng speech with whisper-tiny-en (docs/voice.md): about half the

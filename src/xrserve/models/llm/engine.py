@@ -363,6 +363,7 @@ class Engine:
         self._incoming: deque[_Sequence] = deque()
         self._cancel_requests: list[_Sequence] = []
         self._closing = False
+        self._hold_until = 0.0  # monotonic: no step before it (hold(); newcomers and cancels still go through)
         self._running: list[_Sequence] = []  # decode thread only
         self._round_robin = 0  # decode thread only
         self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
@@ -553,6 +554,16 @@ class Engine:
                 self._cancel_requests.append(sequence)
                 self._wake.notify()
 
+    def hold(self, seconds: float) -> None:
+        """No decode step for up to `seconds` (0: resume now): the cores are wanted for speech.
+
+        A step that has begun finishes first (one step is ~10-30 ms here); admission and cancels
+        go on, so a barge-in still frees its slot during a hold.
+        """
+        with self._wake:
+            self._hold_until = time.monotonic() + seconds if seconds > 0 else 0.0
+            self._wake.notify()
+
     def active(self) -> int:
         """Sequences holding a slot: queued, reading their prompt or generating."""
         with self._wake:
@@ -686,16 +697,20 @@ class Engine:
                         self._wake.wait()
                     if self._closing:
                         break
+                    held = self._hold_until - time.monotonic()
+                    if held > 0 and not (self._incoming or self._cancel_requests):
+                        self._wake.wait(held)  # hold(0), a newcomer or a cancel wakes it sooner
                     newcomers = list(self._incoming)
                     self._incoming.clear()
                     cancelled = self._cancel_requests
                     self._cancel_requests = []
+                    holding = self._hold_until > time.monotonic()
                 try:
                     self._admit(newcomers)
                     for sequence in cancelled:
                         if sequence in self._running:
                             self._finish(sequence, "cancelled")
-                    if self._running:
+                    if self._running and not holding:
                         self._step()
                 except Exception as exc:  # a bug here must not leave callers waiting forever
                     log.exception("LLM engine step failed")

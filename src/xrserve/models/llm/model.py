@@ -122,6 +122,9 @@ class LlamaModel(StreamingModel):
     def cancel_stream(self, stream_id: int) -> None:
         self.engine.cancel(stream_id)
 
+    def hold(self, seconds: float) -> None:
+        self.engine.hold(seconds)
+
     def _request(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> Any:
         from xrserve.models.llm.engine import JSON_OBJECT_GRAMMAR, GenerationRequest, json_schema_grammar
 
@@ -295,6 +298,7 @@ class SmolLM2(LlamaModel):
             max_streams=8,
             threads=os.cpu_count() or 1,
             nice=10,
+            yields_to_speech=True,
             isolation="process",
             queue_size=256,
             parameters={"context": 2048},
