@@ -118,7 +118,7 @@ def test_cancel_holds_the_slot_until_the_model_confirms() -> None:
 @pytest.mark.parametrize("isolation", ["thread", "process"])
 def test_a_first_spoken_piece_pauses_the_streams_of_a_model_that_yields_to_speech(isolation: str) -> None:
     """The scheduler holds a `yields_to_speech` model while a FIRST_SPEECH request computes, and only then."""
-    from tests.unit.test_scheduler import request, sleepy
+    from tests.unit.test_scheduler import sleepy
 
     async def scenario(s: Scheduler):
         await s.load(

@@ -82,8 +82,9 @@ class ThreadRunner:
         return stream
 
     def hold(self, seconds: float) -> None:
-        if isinstance(getattr(self, "model", None), StreamingModel):
-            self.model.hold(seconds)
+        model = getattr(self, "model", None)
+        if isinstance(model, StreamingModel):
+            model.hold(seconds)
 
     async def stop(self) -> None:
         close = getattr(self.model, "close", None) if hasattr(self, "model") else None
