@@ -124,3 +124,27 @@ def test_key_without_the_asr_scope_is_refused(voice_server) -> None:
             data={"model": "whisper-tiny-en"},
         )
     assert response.status_code == 403 and "whisper-tiny-en" in response.json()["error"]["message"]
+
+
+def test_the_short_window_does_not_write_a_question_twice_with_no_repeat_ngram(voice_server, espeak) -> None:
+    """The NPC loop's ASR call (short window, `no_repeat_ngram` 4) over OIP; bench/voice.py found these doubled."""
+    from tests.voice.conftest import pcm16_at_16k
+
+    def infer(text: str, speed: int, no_repeat: int) -> httpx.Response:
+        pcm = np.frombuffer(pcm16_at_16k(espeak(text, speed), lead_s=0.3, tail_s=0.1), "<i2")
+        audio = (pcm / 32767).astype(np.float32)
+        body = {
+            "inputs": [{"name": "audio", "datatype": "FP32", "shape": [audio.size], "data": audio.tolist()}],
+            "parameters": {"window": "auto", "no_speech_filter": False, "no_repeat_ngram": no_repeat},
+        }
+        with voice_server.client() as client:
+            return client.post("/v2/models/whisper-tiny-en/infer", json=body, timeout=120)
+
+    for text in ("What do you sell here?", "Where did the miller go?"):
+        answer = infer(text, 150, 4)
+        assert answer.status_code == 200, answer.text
+        said = next(o for o in answer.json()["outputs"] if o["name"] == "text")["data"][0]
+        words = normalise(said)
+        assert 0 < len(words) <= len(normalise(text)) + 1, said  # once, not "What do you sell there? What do ..."
+    refused = infer("What do you sell here?", 150, 11)
+    assert refused.status_code == 400 and "no_repeat_ngram" in refused.json()["error"], refused.text
