@@ -11,7 +11,8 @@ import openai
 import pytest
 import soundfile
 
-from tests.voice.conftest import ONE_TWO_THREE, SENTENCES
+from tests.voice.conftest import ONE_TWO_THREE, SENTENCES, pcm16_at_16k
+from xrserve.voice.audio import pcm16_to_float
 from xrserve.voice.wer import normalise, wer
 
 pytestmark = pytest.mark.timeout(600)
@@ -128,11 +129,9 @@ def test_key_without_the_asr_scope_is_refused(voice_server) -> None:
 
 def test_the_short_window_does_not_write_a_question_twice_with_no_repeat_ngram(voice_server, espeak) -> None:
     """The NPC loop's ASR call (short window, `no_repeat_ngram` 4) over OIP; bench/voice.py found these doubled."""
-    from tests.voice.conftest import pcm16_at_16k
 
     def infer(text: str, speed: int, no_repeat: int) -> httpx.Response:
-        pcm = np.frombuffer(pcm16_at_16k(espeak(text, speed), lead_s=0.3, tail_s=0.1), "<i2")
-        audio = (pcm / 32767).astype(np.float32)
+        audio = pcm16_to_float(pcm16_at_16k(espeak(text, speed), lead_s=0.3, tail_s=0.1))
         body = {
             "inputs": [{"name": "audio", "datatype": "FP32", "shape": [audio.size], "data": audio.tolist()}],
             "parameters": {"window": "auto", "no_speech_filter": False, "no_repeat_ngram": no_repeat},

@@ -6,8 +6,9 @@ fails what was in flight with a 503 and starts a new one.
 
 Messages are pickled tuples `(tag, id, payload)`.
 Parent to child: ("infer", seq, (inputs, parameters)), ("start", stream_id, (inputs, parameters)),
-("cancel", stream_id, None), ("hold", 0, seconds). Child to parent: ("ready", 0, config), ("load_failed", 0, message),
-("reply", seq, (True, outputs) or (False, (status, message, headers))), ("chunk", stream_id, chunk).
+("cancel", stream_id, None), ("hold", 0, seconds). Child to parent: ("ready", 0, config),
+("load_failed", 0, message), ("reply", seq, (True, outputs) or (False, (status, message, headers))),
+("chunk", stream_id, chunk).
 An error crosses the pipe as its status and message (`errors.model_error` here, `errors.error_for`
 there), the same mapping the in-server runners use, so isolation never changes what a client sees.
 """
