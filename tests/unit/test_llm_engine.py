@@ -171,6 +171,35 @@ def test_eight_concurrent_sequences_finish_with_correct_counts(engine):
     assert engine.active() == 0
 
 
+def test_each_step_hands_llama_cpp_its_rows_in_slot_order(engine, monkeypatch):
+    """With a KV stream per slot, llama.cpp makes one ubatch (one pass over the weights) of each
+    run of consecutive sequence ids in row order, so rows in joining order cost 8 streams ~1.5x.
+
+    The first eight finish in the reverse of the order they joined (slots are freed in that order)
+    and the next eight take the slots in the order they were freed: one of the two groups joins
+    out of slot order, whichever order the free slots were in before.
+    """
+    batches: list[list[int]] = []
+    decode = engine._ll.llama_decode
+
+    def recording(ctx, batch):
+        batches.append([batch.seq_id[row][0] for row in range(batch.n_tokens)])
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(engine._ll, "llama_decode", recording)
+    assert engine.active() == 0
+    for group in range(2):
+        streams = [
+            start(engine, chat(engine, f"Tell story {group}-{i}."), max_tokens=16 - i, temperature=0) for i in range(8)
+        ]
+        for stream in streams:
+            assert_well_formed(stream.wait())
+    assert any(len(set(rows)) > 1 for rows in batches)  # steps with several sequences were seen
+    for rows in batches:
+        slots = list(dict.fromkeys(rows))  # each slot's rows are together, in this order
+        assert slots == sorted(slots) and len(slots) == len(set(rows)), rows
+
+
 def test_newcomer_joins_while_others_keep_streaming(engine):
     runners = [
         start(engine, chat(engine, f"Tell me a long story about a {animal}."), max_tokens=64, temperature=0)
