@@ -13,6 +13,10 @@ the same chat requests everywhere:
                 a model repository entry that replaces the built-in `smollm2` (runtime
                 "gguf", the same GGUF file); it separates the thread count from the rest.
                 Run by default only where the built-in runs fewer threads than that.
+  xrserve-paced  the built-in's settings through the same kind of repository entry, plus
+                `step_target_s = 0.1`: prompt rows per step capped while others generate
+                (docs/llm.md), so a joiner's prompt costs the running streams smaller pauses
+                and the joiner a longer TTFT. Run only when named in --only.
 
 Measured: single-stream tokens/s and time to first token (TTFT); 8 streams started
 together (summed and per-stream tokens/s); and the TTFT of a stream that joins while 7
@@ -67,12 +71,14 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results" / "llm.json"
 CORES = os.cpu_count() or 1
-TARGETS = ("raw", "llama-server", "xrserve", "xrserve-threads")
+TARGETS = ("raw", "llama-server", "xrserve", "xrserve-threads", "xrserve-paced")
+PACED_STEP_S = 0.1
 LABELS = {
     "raw": "raw Llama (batch 1)",
     "llama-server": "llama-server -np 8",
     "xrserve": "xrserve smollm2",
     "xrserve-threads": f"xrserve, threads={CORES}",
+    "xrserve-paced": f"xrserve, step_target_s={PACED_STEP_S}",
 }
 STREAMS = 8
 DISTURBED_CORES = 0.25  # a window beside more foreign load than this is marked *
@@ -280,19 +286,26 @@ class ServerTarget(Target):
             str(data),
         ]
         if self.key == "xrserve-threads":
-            version = self.bench.work / "repo" / "smollm2" / "1"
-            version.mkdir(parents=True, exist_ok=True)
-            (version / "model.gguf").unlink(missing_ok=True)
-            (version / "model.gguf").symlink_to(self.bench.gguf)
-            (version / "model.toml").write_text(
-                'runtime = "gguf"\n'
-                f"max_streams = {STREAMS}\n"
-                f"threads = {CORES}\n"
-                "parameters = { context = 2048 }\n"
-                f'description = "SmolLM2-135M-Instruct Q4_1 with {CORES} llama.cpp threads (bench)"\n'
+            cmd += self.repository(f"threads = {CORES}\nparameters = {{ context = 2048 }}\n")
+        elif self.key == "xrserve-paced":
+            threads = xrserve_threads() or CORES
+            cmd += self.repository(
+                f"threads = {threads}\nnice = 10\nyields_to_speech = true\n"
+                f"parameters = {{ context = 2048, step_target_s = {PACED_STEP_S} }}\n"
             )
-            cmd += ["--model-repository", str(version.parent.parent)]
         return cmd
+
+    def repository(self, settings: str) -> list[str]:
+        """A model repository whose `smollm2` is the same GGUF with other settings (model.toml)."""
+        version = self.bench.work / f"{self.key}-repo" / "smollm2" / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        (version / "model.gguf").unlink(missing_ok=True)
+        (version / "model.gguf").symlink_to(self.bench.gguf)
+        (version / "model.toml").write_text(
+            f'runtime = "gguf"\nmax_streams = {STREAMS}\n{settings}'
+            f'description = "SmolLM2-135M-Instruct Q4_1, {LABELS[self.key]} (bench)"\n'
+        )
+        return ["--model-repository", str(version.parent.parent)]
 
     async def start(self) -> None:
         try:
@@ -853,8 +866,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default=None,
-        help=f"comma-separated subset of {','.join(TARGETS)} (default: all; xrserve-threads only "
-        "where the built-in smollm2 runs fewer threads than there are cores)",
+        help=f"comma-separated subset of {','.join(TARGETS)} (default: all but xrserve-paced; "
+        "xrserve-threads only where the built-in smollm2 runs fewer threads than there are cores)",
     )
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument(
@@ -872,7 +885,7 @@ def main() -> None:
     if threads is not None:
         LABELS["xrserve"] = f"xrserve smollm2, threads={threads}"
     if args.only is None:  # the threads=cores variant says nothing new when the built-in already runs that
-        keys = [k for k in TARGETS if k != "xrserve-threads" or threads != CORES]
+        keys = [k for k in TARGETS if k != "xrserve-paced" and (k != "xrserve-threads" or threads != CORES)]
     else:
         keys = [t.strip() for t in args.only.split(",") if t.strip()]
         unknown = set(keys) - set(TARGETS)
