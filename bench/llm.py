@@ -287,11 +287,14 @@ class ServerTarget(Target):
         ]
         if self.key == "xrserve-threads":
             cmd += self.repository(f"threads = {CORES}\nparameters = {{ context = 2048 }}\n")
-        elif self.key == "xrserve-paced":
-            threads = xrserve_threads() or CORES
+        elif self.key == "xrserve-paced":  # the built-in's own settings, so only the pacing differs
+            from xrserve.models.llm.model import SmolLM2
+
+            builtin = SmolLM2.default_config()
             cmd += self.repository(
-                f"threads = {threads}\nnice = 10\nyields_to_speech = true\n"
-                f"parameters = {{ context = 2048, step_target_s = {PACED_STEP_S} }}\n"
+                f"threads = {builtin.threads}\nnice = {builtin.nice}\n"
+                f"yields_to_speech = {str(builtin.yields_to_speech).lower()}\n"
+                f"parameters = {{ context = {builtin.parameters['context']}, step_target_s = {PACED_STEP_S} }}\n"
             )
         return cmd
 
