@@ -63,14 +63,14 @@ def test_newcomers_prompts_go_in_small_pieces_while_a_stream_generates() -> None
     """With a target no step can meet, prompts advance by the floor while anyone generates, and finish."""
     with make_engine(step_target_s=1e-6) as engine:
         steps: list[tuple[int, int]] = []  # (generating rows, prompt rows) of each step
-        fill = engine._fill_prefill
+        fill = engine._fill_batch
 
-        def recording_fill(rows: int, room: int) -> int:
-            out = fill(rows, room)
-            steps.append((rows, out - rows))
-            return out
+        def recording_fill(takes: dict[int, int]) -> int:
+            rows = fill(takes)
+            steps.append((rows - sum(takes.values()), sum(takes.values())))
+            return rows
 
-        engine._fill_prefill = recording_fill  # type: ignore[method-assign]
+        engine._fill_batch = recording_fill  # type: ignore[method-assign]
         done = {i: threading.Event() for i in range(5)}
         events: dict[int, list[Event]] = {i: [] for i in range(5)}
         first_delta = threading.Event()
