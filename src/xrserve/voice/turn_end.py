@@ -19,7 +19,8 @@ reads that transcript and says how long the silence must last before the turn is
   has no comma ("If you could.": the main clause is still to come). Real questions that end
   so ("What is that?") wait the longer silence: slower, never cut. And a lone greeting or
   interjection ("Hello?", "Well.", "So."): what a comma's pause after "Hello, who are you?"
-  gives the speculative transcript; a user who only says "hello" waits the longer silence.
+  gives the speculative transcript; a user who only says "hello" waits the longer silence. So
+  does a lone question word ("What?": a pause after the first word of "What happened to ...").
 - `finished`: it ends with ".", "?" or "!" and its last word can end a sentence.
   -> take the turn at once (the transcript exists only ~0.3 s into the silence: speculation + ASR).
 - `unclear`: no text at all (a cough).  -> the plain silence rule (500 ms).
@@ -63,6 +64,9 @@ NON_FINAL = ARTICLES | PREPOSITIONS | CONJUNCTIONS | POSSESSIVES | FILLERS | MIS
 SUBORDINATORS = {"if", "because", "although", "though", "unless", "whereas"}
 # alone, these open an utterance more often than they are one
 OPENERS = {"hello", "hi", "hey", "well", "so", "okay", "ok", "oh", "now", "listen", "excuse", "sorry", "greetings"}
+# and so do question words: bench/voice.py (2026-12-01) heard a pause after the "What" of "What happened to the
+# castle?" at 150 wpm, and the speculative "What?" was taken as the whole question
+QUESTION_WORDS = {"what", "where", "who", "why", "how", "when", "which", "whose"}
 
 _WORD = re.compile(r"[a-z']+")
 _SENTENCE = re.compile(r"[^.?!…]+[.?!…]*")
@@ -79,6 +83,8 @@ def verdict(transcript: str) -> Verdict:
     if words and words[-1] in NON_FINAL:
         return "unfinished"
     if 0 < len(words) <= 2 and all(w in OPENERS or w == "me" for w in words):  # "Hello?", "Excuse me."
+        return "unfinished"
+    if len(words) == 1 and words[0] in QUESTION_WORDS:  # "What?" of "What happened to the castle?"
         return "unfinished"
     sentences = [m.group().strip() for m in _SENTENCE.finditer(text) if m.group().strip(" .?!…")]
     last = sentences[-1] if sentences else text
