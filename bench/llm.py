@@ -14,7 +14,7 @@ the same chat requests everywhere:
                 "gguf", the same GGUF file); it separates the thread count from the rest.
                 Run by default only where the built-in runs fewer threads than that.
   xrserve-paced  the built-in's settings through the same kind of repository entry, plus
-                `step_target_s = 0.1`: prompt rows per step capped while others generate
+                `step_target_s = 0.07`: prompt rows per step capped while others generate
                 (docs/llm.md), so a joiner's prompt costs the running streams smaller pauses
                 and the joiner a longer TTFT. Run only when named in --only.
 
@@ -72,7 +72,7 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results" / "llm.json"
 CORES = os.cpu_count() or 1
 TARGETS = ("raw", "llama-server", "xrserve", "xrserve-threads", "xrserve-paced")
-PACED_STEP_S = 0.1
+PACED_STEP_S = 0.07
 LABELS = {
     "raw": "raw Llama (batch 1)",
     "llama-server": "llama-server -np 8",
