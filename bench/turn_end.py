@@ -43,6 +43,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "src"))
 
 from llm_support import procs  # noqa: E402 - after the sys.path lines above
+from llm_support.voice_turns import turns_over  # noqa: E402
 
 from xrserve.session.protocol import HEADER  # noqa: E402 - the binary message header, as the server reads it
 from xrserve.voice.audio import decode_upload  # noqa: E402
@@ -139,11 +140,8 @@ async def play(ws, stream: str, channel: int, audio: bytes, speech_end_s: float)
     deadline = start + len(audio) / 2 / RATE + 60
     while not receiver.done():
         offset = i * step
-        if offset >= len(audio):  # the last turn ends after the end of the audio, the others before it
-            taken, sent = kinds("transcript"), start + len(audio) / 2 / RATE
-            ended = any(e is not None and e["type"] == "turn_end" and t > sent for t, e in events)
-            if ended and len(kinds("turn_end")) + len(kinds("interrupted")) >= len(taken):
-                break
+        if offset >= len(audio) and turns_over(events, start + speech_end_s):
+            break
             if time.monotonic() > deadline:
                 raise RuntimeError("no turn_end within 60 s")
         await asyncio.sleep(max(0.0, start + i * STEP_S - time.monotonic()))

@@ -67,6 +67,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "src"))
 
 from llm_support import procs  # noqa: E402 - after the sys.path lines above
+from llm_support.voice_turns import turns_over  # noqa: E402
 
 from xrserve.session.protocol import HEADER  # noqa: E402 - the binary message header, as the server reads it
 from xrserve.voice.audio import decode_upload  # noqa: E402
@@ -167,10 +168,10 @@ async def turn(ws, channel: Channel, pcm: bytes, speech_end_s: float) -> dict[st
     audio_end = start + len(pcm) / 2 / RATE
     while not receiver.done():
         offset = i * step
-        if offset >= len(pcm):  # done when every turn taken has ended (or was interrupted), the last after the audio
-            ended = any(e is not None and e["type"] == "turn_end" and t > audio_end for t, e in events)
-            if ended and len(kinds("turn_end")) + len(kinds("interrupted")) >= len(kinds("transcript")):
-                break
+        # done when a turn was taken after the end of speech and every turn taken has ended (or was
+        # interrupted); a short answer can end before the audio's trailing silence is all sent
+        if offset >= len(pcm) and turns_over(events, start + speech_end_s):
+            break
             if time.monotonic() > audio_end + 120:
                 raise RuntimeError(f"{channel.name}: no turn_end within 120 s")
         await asyncio.sleep(max(0.0, start + i * STEP_S - time.monotonic()))

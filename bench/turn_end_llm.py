@@ -1,0 +1,87 @@
+"""Would the LLM's own judgement tell a finished utterance from an unfinished one? (issue 16, a lead not taken)
+
+A turn detector built on an LLM reads the probability of the end-of-turn token right after the
+user's text. smollm2 (the built-in SmolLM2-135M-Instruct) would give it for free: `<|im_end|>`
+is the next token of the answer's own prompt. This reads that probability, in the NPC's chat
+prompt (the benches' Bob persona), for the transcripts whisper-tiny-en wrote in the last
+`bench/turn_end.py` run (bench/results/turn_end.json):
+
+  unfinished  the first transcript of every unfinished phrase the server took as a turn of its
+              own (the phrase before its pause: what the rule has to judge)
+  finished    the transcripts of the finished questions
+
+and prints them sorted, with and without Whisper's final punctuation, and for each threshold
+how many of each set it would hold back. docs/voice.md has the 2026-12-01 run.
+
+    .venv/bin/python bench/turn_end.py && .venv/bin/python bench/turn_end_llm.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "src"))
+
+from xrserve.models.llm.model import smollm2_path  # noqa: E402 - after the sys.path line above
+from xrserve.pipelines.npc import Persona  # noqa: E402
+
+RESULTS = BENCH / "results" / "turn_end.json"
+PERSONA = Persona("Bob", "the blacksmith of a small mountain village", "gruff but kind")
+
+
+def transcripts(results: dict) -> dict[str, list[str]]:
+    """The texts the end-of-turn rule judged, by what the speaker meant."""
+    unfinished = [
+        row["transcripts"][0]
+        for mode in ("unfinished meaning", "unfinished silence")
+        for row in results[mode]
+        if len(row["transcripts"]) > 1
+    ]
+    finished = [
+        t for mode in ("finished meaning", "finished silence") for row in results[mode] for t in row["transcripts"]
+    ]
+    return {"unfinished": sorted(set(unfinished)), "finished": sorted(set(finished))}
+
+
+def main() -> None:
+    import llama_cpp
+
+    if not RESULTS.is_file():
+        sys.exit(f"{RESULTS} is missing: run bench/turn_end.py first")
+    sets = transcripts(json.loads(RESULTS.read_text()))
+    llm = llama_cpp.Llama(str(smollm2_path()), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+    (end,) = llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
+    system = PERSONA.system_prompt()
+
+    def p_end(text: str) -> float:
+        prompt = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{text}"
+        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(tokens)
+        logits = np.asarray(llm.scores[len(tokens) - 1], dtype=np.float64)
+        logits -= logits.max()
+        return math.exp(logits[end] - math.log(np.exp(logits).sum()))
+
+    scored = sorted(
+        (p_end(text), p_end(text.rstrip(" .?!…")), kind, text) for kind, texts in sets.items() for text in texts
+    )
+    print("P(<|im_end|>)  as written / without final punctuation  set  transcript")
+    for with_punct, without, kind, text in scored:
+        print(f"{with_punct:13.3f} {without:13.3f}   {kind:10s} {text}")
+    print("\nthreshold: held back (P below it) of unfinished / of finished")
+    for threshold in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
+        held = {k: sum(1 for p, _, kind, _ in scored if kind == k and p < threshold) for k in sets}
+        print(
+            f"  {threshold:.2f}: {held['unfinished']}/{len(sets['unfinished'])} unfinished, "
+            f"{held['finished']}/{len(sets['finished'])} finished"
+        )
+
+
+if __name__ == "__main__":
+    main()
