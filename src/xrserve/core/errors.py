@@ -80,6 +80,11 @@ class Unavailable(XRServeError):
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_s)))})
 
+    @classmethod
+    def unloaded(cls, name: str, version: str) -> Unavailable:
+        """What a request still queued or running gets when its version is unloaded (any engine)."""
+        return cls(f"model '{name}' version {version} was unloaded")
+
 
 class ModelFailed(XRServeError):
     """The model itself raised while computing a valid request."""

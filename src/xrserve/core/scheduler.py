@@ -119,7 +119,7 @@ class ModelVersion:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)  # every taken batch is answered first
-        self.queue.fail_all(Unavailable(f"model '{self.name}' version {self.version} was unloaded"))
+        self.queue.fail_all(Unavailable.unloaded(self.name, self.version))
         await asyncio.gather(*(runner.stop() for runner in self.runners), return_exceptions=True)
 
     # -- admission ---------------------------------------------------------------------
@@ -220,7 +220,7 @@ class ModelVersion:
                 await self._run(runner, batch)
             except asyncio.CancelledError:
                 for pending in batch:
-                    pending.finish(error=Unavailable(f"model '{self.name}' version {self.version} was unloaded"))
+                    pending.finish(error=Unavailable.unloaded(self.name, self.version))
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything
                 log.exception("dispatch loop of %s failed", self.name)

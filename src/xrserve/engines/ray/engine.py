@@ -205,7 +205,7 @@ class RemoteModelVersion(ModelVersion):
             self._send(waiting)
 
     def _unloaded(self) -> Unavailable:
-        return Unavailable(f"model '{self.name}' version {self.version} was unloaded")
+        return Unavailable.unloaded(self.name, self.version)
 
     def _lost(self, exc: BaseException) -> str:
         return (
