@@ -140,8 +140,9 @@ async def play(ws, stream: str, channel: int, audio: bytes, speech_end_s: float)
     deadline = start + len(audio) / 2 / RATE + 60
     while not receiver.done():
         offset = i * step
-        if offset >= len(audio) and turns_over(events, start + speech_end_s):
-            break
+        if offset >= len(audio):
+            if turns_over(events, start + speech_end_s):
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError("no turn_end within 60 s")
         await asyncio.sleep(max(0.0, start + i * STEP_S - time.monotonic()))

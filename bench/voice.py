@@ -168,10 +168,9 @@ async def turn(ws, channel: Channel, pcm: bytes, speech_end_s: float) -> dict[st
     audio_end = start + len(pcm) / 2 / RATE
     while not receiver.done():
         offset = i * step
-        # done when a turn was taken after the end of speech and every turn taken has ended (or was
-        # interrupted); a short answer can end before the audio's trailing silence is all sent
-        if offset >= len(pcm) and turns_over(events, start + speech_end_s):
-            break
+        if offset >= len(pcm):  # a short answer can end before the audio's trailing silence is all sent
+            if turns_over(events, start + speech_end_s):
+                break
             if time.monotonic() > audio_end + 120:
                 raise RuntimeError(f"{channel.name}: no turn_end within 120 s")
         await asyncio.sleep(max(0.0, start + i * STEP_S - time.monotonic()))
