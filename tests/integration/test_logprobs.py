@@ -30,7 +30,8 @@ def check_position(token: str, logprob: float, top: dict[str, float], greedy: bo
     """One position: log-probabilities at most 0 whose probabilities sum to at most 1; at temperature 0
     the chosen token is the likeliest and its value is exactly its entry among the alternatives."""
     assert logprob <= 0 and all(value <= 0 for value in top.values())
-    assert sum(math.exp(value) for value in top.values()) <= 1 + 1e-6
+    # float32 logits: three alternatives holding all the mass summed to 1 + 1.07e-6 on CI
+    assert sum(math.exp(value) for value in top.values()) <= 1 + 1e-5
     assert list(top.values()) == sorted(top.values(), reverse=True)  # most likely first
     if greedy:
         assert token in top, (token, top)
