@@ -21,18 +21,12 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
+from turn_end import PERSONA, RESULTS  # the bench whose transcripts are read; it puts src/ on sys.path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent / "src"))
-
-from xrserve.models.llm.model import smollm2_path  # noqa: E402 - after the sys.path line above
-from xrserve.pipelines.npc import Persona  # noqa: E402
-
-RESULTS = BENCH / "results" / "turn_end.json"
-PERSONA = Persona("Bob", "the blacksmith of a small mountain village", "gruff but kind")
+from xrserve.models.llm.model import smollm2_path
+from xrserve.pipelines.npc import Persona
 
 
 def transcripts(results: dict) -> dict[str, list[str]]:
@@ -57,7 +51,7 @@ def main() -> None:
     sets = transcripts(json.loads(RESULTS.read_text()))
     llm = llama_cpp.Llama(str(smollm2_path()), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
     (end,) = llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
-    system = PERSONA.system_prompt()
+    system = Persona(**PERSONA).system_prompt()
 
     def p_end(text: str) -> float:
         prompt = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{text}"
