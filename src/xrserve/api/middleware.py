@@ -43,10 +43,11 @@ class AuditMiddleware:
     database (`AuditLog.record_async`; the event loop is not blocked on a database's round trip).
     If the record cannot be written, the client gets a 503 saying so instead of the response,
     and every later request gets the same 503 (each one trying to write its refusal's record)
-    until a write succeeds again. A request answered without a response start (the client left:
-    499; an exception: 500) is recorded when it ends; a streamed answer whose outcome changed
-    after its first byte (the client left mid-stream, output moderated) gets a second record
-    with the final status and note. A WebSocket is recorded when it closes, with its close code.
+    until a write succeeds again; each first probes the trail (`AuditLog.probe`), so the first
+    request after it came back is served. A request answered without a response start (the
+    client left: 499; an exception: 500) is recorded when it ends; a streamed answer whose
+    outcome changed after its first byte (the client left mid-stream, output moderated) gets a
+    second record with the final status and note. A WebSocket is recorded when it closes, with its close code.
     """
 
     def __init__(self, app: ASGIApp, audit: AuditLog, metrics: Metrics) -> None:
@@ -59,7 +60,7 @@ class AuditMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        if self.audit.failure is not None:
+        if self.audit.failure is not None and not await self.audit.probe_async():
             return await self._refuse(scope, receive, send, started)
         http = scope["type"] == "http"
         status = 500 if http else 101

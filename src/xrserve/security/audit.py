@@ -20,7 +20,9 @@ records cut off before the last anchor are reported with their chain, number and
 
 **Refused when it cannot be written.** A failed write (disk full, file-size limit)
 raises `AuditUnavailable`; the middleware then answers 503 instead of the response,
-and refuses requests until a record can be written again.
+and refuses requests until a record can be written again: each refused request, and the
+background thread every second, first probes the trail with a write (`probe`), so the first
+request after the disk was freed or the database came back is served.
 
 **Where.** The trail is an `AuditTable`: the SQLite file audit.db in the data directory
 (`SqliteAuditTable`, the default, described above) or the PostgreSQL database that every
@@ -295,6 +297,7 @@ class AuditLog:
         self.failure: str | None = None
         self._stop = threading.Event()
         self._writer = _Writer(self) if self.table.remote else None
+        self._probing: asyncio.Future[bool] | None = None  # the probe under way (`probe_async`)
         self._checkpointer = threading.Thread(target=self._checkpoints, name="audit-checkpoint", daemon=True)
         self._checkpointer.start()
 
@@ -330,9 +333,13 @@ class AuditLog:
             self._seq, self._head = seq, head
             if anchor is not None:
                 self._anchored_seq, self._anchored_at, self._anchor_hash = seq, now, anchor[4]
-            if self.failure is not None:
-                log.warning("the audit trail %s is written again; requests are served", self.where)
-                self.failure = None
+            self._written_again()
+
+    def _written_again(self) -> None:
+        """A write succeeded: requests are served again (a failure stays only as long as writes fail)."""
+        if self.failure is not None:
+            log.warning("the audit trail %s is written again; requests are served", self.where)
+            self.failure = None
 
     def _anchor_row(self, at: float, seq: int, head: str) -> tuple:
         return (at, self.chain, seq, head, _digest(self._anchor_hash, _anchor_fields(at, self.chain, seq, head)))
@@ -348,16 +355,59 @@ class AuditLog:
         with self._lock:
             if self._seq == self._anchored_seq or time.monotonic() - self._anchored_at < older_than_s:
                 return
-            anchor = self._anchor_row(time.time(), self._seq, self._head)
+            self._write_anchor()
+
+    def _write_anchor(self) -> bool:
+        """The chain's head as an anchor (under the lock); False when the write failed."""
+        anchor = self._anchor_row(time.time(), self._seq, self._head)
+        try:
+            self.table.add_anchor(anchor)
+        except self.table.errors as exc:
+            self._failed(exc)
+            return False
+        self._anchored_seq, self._anchored_at, self._anchor_hash = self._seq, time.monotonic(), anchor[4]
+        self._written_again()
+        return True
+
+    def probe(self) -> bool:
+        """After a failed write: is the trail writable again? True (and `failure` cleared) when it is.
+
+        Requests are refused while `failure` is set, so something must find out that the trail came
+        back without waiting on a request's own record, or the first request after a database
+        restart would be refused on the failure of minutes ago. The probe is a write that records
+        nothing new: the chain's head as an anchor (a repeat of the last anchor is harmless to
+        `verify`). Before the chain's first record there is no head, and a read of the newest
+        record stands in: optimistic for a full disk, where the next record then fails and is
+        refused as before.
+        """
+        with self._lock:
+            if self.failure is None:
+                return True
+            if self._seq:
+                return self._write_anchor()
             try:
-                self.table.add_anchor(anchor)
+                self.table.last_head()
             except self.table.errors as exc:
                 self._failed(exc)
-                return
-            self._anchored_seq, self._anchored_at, self._anchor_hash = self._seq, time.monotonic(), anchor[4]
+                return False
+            self._written_again()
+            return True
+
+    async def probe_async(self) -> bool:
+        """`probe` for the event loop: a remote table's round trip runs in a thread, and requests that
+        arrive while one probe is under way wait for its answer rather than each sending one."""
+        if self.failure is None:
+            return True
+        if self._writer is None:
+            return self.probe()
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(asyncio.to_thread(self.probe))
+        return await asyncio.shield(self._probing)
 
     def _checkpoints(self) -> None:
         while not self._stop.wait(CHECKPOINT_INTERVAL_S):
+            if self.failure is not None:
+                self.probe()  # an idle server finds out by itself that the trail is back
             self.anchor(ANCHOR_INTERVAL_S)  # records that came before a quiet spell are anchored too
             self.table.checkpoint()
 

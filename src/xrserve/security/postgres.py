@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import threading
 import time
 import uuid
@@ -60,7 +61,8 @@ CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 3.0
 #: after a failed lookup, key lookups answer 503 at once for this long rather than each waiting on the network
 BACKOFF_S = 1.0
-#: the audit writer's connection, unused this long, is checked before a record is sent on it
+#: the audit writer's connection, unused this long, is checked before a record is sent on it (sooner when the
+#: server sent something unasked: see PostgresAuditTable._connection)
 IDLE_CHECK_S = 1.0
 
 T = TypeVar("T")
@@ -80,6 +82,15 @@ def describe(url: str) -> str:
 def _reason(exc: BaseException) -> str:
     """psycopg's message on one line."""
     return re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
+
+
+def _has_input(conn: psycopg.Connection[Any]) -> bool:
+    """Is there something to read on a connection that is waiting for nothing? Its server's goodbye, mostly."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):  # no socket any more: stale too
+        return True
+    return bool(readable)
 
 
 def _commit_without_waiting(conn: psycopg.Connection[Any]) -> None:
@@ -297,15 +308,19 @@ class PostgresAuditTable:
             self._connection()  # at start: an unreachable database stops the server with a message
 
     def _connection(self) -> psycopg.Connection[Any]:
-        """The writer's connection; after a quiet spell, checked first (an empty query), and made anew if it died.
+        """The writer's connection; checked first (an empty query) when it looks stale, made anew if it died.
 
         A connection whose server restarted while it was idle fails only when used: checked, it is replaced
-        before a record is sent on it, so the first request after a database restart is not refused.
+        before a record is sent on it, so the first request after a database restart is not refused. It
+        looks stale when the server sent something unasked (a restart's "terminating connection" and the
+        close: a poll of the socket, no round trip; a restart can take under a second) or after a quiet
+        spell (a peer that vanished without a word).
         """
         now = time.monotonic()
-        if self._conn is not None and not self._conn.broken and now - self._used > IDLE_CHECK_S:
+        conn = self._conn
+        if conn is not None and not conn.broken and (now - self._used > IDLE_CHECK_S or _has_input(conn)):
             try:
-                self._conn.execute("")
+                conn.execute("")
             except psycopg.OperationalError:
                 pass  # broken now: replaced below
         if self._conn is None or self._conn.closed or self._conn.broken:
