@@ -32,7 +32,7 @@ class Streamer(StreamingModel):
         emit({"kind": "started"})
         for i in range(ticks):
             if stream_id in self.cancelled:
-                emit({"kind": "done", "finish_reason": "cancelled"})
+                emit({"kind": "done", "finish_reason": "cancelled", "completion_tokens": i})
                 return
             time.sleep(self.tick_s)
             while time.monotonic() < self.hold_until:

@@ -115,6 +115,29 @@ def test_cancel_holds_the_slot_until_the_model_confirms() -> None:
     assert held == 1 and after == 0
 
 
+def test_the_tokens_of_a_cancelled_stream_are_counted() -> None:
+    """Tokens a client received before it left were generated all the same: xrserve_generated_tokens counts them
+    (from the model's confirming "done"), as it counts a finished stream's."""
+
+    async def scenario(s: Scheduler):
+        tokens = s.metrics.generated_tokens.labels("streamer", "1")
+        finished = await drain(await s.stream(ask("3")))
+        after_finished = tokens._value.get()
+        cancelled = await s.stream(ask("100"))
+        received = 0
+        async for chunk in cancelled:
+            received += chunk["kind"] == "delta"
+            if received == 5:
+                cancelled.cancel()
+                break
+        await asyncio.sleep(0.2)  # the streamer confirms with "done" on its next tick
+        return finished, after_finished, tokens._value.get() - after_finished
+
+    finished, after_finished, counted = run(streamer(), scenario)
+    assert finished == "0 1 2 " and after_finished == 3
+    assert 5 <= counted <= 7  # the 5 received, and a tick or two the client never saw
+
+
 @pytest.mark.parametrize("isolation", ["thread", "process"])
 def test_a_first_spoken_piece_pauses_the_streams_of_a_model_that_yields_to_speech(isolation: str) -> None:
     """The scheduler holds a `yields_to_speech` model while a FIRST_SPEECH request computes, and only then."""

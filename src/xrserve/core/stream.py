@@ -45,6 +45,8 @@ class Stream:
         if not self.closed:
             self.queue.put_nowait(chunk)
         elif self._draining and chunk.get("kind") in TERMINAL:
+            if chunk["kind"] == "done" and self.observe_done is not None:
+                self.observe_done(chunk)  # what was generated before the cancel counts: nobody reads this chunk
             self._release()
 
     def __aiter__(self) -> Stream:
