@@ -11,7 +11,9 @@ prompt (the benches' Bob persona), for the transcripts whisper-tiny-en wrote in 
   finished    the transcripts of the finished questions
 
 and prints them sorted, with and without Whisper's final punctuation, and for each threshold
-how many of each set it would hold back. docs/voice.md has the 2026-12-01 run.
+how many of each set it would hold back; and beside it how plausible each transcript reads to
+the model (the mean log-probability of its tokens), another signal probed and not used.
+docs/voice.md has the 2026-12-01 run.
 
     .venv/bin/python bench/turn_end.py && .venv/bin/python bench/turn_end_llm.py
 """
@@ -53,26 +55,41 @@ def main() -> None:
     (end,) = llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
     system = Persona(**PERSONA).system_prompt()
 
-    def p_end(text: str) -> float:
-        prompt = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{text}"
-        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    head = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
+    n_head = len(llm.tokenize(head.encode(), add_bos=False, special=True))
+
+    def log_softmax(row: int) -> np.ndarray:
+        logits = np.asarray(llm.scores[row], dtype=np.float64)
+        logits -= logits.max()
+        return logits - math.log(np.exp(logits).sum())
+
+    def judged(text: str) -> tuple[float, float]:
+        """P(<|im_end|>) after the text, and the mean log-probability of the text's own tokens (how
+        plausible it reads: misheard endings read oddly, "Let me think come out.")."""
+        tokens = llm.tokenize((head + text).encode(), add_bos=False, special=True)
         llm.reset()
         llm.eval(tokens)
-        logits = np.asarray(llm.scores[len(tokens) - 1], dtype=np.float64)
-        logits -= logits.max()
-        return math.exp(logits[end] - math.log(np.exp(logits).sum()))
+        own = [log_softmax(i - 1)[tokens[i]] for i in range(n_head, len(tokens))]
+        return math.exp(log_softmax(len(tokens) - 1)[end]), float(np.mean(own))
 
     scored = sorted(
-        (p_end(text), p_end(text.rstrip(" .?!…")), kind, text) for kind, texts in sets.items() for text in texts
+        (*judged(text), judged(text.rstrip(" .?!…"))[0], kind, text) for kind, texts in sets.items() for text in texts
     )
-    print("P(<|im_end|>)  as written / without final punctuation  set  transcript")
-    for with_punct, without, kind, text in scored:
-        print(f"{with_punct:13.3f} {without:13.3f}   {kind:10s} {text}")
+    print("P(<|im_end|>)  as written / without final punctuation  mean token log-prob  set  transcript")
+    for with_punct, plausible, without, kind, text in scored:
+        print(f"{with_punct:13.3f} {without:13.3f} {plausible:13.2f}   {kind:10s} {text}")
     print("\nthreshold: held back (P below it) of unfinished / of finished")
     for threshold in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
-        held = {k: sum(1 for p, _, kind, _ in scored if kind == k and p < threshold) for k in sets}
+        held = {k: sum(1 for p, _, _, kind, _ in scored if kind == k and p < threshold) for k in sets}
         print(
             f"  {threshold:.2f}: {held['unfinished']}/{len(sets['unfinished'])} unfinished, "
+            f"{held['finished']}/{len(sets['finished'])} finished"
+        )
+    print("\nmean token log-prob: held back (below it) of unfinished / of finished")
+    for threshold in (-5.0, -4.5, -4.0, -3.5, -3.0):
+        held = {k: sum(1 for _, lp, _, kind, _ in scored if kind == k and lp < threshold) for k in sets}
+        print(
+            f"  {threshold:.1f}: {held['unfinished']}/{len(sets['unfinished'])} unfinished, "
             f"{held['finished']}/{len(sets['finished'])} finished"
         )
 
