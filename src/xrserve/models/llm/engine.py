@@ -58,6 +58,11 @@ MAX_TOP_LOGPROBS = 20  # alternatives per token, OpenAI's limit
 # bounds a 135M model's batched step), so the floor decides a step over the target: 16 rows made
 # ~100 ms steps beside 7 generating ones (40 ms alone); 8 keep the p99 gap under 100 ms (issue 16)
 _MIN_PREFILL_ROWS = 8
+# Pacing protects streams whose text is flowing. A stream with fewer tokens out than this is still
+# starting: a pause there is part of its time to first words, like the wait of the prompts beside
+# it, so while no generating stream has more, prompts go in whole, as unpaced (8 streams started
+# together are then batched at once, not spread over many small steps).
+_FLOWING_TOKENS = 8
 _COST_SMOOTHING = 0.3  # weight of the newest step in the running cost estimates
 
 
@@ -736,7 +741,8 @@ class Engine:
     def _step(self) -> None:
         """One llama_decode for every running sequence, then sample whoever has logits."""
         generating = sum(sequence.next_token is not None for sequence in self._running)
-        takes = self._plan_prefill(self._prefill_room(generating))
+        flowing = any(s.next_token is not None and s.completion_tokens >= _FLOWING_TOKENS for s in self._running)
+        takes = self._plan_prefill(self._prefill_room(generating, flowing))
         rows = self._fill_batch(takes)
         if rows == 0:  # cannot happen while anyone runs; an empty batch would be an "invalid batch"
             return
@@ -764,17 +770,18 @@ class Engine:
         batch.seq_id[row][0] = slot
         batch.logits[row] = wants_logits
 
-    def _prefill_room(self, generating: int) -> int:
+    def _prefill_room(self, generating: int, flowing: bool = True) -> int:
         """How many prompt rows this step may take after `generating` rows.
 
-        Nobody generating: the whole batch (no stream waits on the step). Otherwise as many
+        Nobody generating, or nobody's text flowing yet (`_FLOWING_TOKENS`): the whole batch
+        (no stream is paused mid-answer by the step). Otherwise as many
         as keep the step near `step_target_s` by the measured costs, at least
         _MIN_PREFILL_ROWS so prompts always advance: a full 512-row batch costs ~16x a
         step of eight generating rows, and every running stream would wait that long for
         its next token (measured: gaps of 2.6 s on this machine).
         """
         room = self._n_batch - generating
-        if generating == 0 or self._step_target_s is None:
+        if generating == 0 or not flowing or self._step_target_s is None:
             return room
         if self._prompt_row_s is None:  # no cost known yet: one chunk, which measures it
             budget = self._prefill_chunk
