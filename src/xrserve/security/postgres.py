@@ -87,10 +87,11 @@ def _reason(exc: BaseException) -> str:
 def _has_input(conn: psycopg.Connection[Any]) -> bool:
     """Is there something to read on a connection that is waiting for nothing? Its server's goodbye, mostly."""
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        poller = select.poll()  # not select(): a busy server's descriptors pass 1024
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.OperationalError):  # no socket any more: stale too
         return True
-    return bool(readable)
 
 
 def _commit_without_waiting(conn: psycopg.Connection[Any]) -> None:
