@@ -14,7 +14,7 @@ the same chat requests everywhere:
                 "gguf", the same GGUF file); it separates the thread count from the rest.
                 Run by default only where the built-in runs fewer threads than that.
   xrserve-paced  the built-in's settings through the same kind of repository entry, plus
-                `step_target_s = 0.07`: prompt rows per step capped while others generate
+                `step_target_s = 0.07`: prompt rows per step capped while others' text flows
                 (docs/llm.md), so a joiner's prompt costs the running streams smaller pauses
                 and the joiner a longer TTFT. Run only when named in --only.
 
