@@ -35,12 +35,12 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "src"))
 from llm_support import procs  # noqa: E402 - after the sys.path lines above
+from llm_support.client import body, stream_chat  # noqa: E402
 
 from xrserve.models.llm.engine import Engine, GenerationRequest  # noqa: E402
 from xrserve.models.llm.model import smollm2_path  # noqa: E402
 
 STREAMS = 8
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[tuple[int, str, str], float]:
@@ -53,7 +53,7 @@ def thread_cpu(pid: int) -> dict[tuple[int, str, str], float]:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        seconds[(pid, tid, name)] = (int(fields[11]) + int(fields[12])) / TICK
+        seconds[(pid, tid, name)] = (int(fields[11]) + int(fields[12])) / procs.CLK_TCK
     return seconds
 
 
@@ -114,27 +114,23 @@ def engine_bursts(rounds: int) -> tuple[float, list[float], list[float]]:
     return tokens / wall, [d for d, _ in eight], [s for _, s in eight]
 
 
-async def stream(client: httpx.AsyncClient, url: str, i: int) -> int:
-    """One streamed answer; its completion tokens (the server's usage)."""
-    body = {
-        "model": "smollm2",
-        "messages": messages(i),
-        "max_tokens": 128,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "seed": i,
-    }
-    tokens = 0
-    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
-        async for line in response.aiter_lines():
-            if line.startswith("data: {") and '"usage":{' in line:
-                tokens = int(line.split('"completion_tokens":')[1].split(",")[0].split("}")[0])
-    return tokens
-
-
 async def burst(url: str) -> int:
+    """8 streamed answers at once; their completion tokens (the server's usage)."""
     async with httpx.AsyncClient(timeout=120) as client:
-        return sum(await asyncio.gather(*[stream(client, url, i) for i in range(STREAMS)]))
+        answers = await asyncio.gather(
+            *[
+                stream_chat(
+                    client,
+                    f"{url}/v1/chat/completions",
+                    body("smollm2", {"messages": messages(i), "max_tokens": 128, "seed": i}, {}),
+                )
+                for i in range(STREAMS)
+            ]
+        )
+    failed = [answer.error for answer in answers if answer.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {STREAMS} streams failed: {failed[0]}")
+    return sum(answer.completion_tokens for answer in answers)
 
 
 def main() -> None:
@@ -148,11 +144,11 @@ def main() -> None:
         asyncio.run(burst(url))  # warm: the first burst also loads caches
         pids = procs.tree_pids(process.pid)
         before = {k: v for pid in pids for k, v in thread_cpu(pid).items()}
-        own = sum(os.times()[:2])
+        own = procs.own_cpu_s()
         started = time.monotonic()
         tokens = sum(asyncio.run(burst(url)) for _ in range(args.rounds))
         wall = time.monotonic() - started
-        own = sum(os.times()[:2]) - own
+        own = procs.own_cpu_s() - own
         after = {k: v for pid in pids for k, v in thread_cpu(pid).items()}
     finally:
         procs.end(process)
