@@ -17,7 +17,9 @@ sell?") is taken at once, after the speculation's silence; an unfinished one ("I
 wondering if...", or no final punctuation) waits for `unfinished_turn_ms` of silence; an
 empty one (a cough) waits `end_of_turn_ms` as before. Until the transcript is known the turn waits for it (its
 answer could not go out sooner anyway). `turn_end: "silence"`: `end_of_turn_ms` of silence,
-whatever was said.
+whatever was said. `turn_end: "client"` (push to talk): only the client's `end_turn` takes the
+turn, however long the user pauses while holding the button; the speculative turn still starts at
+each pause, so a release after a pause is answered from work already done.
 
 Barge-in: speech that starts while the character is answering (generating, or its audio
 still playing at the client by the server's clock) cancels the turn (LLM stream, pending
@@ -27,6 +29,7 @@ speech) and sends `interrupted`, so the client drops the audio it has queued.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any, Literal
 
@@ -52,8 +55,9 @@ FLAG_FIRST_AUDIO = 1  # binary header flag: the first audio chunk of a turn
 # is taken, so it starts at the first silent VAD step (issue 16: 200 -> 100 -> 32 ms, each step that much
 # sooner first audio); a pause inside a sentence then costs a cancelled ASR run (~0.25 s of CPU), and a finished
 # verdict still waits for the transcript (~0.3 s of silence), so shorter pauses are never cut; with "silence"
-# the 500 ms decide anyway
-SPECULATE_MS = {"meaning": 32.0, "silence": 200.0}
+# the 500 ms decide anyway; with "client" (push to talk) the release decides, and 100 ms skips most pauses
+# between words (each a cancelled ASR run) while a release after a pause still finds the turn computed
+SPECULATE_MS = {"meaning": 32.0, "silence": 200.0, "client": 100.0}
 
 
 class VoiceActivity:
@@ -83,15 +87,17 @@ class NpcOptions(TurnOptions):
         le=5000,
         description=(
             "silence after which the turn is already computed, held back until the turn is taken (default "
-            "min(32, end_of_turn_ms) with turn_end 'meaning', min(200, end_of_turn_ms) with 'silence')"
+            "min(32, end_of_turn_ms) with turn_end 'meaning', min(200, end_of_turn_ms) with 'silence', "
+            "min(100, end_of_turn_ms) with 'client')"
         ),
     )
-    turn_end: Literal["meaning", "silence"] = Field(
+    turn_end: Literal["meaning", "silence", "client"] = Field(
         "meaning",
         description=(
             "'meaning': the speculative transcript decides: a finished sentence is taken after speculate_ms of "
             "silence, an unfinished one waits unfinished_turn_ms, an empty one end_of_turn_ms; "
-            "'silence': always end_of_turn_ms"
+            "'silence': always end_of_turn_ms; 'client' (push to talk): only the client's end_turn takes the "
+            "turn, whatever the pauses while the user holds the button"
         ),
     )
     unfinished_turn_ms: float = Field(
@@ -236,6 +242,8 @@ class NpcStream(SessionStream):
 
     def _silence_needed(self) -> float:
         """The silence that ends the turn now: by the rule, and with 'meaning' by the speculative transcript."""
+        if self.turn_end == "client":
+            return math.inf  # a pause while the button is held is the user thinking, not done
         if self.turn_end == "silence" or self.confirmed is None:
             return self.end_of_turn_ms  # "meaning" without a speculative turn (speculate_ms = end_of_turn_ms)
         if self.verdict == "finished":

@@ -37,7 +37,10 @@ export class Talk extends EventTarget {
   /** Opens the npc stream; the microphone is asked for on the first hold, not before. */
   static async open(session, { persona, scene = "", maxTokens = 40 }) {
     // a short answer by default: it has to fit a speech bubble and be heard, not read
-    const stream = await session.open(`npc-${Date.now()}`, "npc", { persona, scene, max_tokens: maxTokens });
+    // push to talk: a pause while the trigger is held is not the end of the turn, only the release is
+    const stream = await session.open(`npc-${Date.now()}`, "npc", {
+      persona, scene, max_tokens: maxTokens, turn_end: "client",
+    });
     return new Talk(stream);
   }
 
