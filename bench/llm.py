@@ -51,6 +51,7 @@ import platform
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -777,6 +778,17 @@ def notes(by_key: dict[str, TargetResult]) -> list[str]:
                 f"decode rate with all {STREAMS} decoding (their tok/s added up, p50 of rounds): "
                 f"{fmt(median([x['decode_tokens_per_s'] for x in r.burst['rounds']]))} tok/s"
             )
+        server = by_key.get("llama-server")
+        if r.key != "llama-server" and r.burst.get("rounds") and server and server.burst.get("rounds"):
+            # round k of both ran back to back (the order rotating): their ratio shares the hour's speed
+            paired = [
+                ours["summed_tokens_per_s"] / theirs["summed_tokens_per_s"]
+                for ours, theirs in zip(r.burst["rounds"], server.burst["rounds"], strict=False)
+            ]
+            lines.append(
+                f"{r.key}: {STREAMS} streams summed / llama-server's, round by round: "
+                f"{', '.join(f'{x:.2f}x' for x in paired)}; median {statistics.median(paired):.2f}x"
+            )
         if r.joiner:
             j, bg = r.joiner, r.joiner["background"]
             lines.append(
@@ -874,6 +886,9 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument(
+        "--burst-rounds", type=int, default=None, metavar="N", help="rounds of 8 streams together (3, --quick 1)"
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=1800.0,
@@ -897,6 +912,8 @@ def main() -> None:
         keys = [k for k in TARGETS if k in keys]
     plan = Plan.quick() if args.quick else Plan()
     plan.max_tokens = args.max_tokens
+    if args.burst_rounds is not None:
+        plan.burst_rounds = max(1, args.burst_rounds)
     sampling = Sampling(max_tokens=plan.max_tokens)
     gguf = smollm2_gguf()
     work = Path(tempfile.mkdtemp(prefix="xrserve-llm-bench-"))
