@@ -241,7 +241,8 @@ class NpcStream(SessionStream):
             await self._confirm(silence_ms, "silence" if self.turn_end == "silence" else self.verdict or "timeout")
 
     def _silence_needed(self) -> float:
-        """The silence that ends the turn now: by the rule, and with 'meaning' by the speculative transcript."""
+        """The silence that ends the turn now: by the rule, with 'meaning' by the speculative transcript, with
+        'client' none (only end_turn)."""
         if self.turn_end == "client":
             return math.inf  # a pause while the button is held is the user thinking, not done
         if self.turn_end == "silence" or self.confirmed is None:
