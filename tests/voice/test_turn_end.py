@@ -60,6 +60,17 @@ async def play(ws, channel: int, pcm: bytes, events: list[tuple[float, object]],
     return start
 
 
+def the_one_turn(events: list[tuple[float, object]], what: str) -> tuple[str, dict]:
+    """The transcript and `turn_end` of speech that must make one turn: not cut in two, not interrupted."""
+    kinds = [e["type"] for _, e in events if isinstance(e, dict)]
+    transcripts = [e["text"] for _, e in events if isinstance(e, dict) and e["type"] == "transcript"]
+    end = next(e for _, e in events if isinstance(e, dict) and e["type"] == "turn_end")
+    print(f"\n{what}: {transcripts}, ended_by {end['ended_by']}, timings {end['timings']}")
+    assert "interrupted" not in kinds and len(transcripts) == 1, transcripts
+    assert end["turn"] == 1
+    return transcripts[0], end
+
+
 def test_a_finished_question_is_answered_before_end_of_turn_ms(voice_server, espeak) -> None:
     end_of_turn_ms = 1000  # a margin for a busy machine: the speculative ASR (~0.3 s) must end within 0.8 s
 
@@ -121,14 +132,8 @@ def test_an_unfinished_phrase_and_a_pause_are_not_cut_off(voice_server, espeak, 
             await play(ws, opened["channel"], first, events)
         return events
 
-    events = asyncio.run(scenario())
-    kinds = [e["type"] for _, e in events if isinstance(e, dict)]
-    transcripts = [e["text"] for _, e in events if isinstance(e, dict) and e["type"] == "transcript"]
-    end = next(e for _, e in events if isinstance(e, dict) and e["type"] == "turn_end")
-    print(f"\n{first_part} + {pause_s} s pause: {transcripts}, ended_by {end['ended_by']}, timings {end['timings']}")
-    assert "interrupted" not in kinds and len(transcripts) == 1, transcripts
-    assert words <= set(normalise(transcripts[0])), transcripts
-    assert end["turn"] == 1
+    transcript, _ = the_one_turn(asyncio.run(scenario()), f"{first_part} + {pause_s} s pause")
+    assert words <= set(normalise(transcript)), transcript
 
 
 def test_silence_rule_on_request(voice_server, espeak) -> None:
@@ -163,11 +168,6 @@ def test_push_to_talk_takes_the_turn_at_the_release_whatever_the_pauses(voice_se
             await play(ws, opened["channel"], pcm, events, end_turn=True)
         return events
 
-    events = asyncio.run(scenario())
-    kinds = [e["type"] for _, e in events if isinstance(e, dict)]
-    transcripts = [e["text"] for _, e in events if isinstance(e, dict) and e["type"] == "transcript"]
-    end = next(e for _, e in events if isinstance(e, dict) and e["type"] == "turn_end")
-    print(f"\npush to talk: {transcripts}, ended_by {end['ended_by']}, timings {end['timings']}")
-    assert "interrupted" not in kinds and len(transcripts) == 1, transcripts
-    assert {"hello", "name"} <= set(normalise(transcripts[0])), transcripts
-    assert end["turn"] == 1 and end["ended_by"] == "end_turn"
+    transcript, end = the_one_turn(asyncio.run(scenario()), "push to talk")
+    assert {"hello", "name"} <= set(normalise(transcript)), transcript
+    assert end["ended_by"] == "end_turn"
