@@ -78,20 +78,19 @@ def main() -> None:
     print("P(<|im_end|>)  as written / without final punctuation  mean token log-prob  set  transcript")
     for with_punct, plausible, without, kind, text in scored:
         print(f"{with_punct:13.3f} {without:13.3f} {plausible:13.2f}   {kind:10s} {text}")
-    print("\nthreshold: held back (P below it) of unfinished / of finished")
-    for threshold in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
-        held = {k: sum(1 for p, _, _, kind, _ in scored if kind == k and p < threshold) for k in sets}
-        print(
-            f"  {threshold:.2f}: {held['unfinished']}/{len(sets['unfinished'])} unfinished, "
-            f"{held['finished']}/{len(sets['finished'])} finished"
-        )
-    print("\nmean token log-prob: held back (below it) of unfinished / of finished")
-    for threshold in (-5.0, -4.5, -4.0, -3.5, -3.0):
-        held = {k: sum(1 for _, lp, _, kind, _ in scored if kind == k and lp < threshold) for k in sets}
-        print(
-            f"  {threshold:.1f}: {held['unfinished']}/{len(sets['unfinished'])} unfinished, "
-            f"{held['finished']}/{len(sets['finished'])} finished"
-        )
+
+    def held_back(title: str, column: int, thresholds: tuple[float, ...]) -> None:
+        """How many of each set a rule "hold back when `column` of its row is below the threshold" holds."""
+        print(f"\n{title}: held back (below it) of unfinished / of finished")
+        for threshold in thresholds:
+            held = {k: sum(1 for row in scored if row[3] == k and row[column] < threshold) for k in sets}
+            print(
+                f"  {threshold:.2f}: {held['unfinished']}/{len(sets['unfinished'])} unfinished, "
+                f"{held['finished']}/{len(sets['finished'])} finished"
+            )
+
+    held_back("P(<|im_end|>)", 0, (0.05, 0.1, 0.2, 0.3, 0.4, 0.5))
+    held_back("mean token log-prob", 1, (-5.0, -4.5, -4.0, -3.5, -3.0))
 
 
 if __name__ == "__main__":
